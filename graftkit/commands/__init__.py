@@ -1,0 +1,1 @@
+"""`graftkit <method> ...` subcommands, one module per method, each with register(subparsers)."""

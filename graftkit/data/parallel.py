@@ -1,0 +1,108 @@
+"""A synthetic toy language pair with reordering and agreement, for translation tests and demos.
+
+SYNTHETIC data. The source language ("src", German-like) is verb-final (subject object verb) with the
+adjective after the noun, gendered articles, adjective endings that agree with the noun's gender and
+number, and a verb ending that agrees with the subject's number; a time adverb comes first. The target
+("tgt", English-like) is subject verb object with the adjective before the noun, the time adverb last,
+a plural -s and a third-person -s on the verb. A translator must learn the lexicon, reorder, and carry
+agreement across the sentence.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from graftkit.errors import GraftkitError
+
+_NOUNS = ("dog", "cat", "bird", "horse", "farmer", "teacher", "child", "doctor", "king", "queen", "baker",
+          "sailor", "student", "painter", "writer", "friend", "neighbor", "soldier", "driver", "singer",
+          "apple", "letter", "house", "river", "garden", "window", "book", "song", "stone", "table")
+_ADJECTIVES = ("old", "young", "small", "big", "happy", "quiet", "red", "green", "clever", "brave", "tired",
+               "strange", "kind", "proud", "lazy", "tall")
+_VERBS = ("see", "like", "help", "follow", "find", "call", "watch", "paint", "visit", "carry", "hear",
+          "greet", "know", "meet", "thank", "miss")
+_ADVERBS = ("today", "yesterday", "often", "never", "always", "tomorrow", "sometimes", "again")
+_SYLLABLES = ("ka", "lo", "mi", "re", "tu", "sa", "ne", "po", "vi", "gu", "da", "fe", "zo", "bi", "wa", "xe",
+              "ri", "mo", "ke", "ju")
+
+
+def _coin_words(english: tuple[str, ...], rng: random.Random, used: set[str]) -> dict[str, str]:
+    """Invent a distinct two-syllable source stem for every English word."""
+    lexicon = {}
+    for word in english:
+        stem = rng.choice(_SYLLABLES) + rng.choice(_SYLLABLES)
+        while stem in used:
+            stem = rng.choice(_SYLLABLES) + rng.choice(_SYLLABLES) + rng.choice(_SYLLABLES)
+        used.add(stem)
+        lexicon[word] = stem
+    return lexicon
+
+
+@dataclass(frozen=True)
+class _NounPhrase:
+    noun: str
+    adjective: str | None
+    plural: bool
+
+
+class ToyLanguagePair:
+    """The grammar and lexicon are fixed by ``lexicon_seed``; sentences are drawn with ``sample(n, seed)``."""
+
+    def __init__(self, lexicon_seed: int = 0) -> None:
+        rng = random.Random(lexicon_seed)
+        used: set[str] = set()
+        self.nouns = _coin_words(_NOUNS, rng, used)
+        self.adjectives = _coin_words(_ADJECTIVES, rng, used)
+        self.verbs = _coin_words(_VERBS, rng, used)
+        self.adverbs = _coin_words(_ADVERBS, rng, used)
+        self.gender = {noun: rng.choice("mf") for noun in _NOUNS}
+
+    def _phrase(self, rng: random.Random) -> _NounPhrase:
+        return _NounPhrase(rng.choice(_NOUNS), rng.choice(_ADJECTIVES) if rng.random() < 0.5 else None,
+                           rng.random() < 0.4)
+
+    def _src_phrase(self, p: _NounPhrase) -> list[str]:
+        agreement = "i" if p.plural else {"m": "o", "f": "a"}[self.gender[p.noun]]
+        words = ["l" + agreement, self.nouns[p.noun] + ("en" if p.plural else "")]
+        if p.adjective:
+            words.append(self.adjectives[p.adjective] + agreement)
+        return words
+
+    @staticmethod
+    def _tgt_phrase(p: _NounPhrase) -> list[str]:
+        return ["the"] + ([p.adjective] if p.adjective else []) + [p.noun + ("s" if p.plural else "")]
+
+    def sentence(self, rng: random.Random) -> tuple[str, str]:
+        subject, obj, verb = self._phrase(rng), self._phrase(rng), rng.choice(_VERBS)
+        adverb = rng.choice(_ADVERBS) if rng.random() < 0.5 else None
+        src = ([self.adverbs[adverb]] if adverb else []) + self._src_phrase(subject) + self._src_phrase(obj)
+        src.append(self.verbs[verb] + ("n" if subject.plural else "t"))
+        tgt = self._tgt_phrase(subject) + [verb + ("" if subject.plural else "s")] + self._tgt_phrase(obj)
+        tgt += [adverb] if adverb else []
+        return " ".join(src), " ".join(tgt)
+
+    def sample(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
+        """``n`` (source, target) sentence pairs."""
+        rng = random.Random(seed)
+        return [self.sentence(rng) for _ in range(n)]
+
+    def monolingual_source(self, n: int, seed: int = 0) -> list[str]:
+        """``n`` source-side sentences (e.g. for pre-training a source-language BERT)."""
+        return [src for src, _ in self.sample(n, seed)]
+
+
+def write_parallel_raw(out_dir: str | Path, splits: dict[str, list[tuple[str, str]]],
+                       src_lang: str = "src", tgt_lang: str = "tgt") -> Path:
+    """Write ``{split}.{src_lang}`` and ``{split}.{tgt_lang}`` files: the raw input of ``fairseq-preprocess``."""
+    if src_lang == tgt_lang:
+        raise GraftkitError("source and target language codes must differ")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, pairs in splits.items():
+        if not pairs:
+            raise GraftkitError(f"split {split!r} is empty")
+        (out / f"{split}.{src_lang}").write_text("".join(s + "\n" for s, _ in pairs))
+        (out / f"{split}.{tgt_lang}").write_text("".join(t + "\n" for _, t in pairs))
+    return out

@@ -1,0 +1,1 @@
+"""Experiments of `graftkit reproduce`, one module per method (imported by graftkit.registry.load_all)."""

@@ -1,0 +1,206 @@
+"""Run registered experiments and write the report: results.json, report.md, report.html, config.json.
+
+Each run goes to ``<out>/<timestamp>/``; ``<out>/latest`` is a symlink to the newest run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import subprocess
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from graftkit.checkpoint import atomic_write
+from graftkit.errors import GraftkitError
+from graftkit.registry import Experiment, Mode, RunContext
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    """The commit of the checkout graftkit runs from, with ``-dirty`` when it has uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy/torch scalars become floats, NaN/inf become None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return str(value)
+
+
+def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dict[str, Any]:
+    """Run one experiment and return its record; an exception is recorded, not raised."""
+    ctx = RunContext(mode=mode, seed=seed, out_dir=run_dir / exp.name)
+    start = time.perf_counter()
+    record: dict[str, Any] = {"method": exp.method, "claim": exp.claim, "rule": exp.rule, "mode": mode}
+    try:
+        outcome = exp.run(ctx)
+        record.update(
+            supported=exp.verdict(outcome.metrics),
+            metrics=_jsonable(outcome.metrics),
+            table=_jsonable(outcome.table),
+            figures=[str(Path(f).resolve().relative_to(run_dir.resolve())) for f in outcome.figures],
+            data=outcome.data,
+            notes=outcome.notes,
+        )
+    except Exception as err:  # a failing experiment must not lose the others' results
+        record.update(supported=None, metrics={}, table=[], figures=[], data="", notes="",
+                      error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    return record
+
+
+def new_run_dir(out_root: Path) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        run_dir = out_root / stamp
+        suffix = 1
+        while run_dir.exists():
+            run_dir, suffix = out_root / f"{stamp}-{suffix}", suffix + 1
+        run_dir.mkdir()
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise GraftkitError(f"cannot write the report to {out_root}: {err.strerror or err}") from err
+    return run_dir
+
+
+def point_latest(out_root: Path, run_dir: Path) -> None:
+    """Atomically repoint ``<out>/latest`` at ``run_dir`` (a relative symlink)."""
+    tmp = out_root / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name, target_is_directory=True)
+    os.replace(tmp, out_root / "latest")
+
+
+def verdict_word(supported: bool | None, error: str | None = None) -> str:
+    if error:
+        return "error"
+    return {True: "supported", False: "not supported", None: "undecided"}[supported]
+
+
+def _format_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    return columns, [[_format_cell(row.get(c)) for c in columns] for row in rows]
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    lines = [f"# graftkit reproduce — {results['mode']} run", "",
+             f"Commit `{results['commit']}`, started {results['started']}, seed {results['seed']}.", "",
+             "| experiment | method | verdict | seconds |", "|---|---|---|---|"]
+    for name, rec in results["experiments"].items():
+        lines.append(f"| {name} | {rec['method']} | {verdict_word(rec['supported'], rec.get('error'))} "
+                     f"| {rec['seconds']:.1f} |")
+    for name, rec in results["experiments"].items():
+        lines += ["", f"## {name}", "", f"**Paper's claim.** {rec['claim']}", "",
+                  f"**Verdict rule.** {rec['rule']}", "",
+                  f"**Verdict.** {verdict_word(rec['supported'], rec.get('error'))}", "",
+                  f"**Data.** {rec['data']}", "", f"**Run.** {rec['mode']} mode, {rec['seconds']:.1f} s."]
+        if rec["notes"]:
+            lines += ["", f"**Notes.** {rec['notes']}"]
+        if rec.get("error"):
+            lines += ["", "```", rec["traceback"].rstrip(), "```"]
+        if rec["metrics"]:
+            lines += ["", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {_format_cell(v)} |" for k, v in rec["metrics"].items()]
+        if rec["table"]:
+            columns, rows = _table_rows(rec["table"])
+            lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += [f"\n![{name}]({fig})" for fig in rec["figures"]]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(results: dict[str, Any]) -> str:
+    def table(columns: list[str], rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    e = html.escape
+    parts = [f"<h1>graftkit reproduce — {e(results['mode'])} run</h1>",
+             f"<p>Commit <code>{e(results['commit'])}</code>, started {e(results['started'])}, "
+             f"seed {results['seed']}.</p>",
+             table(["experiment", "method", "verdict", "seconds"],
+                   [[n, r["method"], verdict_word(r["supported"], r.get("error")), f"{r['seconds']:.1f}"]
+                    for n, r in results["experiments"].items()])]
+    for name, rec in results["experiments"].items():
+        parts += [f"<h2>{e(name)}</h2>", f"<p><b>Paper's claim.</b> {e(rec['claim'])}</p>",
+                  f"<p><b>Verdict rule.</b> {e(rec['rule'])}</p>",
+                  f"<p><b>Verdict.</b> {verdict_word(rec['supported'], rec.get('error'))}</p>",
+                  f"<p><b>Data.</b> {e(rec['data'])}</p>",
+                  f"<p><b>Run.</b> {e(rec['mode'])} mode, {rec['seconds']:.1f} s.</p>"]
+        if rec["notes"]:
+            parts.append(f"<p><b>Notes.</b> {e(rec['notes'])}</p>")
+        if rec.get("error"):
+            parts.append(f"<pre>{e(rec['traceback'])}</pre>")
+        if rec["metrics"]:
+            parts.append(table(["metric", "value"], [[k, _format_cell(v)] for k, v in rec["metrics"].items()]))
+        if rec["table"]:
+            parts.append(table(*_table_rows(rec["table"])))
+        parts += [f'<p><img src="{e(fig)}" alt="{e(name)}" style="max-width:100%"></p>' for fig in rec["figures"]]
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>graftkit report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(run_dir: Path, results: dict[str, Any], config: dict[str, Any]) -> None:
+    def text(content: str):
+        return lambda handle: handle.write(content.encode())
+
+    atomic_write(run_dir / "results.json", text(json.dumps(results, indent=2) + "\n"))
+    atomic_write(run_dir / "config.json", text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(run_dir / "report.md", text(render_markdown(results)))
+    atomic_write(run_dir / "report.html", text(render_html(results)))
+
+
+def reproduce(experiments: list[Experiment], mode: Mode, seed: int, out_root: Path,
+              config: dict[str, Any], progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Run ``experiments`` in order, write the report after each (a crash loses nothing), return it."""
+    from tqdm.auto import tqdm
+
+    run_dir = new_run_dir(out_root)
+    results: dict[str, Any] = {"experiments": {}, "commit": git_commit(),
+                               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "mode": mode, "seed": seed}
+    write_report(run_dir, results, config)
+    point_latest(out_root, run_dir)
+    bar = tqdm(experiments, desc="reproduce", unit="exp", disable=not progress or not experiments)
+    for exp in bar:
+        bar.set_postfix_str(exp.name)
+        results["experiments"][exp.name] = run_experiment(exp, mode, seed, run_dir)
+        write_report(run_dir, results, config)
+    return run_dir, results

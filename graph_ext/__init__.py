@@ -1,0 +1,1 @@
+"""Graph methods for PyTorch Geometric (GraphNorm)."""

@@ -1,0 +1,1 @@
+"""HuggingFace transformers models of graftkit; importing it registers them with the Auto* classes."""

@@ -1,0 +1,1 @@
+"""Omics methods (CLEIT)."""

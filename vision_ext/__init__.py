@@ -1,0 +1,1 @@
+"""Vision methods in plain PyTorch: IRN, MACER and TD (one subpackage each, imported on demand)."""
