@@ -1,1 +1,37 @@
-"""HuggingFace transformers models of graftkit; importing it registers them with the Auto* classes."""
+"""HuggingFace transformers models of graftkit; importing it registers them with the Auto* classes.
+
+``preln_bert``: Pre-LN BERT (Xiong et al., ICML 2020). The shared encoder core is :mod:`hf_models.core`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .preln_bert import (
+    PreLNBertConfig,
+    PreLNBertForMaskedLM,
+    PreLNBertForSequenceClassification,
+    PreLNBertForTokenClassification,
+    PreLNBertModel,
+    PreLNBertPreTrainedModel,
+)
+
+AutoConfig.register(PreLNBertConfig.model_type, PreLNBertConfig, exist_ok=True)
+AutoModel.register(PreLNBertConfig, PreLNBertModel, exist_ok=True)
+AutoModelForMaskedLM.register(PreLNBertConfig, PreLNBertForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(PreLNBertConfig, PreLNBertForSequenceClassification,
+                                            exist_ok=True)
+AutoModelForTokenClassification.register(PreLNBertConfig, PreLNBertForTokenClassification, exist_ok=True)
+
+__all__ = [
+    "PreLNBertConfig",
+    "PreLNBertForMaskedLM",
+    "PreLNBertForSequenceClassification",
+    "PreLNBertForTokenClassification",
+    "PreLNBertModel",
+    "PreLNBertPreTrainedModel",
+]

@@ -1,0 +1,25 @@
+"""The encoder core shared by graftkit's HF models (Pre-LN, TUPE, TNF, MC-BERT): plain torch.
+
+- :class:`Embeddings`: word + learned absolute position + token type, split into ``sum_embeddings`` and
+  ``finalize`` so a method can mix into the sum (TNF) or drop absolute positions (TUPE).
+- :class:`Encoder`: ``num_hidden_layers`` × :class:`EncoderLayer`, ``layer_norm_position`` "post" or "pre"
+  (pre adds ``final_layer_norm``); takes one additive float ``attention_bias`` [batch|1, heads|1, seq, seq]
+  so padding and positional biases share the fused SDPA kernel (:func:`padding_bias`, :func:`combine_biases`).
+- :func:`write_remote_code`: makes a saved folder loadable with ``trust_remote_code=True``.
+
+Model modules import from the submodules (``from ..core.encoder import Encoder``), which the remote-code
+writer rewrites; code outside ``hf_models`` may import from this package.
+"""
+
+from .activations import ACTIVATIONS, activation
+from .attention import ATTENTION_IMPLEMENTATIONS, SelfAttention, combine_biases, padding_bias
+from .config import LAYER_NORM_POSITIONS, validate_encoder_config
+from .embeddings import Embeddings
+from .encoder import Encoder, EncoderLayer, EncoderOutput, FeedForward
+from .remote_code import remote_auto_map, write_remote_code
+
+__all__ = [
+    "ACTIVATIONS", "ATTENTION_IMPLEMENTATIONS", "LAYER_NORM_POSITIONS", "Embeddings", "Encoder",
+    "EncoderLayer", "EncoderOutput", "FeedForward", "SelfAttention", "activation", "combine_biases",
+    "padding_bias", "remote_auto_map", "validate_encoder_config", "write_remote_code",
+]
