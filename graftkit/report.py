@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dic
 
 
 def new_run_dir(out_root: Path) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     try:
         out_root.mkdir(parents=True, exist_ok=True)
         run_dir = out_root / stamp
@@ -194,7 +194,7 @@ def reproduce(experiments: list[Experiment], mode: Mode, seed: int, out_root: Pa
 
     run_dir = new_run_dir(out_root)
     results: dict[str, Any] = {"experiments": {}, "commit": git_commit(),
-                               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "started": datetime.now(UTC).isoformat(timespec="seconds"),
                                "mode": mode, "seed": seed}
     write_report(run_dir, results, config)
     point_latest(out_root, run_dir)

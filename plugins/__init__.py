@@ -1,13 +1,10 @@
 """graftkit's fairseq plugins: pass this folder as ``--user-dir`` (or import ``plugins``).
 
 Importing the package registers graftkit's fairseq models, architectures, tasks and criterions; the
-registered names are prefixed so they never collide with fairseq's own.
+registered names are distinct from fairseq's own. ``fairseq_compat`` is imported first: it fixes the host
+(checkpoint loading under torch >= 2.6, dropped batches in the ve-fairseq fork) before anything uses it.
 """
 
-import argparse
-
-import torch
-
-# fairseq 0.12 stores argparse.Namespace in checkpoints; torch >= 2.6 loads with weights_only=True by default
-# and refuses it ("Unsupported global"), which breaks fairseq-train's resume and fairseq-generate.
-torch.serialization.add_safe_globals([argparse.Namespace])
+from plugins import fairseq_compat  # noqa: F401
+from plugins import bert_fused  # noqa: E402,F401  (BERT-fused NMT)
+from plugins import preln  # noqa: E402,F401  (Pre-LN architectures)

@@ -11,6 +11,7 @@ import inspect
 import json
 import random
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,14 +38,16 @@ def _documents() -> Iterable[str]:
 
     for key in sorted(topics):
         yield topics[key]
-    for name in _STDLIB_MODULES:
-        module = importlib.import_module(name)
-        for _, obj in sorted(vars(module).items()):
-            doc = inspect.getdoc(obj) if (inspect.isclass(obj) or inspect.isfunction(obj)) else None
-            if doc and getattr(obj, "__module__", None) == module.__name__:
-                yield doc
-        if module.__doc__:
-            yield module.__doc__
+    with warnings.catch_warnings():  # reading typing's deprecated aliases warns
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name in _STDLIB_MODULES:
+            module = importlib.import_module(name)
+            for _, obj in sorted(vars(module).items()):
+                doc = inspect.getdoc(obj) if (inspect.isclass(obj) or inspect.isfunction(obj)) else None
+                if doc and getattr(obj, "__module__", None) == module.__name__:
+                    yield doc
+            if module.__doc__:
+                yield module.__doc__
 
 
 def words(sentence: str) -> list[str]:

@@ -1,0 +1,53 @@
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from graftkit.cli import build_parser, main
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _leaf_parsers(sub, prefix + (name,))
+
+
+def test_help_works_for_every_command(capsys):
+    commands = [words for words, _ in _leaf_parsers(build_parser())]
+    assert ("list",) in commands and ("reproduce",) in commands
+    for words in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*words, "--help"])
+        assert exit_info.value.code == 0, words
+    assert "usage: graftkit" in capsys.readouterr().out
+
+
+def test_list_shows_all_ten_methods(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for title in ("TUPE", "TNF", "MC-BERT", "Pre-LN", "BERT-fused", "GraphNorm", "IRN", "MACER", "TD", "CLEIT"):
+        assert title in out
+
+
+def test_unknown_experiment_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["reproduce", "no-such-experiment", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown experiment or method: no-such-experiment" in err
+    assert not any(tmp_path.iterdir()), "nothing is written for a rejected command"
+
+
+def test_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["reproduce", "--out", str(blocker / "sub"), "--no-progress", "graphnorm"]) in (2,)
+    err = capsys.readouterr().err
+    assert err.startswith("graftkit: error: cannot write the report to") and err.count("\n") == 1
+
+
+def test_console_script_runs_without_traceback():
+    result = subprocess.run([sys.executable, "-m", "graftkit.cli", "reproduce", "nope"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr

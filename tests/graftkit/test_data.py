@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from graftkit.data.images import digits, photo
+from graftkit.data.parallel import ToyLanguagePair, write_parallel_raw
+from graftkit.data.text import SPECIAL_TOKENS, WordVocab, english_sentences, split_corpus, words
+from graftkit.errors import GraftkitError
+
+
+@pytest.fixture(scope="module")
+def sentences():
+    return english_sentences()
+
+
+def test_english_corpus_is_real_prose_and_deterministic(sentences):
+    assert len(sentences) > 2000
+    assert sum(len(words(s)) for s in sentences) > 40_000
+    assert sentences == english_sentences()
+    assert all(5 <= len(words(s)) <= 48 for s in sentences)
+    assert len(set(sentences)) == len(sentences)
+
+
+def test_split_is_seeded_and_disjoint(sentences):
+    train, valid = split_corpus(sentences, 0.1, seed=1)
+    assert split_corpus(sentences, 0.1, seed=1) == (train, valid)
+    assert split_corpus(sentences, 0.1, seed=2) != (train, valid)
+    assert len(valid) == len(sentences) // 10 and not set(train) & set(valid)
+    with pytest.raises(GraftkitError, match="valid_fraction"):
+        split_corpus(sentences, 1.5)
+
+
+def test_vocab_counts_and_order():
+    vocab = WordVocab.build(["the cat sat.", "the dog sat", "the end"], min_count=1)
+    assert vocab.tokens[: len(SPECIAL_TOKENS)] == list(SPECIAL_TOKENS)
+    assert vocab.tokens[5:8] == ["the", "sat", "."]  # by count, ties alphabetical
+    assert vocab.count("the") == 3 and vocab.count("[PAD]") == 0
+    assert vocab.decode(vocab.encode("The cat flew")) == "the cat [UNK]"
+    assert len(WordVocab.build(["a a b c"], min_count=2)) == len(SPECIAL_TOKENS) + 1
+    assert len(WordVocab.build(["a a b c"], max_size=7)) == 7
+
+
+def test_vocab_save_load_and_hf_tokenizer_agree(tmp_path, sentences):
+    vocab = WordVocab.build(sentences, min_count=2)
+    vocab.save(tmp_path / "v.json")
+    again = WordVocab.load(tmp_path / "v.json")
+    assert again.tokens == vocab.tokens and again.counts == vocab.counts
+    tok = vocab.to_hf_tokenizer()
+    for s in sentences[:50]:
+        ids = tok(s)["input_ids"]
+        assert ids == [vocab.index["[CLS]"], *vocab.encode(s), vocab.index["[SEP]"]]
+    with pytest.raises(GraftkitError, match="vocabulary file not found"):
+        WordVocab.load(tmp_path / "missing.json")
+
+
+def test_toy_pair_reorders_and_agrees():
+    pair = ToyLanguagePair()
+    assert pair.sample(50, seed=3) == ToyLanguagePair().sample(50, seed=3)
+    assert pair.sample(50, seed=3) != pair.sample(50, seed=4)
+    verb_of = {v: k for k, v in pair.verbs.items()}
+    for src, tgt in pair.sample(300, seed=0):
+        s, t = src.split(), tgt.split()
+        stem, ending = s[-1][:-1], s[-1][-1]
+        verb = verb_of[stem]  # source is verb-final
+        subject_plural = ending == "n"
+        # target: SVO, with third-person -s exactly when the subject is singular
+        assert (verb in t) == subject_plural and ((verb + "s") in t) == (not subject_plural)
+        assert t[0] == "the"
+        # agreement in the source: article and adjective endings match
+        for i, w in enumerate(s):
+            if w in ("lo", "la", "li") and i + 2 < len(s) - 1 and s[i + 2][:-1] in pair.adjectives.values():
+                assert s[i + 2][-1] == w[-1]
+
+
+def test_write_parallel_raw(tmp_path):
+    pairs = ToyLanguagePair().sample(10)
+    out = write_parallel_raw(tmp_path, {"train": pairs[:8], "valid": pairs[8:]}, "de", "en")
+    assert (out / "train.de").read_text().splitlines() == [s for s, _ in pairs[:8]]
+    assert (out / "valid.en").read_text().splitlines() == [t for _, t in pairs[8:]]
+    with pytest.raises(GraftkitError, match="split 'test' is empty"):
+        write_parallel_raw(tmp_path, {"test": []})
+
+
+def test_images():
+    x, y = digits()
+    assert x.shape == (1797, 1, 8, 8) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert set(y.tolist()) == set(range(10))
+    assert photo("astronaut").shape == (512, 512, 3) and photo("china").shape == (427, 640, 3)
+    with pytest.raises(GraftkitError, match="unknown photo 'lena'"):
+        photo("lena")

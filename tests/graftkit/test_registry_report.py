@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from graftkit import registry
+from graftkit.registry import Outcome, RunContext, experiment
+from graftkit.report import reproduce
+
+
+@pytest.fixture
+def empty_registry(monkeypatch):
+    monkeypatch.setattr(registry, "_EXPERIMENTS", {})
+    return registry._EXPERIMENTS
+
+
+def _register_toy(name: str = "toy-claim", fail: bool = False) -> None:
+    @experiment(name, method="graphnorm", claim="a beats b", rule="a > b", verdict=lambda m: m["a"] > m["b"])
+    def run(ctx: RunContext) -> Outcome:
+        if fail:
+            raise RuntimeError("boom")
+        fig = ctx.figure_path("curve.png")
+        fig.write_bytes(b"\x89PNG\r\n")
+        return Outcome(metrics={"a": 2.0, "b": 1.0, "nan": float("nan")}, table=[{"x": 1, "y": 0.5}],
+                       figures=[fig], data="SYNTHETIC toy", notes="tiny")
+
+
+def test_verdict_is_computed_from_metrics_and_results_json_has_the_schema(tmp_path, empty_registry):
+    _register_toy()
+    run_dir, results = reproduce(list(empty_registry.values()), "quick", 3, tmp_path, {"k": 1}, progress=False)
+    saved = json.loads((tmp_path / "latest" / "results.json").read_text())
+    assert saved == json.loads((run_dir / "results.json").read_text())
+    assert set(saved) >= {"experiments", "commit", "started", "mode", "seed"}
+    rec = saved["experiments"]["toy-claim"]
+    assert rec["supported"] is True
+    assert rec["metrics"] == {"a": 2.0, "b": 1.0, "nan": None}  # JSON has no NaN
+    assert rec["mode"] == "quick" and rec["data"] == "SYNTHETIC toy" and rec["seconds"] >= 0
+    assert rec["figures"] == ["toy-claim/curve.png"]
+    assert (run_dir / rec["figures"][0]).is_file()
+    md = (run_dir / "report.md").read_text()
+    assert "a beats b" in md and "supported" in md and "![toy-claim](toy-claim/curve.png)" in md
+    assert "<img src=\"toy-claim/curve.png\"" in (run_dir / "report.html").read_text()
+    assert json.loads((run_dir / "config.json").read_text()) == {"k": 1}
+
+
+def test_a_failing_experiment_is_recorded_and_the_others_still_run(tmp_path, empty_registry):
+    _register_toy("bad", fail=True)
+    _register_toy("good")
+    _, results = reproduce(list(empty_registry.values()), "full", 0, tmp_path, {}, progress=False)
+    assert results["experiments"]["bad"]["error"] == "RuntimeError: boom"
+    assert results["experiments"]["bad"]["supported"] is None
+    assert results["experiments"]["good"]["supported"] is True
+
+
+def test_latest_points_to_the_newest_run(tmp_path, empty_registry):
+    first, _ = reproduce([], "quick", 0, tmp_path, {}, progress=False)
+    second, _ = reproduce([], "quick", 0, tmp_path, {}, progress=False)
+    assert first != second
+    assert (tmp_path / "latest").resolve() == second.resolve()
+    assert json.loads((tmp_path / "latest" / "results.json").read_text())["experiments"] == {}
+
+
+def test_registering_a_name_twice_is_an_error(empty_registry):
+    _register_toy()
+    with pytest.raises(ValueError, match="registered twice"):
+        _register_toy()
