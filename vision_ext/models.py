@@ -130,3 +130,13 @@ def resnet20(in_channels: int = 3, num_classes: int = 10, input_size: int = 32) 
 def resnet110(in_channels: int = 3, num_classes: int = 10, input_size: int = 32) -> CifarResNet:
     """ResNet-110 for CIFAR-sized images (1.7M parameters), the base classifier of Cohen et al. and MACER."""
     return CifarResNet(110, in_channels, num_classes, input_size)
+
+
+ARCHITECTURES = {"lenet": LeNet, "resnet20": resnet20, "resnet110": resnet110}
+
+
+def build_model(arch: str, in_channels: int, num_classes: int, input_size: int) -> nn.Module:
+    """One of :data:`ARCHITECTURES` by name (how checkpoints record their model)."""
+    if arch not in ARCHITECTURES:
+        raise GraftkitError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](in_channels=in_channels, num_classes=num_classes, input_size=input_size)
