@@ -1,0 +1,83 @@
+"""``graftkit bertnmt prepare``: write the BERT-side source of BERT-fused NMT next to fairseq's binarized data.
+
+The BERT side is the raw source (BPE removed) in BERT's own tokenization ([CLS] … [SEP]), truncated to
+BERT's maximum length; it is stored as ``<destdir>/<split>.bert.<src>.{bin,idx}``, which the fairseq task
+``translation_bert_fused`` reads (or use ``--bert-on-the-fly`` there and skip this step).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from graftkit.errors import GraftkitError
+
+
+def load_plugins() -> None:
+    """Import graftkit's fairseq plugins the way ``--user-dir plugins`` does (works from any working folder)."""
+    from fairseq import utils
+
+    utils.import_user_module(argparse.Namespace(user_dir=str(Path(__file__).resolve().parents[2] / "plugins")))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bertnmt", help="BERT-fused NMT (fairseq plugin): data preparation",
+                              description="BERT-fused NMT (Zhu et al., ICLR 2020) as a fairseq plugin; train with "
+                                          "fairseq-train --user-dir plugins --task translation_bert_fused "
+                                          "--arch bert_fused.")
+    sub = p.add_subparsers(dest="bertnmt_command", metavar="COMMAND", required=True)
+    q = sub.add_parser("prepare", help="binarize the BERT-side source for each split",
+                       description=__doc__.splitlines()[0])
+    q.add_argument("--bert-model", required=True, metavar="PATH",
+                   help="local folder of the HF encoder and its tokenizer (save_pretrained)")
+    q.add_argument("--source-lang", required=True, metavar="SRC", help="source language suffix (as in fairseq)")
+    q.add_argument("--trainpref", metavar="FP", help="raw train prefix (reads FP.SRC)")
+    q.add_argument("--validpref", metavar="FP", help="raw valid prefixes, comma separated (valid, valid1, ...)")
+    q.add_argument("--testpref", metavar="FP", help="raw test prefixes, comma separated (test, test1, ...)")
+    q.add_argument("--destdir", required=True, type=Path, metavar="DIR",
+                   help="fairseq-preprocess's output folder")
+    q.add_argument("--remove-bpe", default="subword_nmt", metavar="BPE",
+                   help="BPE to undo first (fairseq post-process names; 'none' to keep; default subword_nmt)")
+    q.add_argument("--max-length", type=int, default=0, metavar="N",
+                   help="truncate to N BERT tokens (default 0: BERT's own limit)")
+    q.set_defaults(func=_prepare)
+
+
+def _splits(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    splits = []
+    if args.trainpref:
+        splits.append(("train", Path(args.trainpref)))
+    for name, prefixes in (("valid", args.validpref), ("test", args.testpref)):
+        for i, prefix in enumerate(prefixes.split(",") if prefixes else []):
+            splits.append((name if i == 0 else f"{name}{i}", Path(prefix)))
+    if not splits:
+        raise GraftkitError("nothing to prepare: give --trainpref, --validpref and/or --testpref")
+    return splits
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    load_plugins()
+    from plugins.bert_fused.bert_side import (
+        BertTokenizing,
+        bert_data_prefix,
+        bert_max_length,
+        load_bert_tokenizer,
+        prepare_bert_side,
+        write_info,
+    )
+
+    if not args.destdir.is_dir():
+        raise GraftkitError(f"--destdir not found: {args.destdir} (run fairseq-preprocess first)")
+    tokenizer = load_bert_tokenizer(args.bert_model)
+    tokenizing = BertTokenizing(tokenizer, bert_max_length(args.bert_model, tokenizer, args.max_length))
+    remove_bpe = None if args.remove_bpe in ("", "none") else args.remove_bpe
+    for split, prefix in _splits(args):
+        source = prefix.with_name(f"{prefix.name}.{args.source_lang}")
+        before = tokenizing.truncated
+        n = prepare_bert_side(tokenizing, source, bert_data_prefix(args.destdir, split, args.source_lang),
+                              remove_bpe)
+        cut = tokenizing.truncated - before
+        print(f"{split}: {n} sentences from {source}"
+              + (f"; WARNING: {cut} longer than {tokenizing.max_length} BERT tokens were truncated" if cut else ""))
+    write_info(args.destdir, tokenizer, str(Path(args.bert_model).resolve()), tokenizing.max_length)
+    return 0

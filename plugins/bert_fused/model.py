@@ -1,0 +1,225 @@
+"""fairseq model ``bert_fused``: a transformer whose encoder and decoder layers also attend to BERT.
+
+Archs: ``bert_fused`` (transformer base), ``bert_fused_iwslt_de_en``, ``bert_fused_wmt_en_de``.
+BERT (any HF ``AutoModel`` from a local folder) lives in ``encoder.bert``; it runs once per batch in the
+encoder's forward, and its output travels in ``encoder_out`` (``bert_encoder_out``, ``bert_padding_mask``),
+so fairseq's beam search reorders it with the encoder output and never recomputes it per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import (
+    TransformerConfig,
+    TransformerDecoderBase,
+    TransformerEncoderBase,
+    TransformerModel,
+    base_architecture,
+    transformer_iwslt_de_en,
+    transformer_wmt_en_de,
+)
+from torch import Tensor
+
+from graftkit.errors import GraftkitError
+from plugins.bert_fused.bert_side import bert_hidden_size, load_bert_model
+from plugins.bert_fused.modules import (
+    BertFusedAttention,
+    BertFusedDecoderLayer,
+    BertFusedEncoderLayer,
+    BertMemory,
+    bert_memory,
+    check_drop_net,
+)
+
+logger = logging.getLogger(__name__)
+
+BERT_PREFIX = "encoder.bert."
+
+
+def _no_activation_checkpointing(cfg) -> None:
+    if cfg.checkpoint_activations:
+        raise GraftkitError("--checkpoint-activations is not supported by bert_fused")
+
+
+class BertFusedEncoder(TransformerEncoderBase):
+    """fairseq's transformer encoder with BERT-fused layers and the BERT encoder itself (``self.bert``)."""
+
+    def __init__(self, cfg, dictionary, embed_tokens) -> None:
+        _no_activation_checkpointing(cfg)
+        super().__init__(cfg, dictionary, embed_tokens)
+        self.bert = bert = load_bert_model(cfg.bert_model_path)
+        self.bert_pad_idx = cfg.bert_pad_idx
+        self.finetune_bert = bool(cfg.finetune_bert)
+        n_hidden = bert.config.num_hidden_layers + 1  # hidden_states[0] is the embedding output
+        if not -n_hidden <= cfg.bert_output_layer < n_hidden:
+            raise GraftkitError(f"--bert-output-layer {cfg.bert_output_layer} is out of range for a BERT with "
+                                f"{n_hidden - 1} layers (use -{n_hidden}..{n_hidden - 1}; -1 = last)")
+        self.bert_output_layer = cfg.bert_output_layer
+        self.bert.requires_grad_(self.finetune_bert)
+        self.train(self.training)
+
+    def build_encoder_layer(self, cfg) -> BertFusedEncoderLayer:
+        return BertFusedEncoderLayer(cfg)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.finetune_bert:
+            self.bert.eval()  # a frozen BERT runs without its dropout
+        return self
+
+    def fused_attentions(self) -> list[BertFusedAttention]:
+        return [layer.self_attn for layer in self.layers]
+
+    def encode_bert(self, bert_input: Tensor | None) -> BertMemory:
+        """H_B for a batch of BERT-side ids (B, T_bert): computed once, with no graph when BERT is frozen."""
+        if bert_input is None:
+            raise GraftkitError("bert_fused needs net_input['bert_input'] (BERT-side source ids): use the task "
+                                "translation_bert_fused, which adds them to every batch")
+        padding_mask = bert_input.eq(self.bert_pad_idx)
+        with torch.set_grad_enabled(self.finetune_bert and torch.is_grad_enabled()):
+            out = self.bert(input_ids=bert_input, attention_mask=(~padding_mask).long(),
+                            output_hidden_states=self.bert_output_layer != -1)
+            hidden = out.last_hidden_state if self.bert_output_layer == -1 else \
+                out.hidden_states[self.bert_output_layer]
+        return BertMemory(hidden.transpose(0, 1).contiguous(), padding_mask)
+
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor | None = None, bert_input: Tensor | None = None,
+                return_all_hiddens: bool = False, token_embeddings: Tensor | None = None):
+        memory = self.encode_bert(bert_input)
+        with bert_memory(self.fused_attentions(), memory):
+            out = self.forward_scriptable(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
+        out["bert_encoder_out"] = [memory.out]
+        out["bert_padding_mask"] = [memory.padding_mask]
+        return out
+
+    def reorder_encoder_out(self, encoder_out: dict[str, list[Tensor]], new_order: Tensor):
+        reordered = super().reorder_encoder_out(encoder_out, new_order)
+        reordered["bert_encoder_out"] = [encoder_out["bert_encoder_out"][0].index_select(1, new_order)]
+        reordered["bert_padding_mask"] = [encoder_out["bert_padding_mask"][0].index_select(0, new_order)]
+        return reordered
+
+
+class BertFusedDecoder(TransformerDecoderBase):
+    """fairseq's transformer decoder whose layers also attend to BERT's output."""
+
+    def __init__(self, cfg, dictionary, embed_tokens) -> None:
+        _no_activation_checkpointing(cfg)
+        super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn=False)
+
+    def build_decoder_layer(self, cfg, no_encoder_attn: bool = False) -> BertFusedDecoderLayer:
+        return BertFusedDecoderLayer(cfg, no_encoder_attn)
+
+    def extract_features_scriptable(self, prev_output_tokens, encoder_out, incremental_state=None,
+                                    full_context_alignment=False, alignment_layer=None, alignment_heads=None):
+        if encoder_out is None or not encoder_out.get("bert_encoder_out"):
+            raise GraftkitError("BertFusedDecoder needs the BERT outputs in encoder_out (from BertFusedEncoder)")
+        memory = BertMemory(encoder_out["bert_encoder_out"][0], encoder_out["bert_padding_mask"][0])
+        with bert_memory([layer.encoder_attn for layer in self.layers], memory):
+            return super().extract_features_scriptable(prev_output_tokens, encoder_out, incremental_state,
+                                                       full_context_alignment, alignment_layer, alignment_heads)
+
+
+@register_model("bert_fused")
+class BertFusedModel(TransformerModel):
+    """Transformer NMT with BERT fused into every encoder and decoder layer (Zhu et al., ICLR 2020)."""
+
+    @classmethod
+    def add_args(cls, parser) -> None:
+        super().add_args(parser)
+        parser.add_argument("--drop-net", type=float, metavar="P",
+                            help="drop-net probability p_net in [0, 1] (the paper's; default 1.0): in training "
+                                 "each layer uses only the host branch w.p. p/2, only BERT w.p. p/2")
+        parser.add_argument("--finetune-bert", action="store_true",
+                            help="train BERT's parameters too (default: BERT frozen)")
+        parser.add_argument("--bert-output-layer", type=int, metavar="N",
+                            help="which BERT hidden state to fuse: 0 = embeddings, -1 = last layer (default)")
+        parser.add_argument("--warmup-from-nmt", metavar="CKPT",
+                            help="initialise from a trained transformer checkpoint with the same dictionaries; "
+                                 "only the bert_attn weights may be missing from it")
+
+    @classmethod
+    def build_model(cls, args, task):
+        bert_fused_base(args)  # fills in arguments missing from older checkpoints
+        check_drop_net(args.drop_net)
+        args.bert_model_path = task.cfg.bert_model  # the task's: generate/interactive may point elsewhere
+        args.bert_out_dim = bert_hidden_size(args.bert_model_path)
+        args.bert_pad_idx = task.bert_tokenizer.pad_token_id
+        return super().build_model(args, task)
+
+    @classmethod
+    def build_encoder(cls, args, src_dict, embed_tokens):
+        return BertFusedEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        return BertFusedDecoder(TransformerConfig.from_namespace(args), tgt_dict, embed_tokens)
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, bert_input=None, return_all_hiddens=True,
+                features_only=False, alignment_layer=None, alignment_heads=None):
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, bert_input=bert_input,
+                                   return_all_hiddens=return_all_hiddens)
+        return self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only,
+                            alignment_layer=alignment_layer, alignment_heads=alignment_heads,
+                            src_lengths=src_lengths, return_all_hiddens=return_all_hiddens)
+
+
+def warm_start_from_nmt(model: BertFusedModel, path: str | os.PathLike) -> list[str]:
+    """Load a plain transformer checkpoint into ``model``, strictly; return the keys it lacked.
+
+    Only ``bert_attn`` weights may be missing (BERT's own weights come from ``--bert-model``); any unexpected
+    key or shape mismatch (e.g. another dictionary) is an error, never a silent skip.
+    """
+    if not os.path.isfile(path):
+        raise GraftkitError(f"--warmup-from-nmt checkpoint not found: {path}")
+    nmt = checkpoint_utils.load_checkpoint_to_cpu(str(path))["model"]
+    own = model.state_dict()
+    unexpected = sorted(k for k in nmt if k not in own)
+    if any(k.startswith(BERT_PREFIX) or ".bert_attn." in k for k in nmt):
+        raise GraftkitError(f"{path} already has BERT-fused weights: resume it with --restore-file instead")
+    mismatched = [f"{k}: checkpoint {tuple(nmt[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in nmt if k in own and nmt[k].shape != own[k].shape]
+    missing = sorted(k for k in own if k not in nmt and not k.startswith(BERT_PREFIX))
+    not_bert_attn = [k for k in missing if ".bert_attn." not in k]
+    problems = []
+    if mismatched:
+        problems.append("shape mismatches (different dictionary or architecture?): " + "; ".join(mismatched[:5]))
+    if unexpected:
+        problems.append("keys the model does not have: " + ", ".join(unexpected[:5]))
+    if not_bert_attn:
+        problems.append("keys missing besides bert_attn: " + ", ".join(not_bert_attn[:5]))
+    if problems:
+        raise GraftkitError(f"cannot warm-start from {path}: " + " | ".join(problems))
+    own.update(nmt)
+    model.load_state_dict(own, strict=True)
+    logger.info("warm-started from %s; %d bert_attn tensors start fresh", path, len(missing))
+    return missing
+
+
+def _bert_fused_defaults(args) -> None:
+    args.drop_net = getattr(args, "drop_net", 1.0)
+    args.finetune_bert = getattr(args, "finetune_bert", False)
+    args.bert_output_layer = getattr(args, "bert_output_layer", -1)
+    args.warmup_from_nmt = getattr(args, "warmup_from_nmt", None)
+
+
+@register_model_architecture("bert_fused", "bert_fused")
+def bert_fused_base(args) -> None:
+    _bert_fused_defaults(args)
+    base_architecture(args)
+
+
+@register_model_architecture("bert_fused", "bert_fused_iwslt_de_en")
+def bert_fused_iwslt_de_en(args) -> None:
+    _bert_fused_defaults(args)
+    transformer_iwslt_de_en(args)
+
+
+@register_model_architecture("bert_fused", "bert_fused_wmt_en_de")
+def bert_fused_wmt_en_de(args) -> None:
+    _bert_fused_defaults(args)
+    transformer_wmt_en_de(args)

@@ -1,0 +1,110 @@
+"""Tiny local set-ups for tests, the experiment and the benchmark: a toy BERT and binarized toy data.
+
+Nothing is downloaded: the "BERT" is a small ``BertModel`` built from a ``BertConfig`` (optionally
+pre-trained with masked-LM on source-language text), saved with its tokenizer by ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from graftkit.data.parallel import write_parallel_raw
+
+
+def build_tokenizer(sentences: Sequence[str], kind: str = "word", vocab_size: int = 120,
+                    max_length: int = 64):
+    """A word-level (``graftkit.data.text.WordVocab``) or WordPiece tokenizer trained on ``sentences``."""
+    if kind == "word":
+        from graftkit.data.text import WordVocab
+
+        return WordVocab.build(sentences).to_hf_tokenizer(model_max_length=max_length)
+    if kind != "wordpiece":
+        raise ValueError(f"tokenizer kind must be 'word' or 'wordpiece', got {kind!r}")
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(sentences, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")),
+                                                 ("[SEP]", tok.token_to_id("[SEP]"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_length)
+
+
+def save_tiny_bert(out_dir: str | Path, sentences: Sequence[str], *, hidden: int = 32, layers: int = 2,
+                   heads: int = 2, tokenizer: str = "word", max_length: int = 64, mlm_steps: int = 0,
+                   batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> Path:
+    """Build (and with ``mlm_steps`` > 0, pre-train with masked-LM) a tiny BERT; save model and tokenizer."""
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    torch.manual_seed(seed)
+    tok = build_tokenizer(sentences, tokenizer, max_length=max_length)
+    config = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=max_length,
+                        pad_token_id=tok.pad_token_id)
+    model = BertForMaskedLM(config)
+    if mlm_steps:
+        mlm_pretrain(model, tok, sentences, mlm_steps, batch_size, lr, seed)
+    encoder = BertModel(config)  # what AutoModel loads: the MLM-trained encoder plus a (unused) pooler
+    encoder.load_state_dict(model.bert.state_dict(), strict=False)
+    out = Path(out_dir)
+    encoder.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def mlm_pretrain(model, tok, sentences: Sequence[str], steps: int, batch_size: int, lr: float, seed: int) -> float:
+    """BERT's masked-LM objective: 15% of tokens, of which 80% [MASK], 10% random, 10% kept. Returns last loss."""
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    special = torch.tensor(sorted(set(tok.all_special_ids)))
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        batch = tok(rng.sample(list(sentences), min(batch_size, len(sentences))), padding=True,
+                    return_tensors="pt")
+        ids = batch["input_ids"].clone()
+        labels = ids.clone()
+        chosen = (torch.rand(ids.shape) < 0.15) & ~torch.isin(ids, special)
+        labels[~chosen] = -100
+        roll = torch.rand(ids.shape)
+        ids[chosen & (roll < 0.8)] = tok.mask_token_id
+        swap = chosen & (roll >= 0.8) & (roll < 0.9)
+        ids[swap] = torch.randint(len(tok), (int(swap.sum()),))
+        loss = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return float(loss)
+
+
+def binarize(raw_dir: str | Path, dest_dir: str | Path, splits: Sequence[str] = ("train", "valid", "test"),
+             src: str = "src", tgt: str = "tgt") -> Path:
+    """``fairseq-preprocess`` (in-process) of ``raw_dir/{split}.{src,tgt}`` into ``dest_dir``."""
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    raw = Path(raw_dir)
+    argv = ["--source-lang", src, "--target-lang", tgt, "--destdir", str(dest_dir), "--workers", "1"]
+    for split, flag in zip(("train", "valid", "test"), ("--trainpref", "--validpref", "--testpref")):
+        if split in splits:
+            argv += [flag, str(raw / split)]
+    args = options.get_preprocessing_parser().parse_args(argv)
+    preprocess.main(args)
+    return Path(dest_dir)
+
+
+def write_toy_pair(raw_dir: str | Path, pair, sizes: dict[str, int], seed: int = 0) -> Path:
+    """Raw toy parallel text for each split, with disjoint seeds per split."""
+    return write_parallel_raw(raw_dir, {split: pair.sample(n, seed=seed * 1000 + i)
+                                        for i, (split, n) in enumerate(sizes.items())})
