@@ -1,0 +1,272 @@
+"""The shared encoder core: Post-LN equals HF BertModel, Pre-LN equals HF RobertaPreLayerNormModel (same
+weights), SDPA equals eager, biases and padding behave, bad input raises."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from hf_models.core import (
+    Embeddings,
+    Encoder,
+    EncoderLayer,
+    SelfAttention,
+    combine_biases,
+    padding_bias,
+    validate_encoder_config,
+    write_remote_code,
+)
+
+
+def encoder_config(**overrides) -> SimpleNamespace:
+    fields = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+                  hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                  layer_norm_eps=1e-12, layer_norm_position="pre", vocab_size=50, max_position_embeddings=20,
+                  type_vocab_size=2, pad_token_id=1)
+    fields.update(overrides)
+    return SimpleNamespace(**fields)
+
+
+def randomize_(module: nn.Module, seed: int = 0) -> None:
+    """Non-trivial LayerNorm gains/biases too, so a misplaced LN cannot go unnoticed."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + (1.0 if name.endswith("LayerNorm.weight") or
+                                                                 name.endswith("layer_norm.weight") else 0.0))
+
+
+def test_pre_ln_layer_matches_the_paper_formula():
+    cfg = encoder_config(num_hidden_layers=1)
+    layer = EncoderLayer(cfg).eval()
+    randomize_(layer)
+    x = torch.randn(2, 5, 32)
+    attn, ln1, ffn, ln2 = layer.attention, layer.attention_layer_norm, layer.feed_forward, layer.feed_forward_layer_norm
+
+    def attention(h):  # softmax(QK^T / sqrt(d_head)) V, heads concatenated, then W_O
+        q, k, v = (lin(h).view(2, 5, 4, 8).transpose(1, 2) for lin in (attn.query, attn.key, attn.value))
+        probs = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1)
+        return attn.output((probs @ v).transpose(1, 2).reshape(2, 5, 32))
+
+    def feed_forward(h):
+        return ffn.output(torch.nn.functional.gelu(ffn.intermediate(h)))
+
+    mid = x + attention(ln1(x))
+    expected = mid + feed_forward(ln2(mid))
+    torch.testing.assert_close(layer(x)[0], expected, atol=1e-5, rtol=1e-5)
+
+    layer.pre_norm = False  # Post-LN with the same weights: x' = LN(x + Attn(x)), y = LN(x' + FFN(x'))
+    mid = ln1(x + attention(x))
+    torch.testing.assert_close(layer(x)[0], ln2(mid + feed_forward(mid)), atol=1e-5, rtol=1e-5)
+
+
+def test_final_layer_norm_only_for_pre_ln():
+    assert hasattr(Encoder(encoder_config(layer_norm_position="pre")), "final_layer_norm")
+    assert not hasattr(Encoder(encoder_config(layer_norm_position="post")), "final_layer_norm")
+    enc = Encoder(encoder_config()).eval()
+    randomize_(enc)
+    x = torch.randn(2, 6, 32)
+    out = enc(x, output_hidden_states=True)
+    assert len(out.hidden_states) == 4 and out.hidden_states[0] is x
+    torch.testing.assert_close(out.last_hidden_state, enc.final_layer_norm(out.hidden_states[-1]))
+
+
+def _copy_bert_weights(ours: nn.Module, theirs: nn.Module) -> None:
+    rename = [
+        (r"embeddings\.LayerNorm", "embeddings.layer_norm"),
+        (r"encoder\.layer\.(\d+)\.attention\.self\.", r"encoder.layers.\1.attention."),
+        (r"encoder\.layer\.(\d+)\.attention\.output\.dense", r"encoder.layers.\1.attention.output"),
+        (r"encoder\.layer\.(\d+)\.attention\.(output\.)?LayerNorm", r"encoder.layers.\1.attention_layer_norm"),
+        (r"encoder\.layer\.(\d+)\.intermediate\.dense", r"encoder.layers.\1.feed_forward.intermediate"),
+        (r"encoder\.layer\.(\d+)\.output\.dense", r"encoder.layers.\1.feed_forward.output"),
+        (r"encoder\.layer\.(\d+)\.(intermediate|output)\.LayerNorm", r"encoder.layers.\1.feed_forward_layer_norm"),
+        (r"^LayerNorm", "encoder.final_layer_norm"),
+    ]
+    mapped = {}
+    for name, tensor in theirs.state_dict().items():
+        if name.endswith(("position_ids", "token_type_ids")):
+            continue
+        for pattern, repl in rename:
+            name = re.sub(pattern, repl, name)
+        mapped[name] = tensor
+    ours.load_state_dict(mapped, strict=True)
+
+
+class _Ours(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.embeddings, self.encoder = Embeddings(cfg), Encoder(cfg)
+        self.pooler = nn.Module()
+        self.pooler.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, ids, mask, position_ids=None, output_attentions=False):
+        x = self.embeddings(ids, position_ids=position_ids)
+        return self.encoder(x, padding_bias(mask, x.dtype), output_attentions=output_attentions)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_post_ln_equals_hf_bert(implementation):
+    from transformers import BertConfig, BertModel
+
+    theirs = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=20, pad_token_id=1,
+                                  attn_implementation=implementation)).eval()
+    randomize_(theirs, seed=1)
+    cfg = encoder_config(layer_norm_position="post", _attn_implementation=implementation)
+    ours = _Ours(cfg).eval()
+    _copy_bert_weights(ours, theirs)
+    ids = torch.randint(2, 50, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    expected = theirs(ids, attention_mask=mask).last_hidden_state
+    got = ours(ids, mask).last_hidden_state
+    keep = mask.bool()
+    torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=1e-5)
+
+
+def test_pre_ln_equals_hf_roberta_prelayernorm():
+    from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormModel
+
+    theirs = RobertaPreLayerNormModel(RobertaPreLayerNormConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=20, pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5)).eval()
+    randomize_(theirs, seed=2)
+    ours = _Ours(encoder_config(layer_norm_eps=1e-5, type_vocab_size=1)).eval()
+    _copy_bert_weights(ours, theirs)
+    ids = torch.randint(2, 50, (3, 9))
+    ids[2, 5:] = 1
+    mask = ids.ne(1).long()
+    position_ids = torch.cumsum(mask, dim=1) * mask + 1  # RoBERTa numbers positions from padding_idx + 1
+    expected = theirs(ids, attention_mask=mask).last_hidden_state
+    got = ours(ids, mask, position_ids=position_ids).last_hidden_state
+    keep = mask.bool()
+    torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("position", ["post", "pre"])
+def test_sdpa_equals_eager_outputs_and_gradients(position):
+    torch.manual_seed(0)
+    cfg = encoder_config(layer_norm_position=position)
+    enc = Encoder(cfg)
+    randomize_(enc, seed=3)
+    x = torch.randn(2, 7, 32)
+    mask = torch.ones(2, 7)
+    mask[0, 4:] = 0
+    bias = combine_biases(padding_bias(mask, x.dtype), torch.randn(1, 4, 7, 7))  # e.g. a positional bias
+    results = {}
+    for name in ("eager", "sdpa"):
+        cfg._attn_implementation = name
+        enc.zero_grad()
+        out = enc(x, bias).last_hidden_state
+        (out[mask.bool()] ** 2).sum().backward()
+        results[name] = (out, [p.grad.clone() for p in enc.parameters()])
+    torch.testing.assert_close(results["sdpa"][0], results["eager"][0], atol=1e-5, rtol=1e-5)
+    for g_sdpa, g_eager in zip(results["sdpa"][1], results["eager"][1]):
+        torch.testing.assert_close(g_sdpa, g_eager, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_weights_respect_padding_and_bias():
+    cfg = encoder_config(num_hidden_layers=1, _attn_implementation="sdpa")
+    enc = Encoder(cfg).eval()
+    x = torch.randn(2, 5, 32)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    out = enc(x, padding_bias(mask, x.dtype), output_attentions=True)  # falls back to eager for weights
+    (weights,) = out.attentions
+    assert weights.shape == (2, 4, 5, 5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 5))
+    assert weights[1, :, :, 3:].abs().max() == 0
+    # a large negative bias on key 0 acts like masking it
+    block = torch.zeros(1, 1, 1, 5)
+    block[..., 0] = -1e9
+    (weights,) = enc(x, block, output_attentions=True).attentions
+    assert weights[..., 0].max() < 1e-6
+
+
+def test_padding_bias_and_combination():
+    assert padding_bias(None, torch.float32) is None
+    assert padding_bias(torch.ones(2, 4), torch.float32) is None  # nothing to mask: kernel runs unmasked
+    bias = padding_bias(torch.tensor([[1, 0]]), torch.float32)
+    assert bias.shape == (1, 1, 1, 2) and bias[0, 0, 0, 0] == 0 and bias[0, 0, 0, 1] == torch.finfo(torch.float32).min
+    summed = combine_biases(bias, None, torch.full((1, 1, 1, 2), -1e38))
+    assert torch.isfinite(summed).all()
+    assert combine_biases(None, None) is None
+    with pytest.raises(ValueError, match="attention_mask"):
+        padding_bias(torch.ones(2, 3, 4), torch.float32)
+
+
+def test_attention_scale_is_pluggable():
+    cfg = encoder_config(num_hidden_layers=1)
+    default, halved = SelfAttention(cfg), SelfAttention(cfg, scale=(2 * 8) ** -0.5)  # TUPE's 1/sqrt(2d)
+    assert default.scale == pytest.approx(8**-0.5)
+    halved.load_state_dict(default.state_dict())
+    x = torch.randn(1, 4, 32)
+    assert not torch.allclose(default(x)[0], halved(x)[0])
+    enc = Encoder(cfg, attention_scale=0.125)
+    assert all(layer.attention.scale == 0.125 for layer in enc.layers)
+
+
+def test_embeddings_steps_and_options():
+    cfg = encoder_config()
+    emb = Embeddings(cfg).eval()
+    ids = torch.tensor([[0, 5, 7, 1]])
+    torch.testing.assert_close(emb(ids), emb.finalize(emb.sum_embeddings(ids)))
+    expected = (emb.word_embeddings(ids) + emb.position_embeddings.weight[:4] + emb.token_type_embeddings.weight[0])
+    torch.testing.assert_close(emb.sum_embeddings(ids), expected)
+    no_pos = Embeddings(encoder_config(type_vocab_size=0), position_embeddings=False)
+    assert no_pos.position_embeddings is None and no_pos.token_type_embeddings is None
+    torch.testing.assert_close(no_pos.sum_embeddings(ids), no_pos.word_embeddings(ids))
+    assert isinstance(Embeddings(encoder_config(embedding_layer_norm=False)).layer_norm, nn.Identity)
+
+
+def test_embeddings_bad_input():
+    emb = Embeddings(encoder_config())
+    with pytest.raises(ValueError, match="max_position_embeddings=20"):
+        emb(torch.zeros(1, 21, dtype=torch.long))
+    with pytest.raises(ValueError, match="vocab_size=50"):
+        emb(torch.tensor([[3, 50]]))
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        emb()
+    with pytest.raises(ValueError, match="position_ids"):
+        emb(torch.tensor([[3, 4]]), position_ids=torch.tensor([[0, 20]]))
+    with pytest.raises(ValueError, match="input_ids must have shape"):
+        emb(torch.tensor([3, 4]))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("hidden_size", 30, "hidden_size .30. must be divisible by num_attention_heads .4."),
+    ("layer_norm_position", "middle", "layer_norm_position must be one of"),
+    ("hidden_act", "gelux", "hidden_act must be one of"),
+    ("num_hidden_layers", 0, "num_hidden_layers must be a positive integer"),
+    ("hidden_dropout_prob", 1.5, "hidden_dropout_prob must be in"),
+    ("layer_norm_eps", 0.0, "layer_norm_eps must be positive"),
+])
+def test_bad_config_names_the_field(field, value, message):
+    cfg = encoder_config(**{field: value})
+    with pytest.raises(ValueError, match=message):
+        validate_encoder_config(cfg)
+    with pytest.raises(ValueError, match=message):
+        Encoder(cfg)
+
+
+def test_encoder_rejects_wrong_hidden_shape():
+    with pytest.raises(ValueError, match=r"hidden_states must have shape \[batch, seq_len, 32\]"):
+        Encoder(encoder_config())(torch.randn(2, 5, 16))
+
+
+def test_unknown_attention_implementation():
+    cfg = encoder_config(_attn_implementation="flash_attention_2")
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        Encoder(cfg)(torch.randn(1, 3, 32))
+
+
+def test_remote_code_rewrites_core_imports(tmp_path):
+    from hf_models.preln_bert.modeling_preln_bert import PreLNBertModel
+
+    written = {p.name for p in write_remote_code(tmp_path, [PreLNBertModel])}
+    assert {"modeling_preln_bert.py", "encoder.py", "attention.py", "embeddings.py"} <= written
+    text = (tmp_path / "modeling_preln_bert.py").read_text()
+    assert "from ..core" not in text and "from .encoder import Encoder" in text
