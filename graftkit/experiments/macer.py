@@ -1,0 +1,159 @@
+"""MACER vs Cohen et al.'s Gaussian augmentation on scikit-learn's real 8×8 digits (``macer-vs-gaussian``)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from graftkit.registry import Outcome, RunContext, experiment
+
+SIGMAS = (0.25, 0.5)
+RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: λ, β, γ used here (see NOTES for why they differ from the paper's Cifar-10 values 12, 16, 8)
+LBD, BETA, GAMMA = 0.5, 4.0, 8.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training and certification budget, the same for both methods."""
+
+    epochs: int
+    k: int
+    test_stride: int  # certify every test_stride-th test image
+    n0: int
+    n: int
+    seeds: int = 3
+    batch_size: int = 32
+    lr: float = 0.05
+    alpha: float = 0.001
+
+
+QUICK = Budget(epochs=8, k=8, test_stride=3, n0=50, n=500)
+FULL = Budget(epochs=30, k=16, test_stride=1, n0=100, n=5000)
+
+
+@contextmanager
+def _single_thread():
+    """Tiny convolutions on 8×8 images gain nothing from intra-op threads and lose much when the cores are
+    shared, so the runs use one thread; the caller's setting is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def train_and_certify(objective: str, sigma: float, seed: int, budget: Budget, train: tuple, test: tuple,
+                      lbd: float = LBD, beta: float = BETA, gamma: float = GAMMA) -> dict[str, Any]:
+    """Train LeNet with ``objective`` and certify the test images; return radii, correctness and timings."""
+    from vision_ext.macer import MacerConfig, Smooth, TrainSettings, train_smoothed
+    from vision_ext.macer.smoothing import certify_dataset, summarize_certification
+    from vision_ext.models import LeNet
+
+    torch.manual_seed(seed)
+    model = LeNet(in_channels=1, num_classes=10, input_size=8)
+    config = MacerConfig(objective=objective, sigma=sigma, k=budget.k, lbd=lbd, beta=beta, gamma=gamma,
+                         warmup_epochs=budget.epochs // 2 if objective == "macer" else 0)
+    settings = TrainSettings(epochs=budget.epochs, batch_size=budget.batch_size, lr=budget.lr,
+                             milestones=[budget.epochs * 3 // 4], seed=seed)
+    history = train_smoothed(model, *train, config, settings, progress=False)
+    images, labels = test[0][:: budget.test_stride], test[1][:: budget.test_stride]
+    started = time.perf_counter()
+    rows = certify_dataset(Smooth(model, 10, sigma, seed=seed), images, labels, budget.n0, budget.n, budget.alpha,
+                           batch_size=budget.n)
+    summary = summarize_certification(rows, grid=RADII)
+    return {"rows": rows, "acr": summary["acr"], "certified_accuracy": summary["certified_accuracy"],
+            "seconds_per_epoch": statistics.mean(h["seconds"] for h in history),
+            "certify_seconds": time.perf_counter() - started}
+
+
+def compare(budget: Budget, base_seed: int = 0, sigmas: tuple[float, ...] = SIGMAS) -> dict[tuple, list[dict]]:
+    """Every (σ, method) pair trained and certified with ``budget.seeds`` seeds."""
+    from vision_ext.macer.data import digits_split
+
+    train, test = digits_split("train"), digits_split("test")
+    results: dict[tuple, list[dict]] = {}
+    with _single_thread():
+        for sigma in sigmas:
+            for objective in ("gaussian", "macer"):
+                results[sigma, objective] = [train_and_certify(objective, sigma, base_seed + s, budget, train, test)
+                                             for s in range(budget.seeds)]
+    return results
+
+
+def summarize(results: dict[tuple, list[dict]]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    metrics: dict[str, float] = {}
+    table = []
+    for (sigma, objective), runs in results.items():
+        acrs = [r["acr"] for r in runs]
+        key = f"{objective}_sigma{sigma}"
+        metrics[f"acr_{key}"] = statistics.mean(acrs)
+        metrics[f"acr_std_{key}"] = statistics.stdev(acrs) if len(acrs) > 1 else 0.0
+        metrics[f"seconds_per_epoch_{key}"] = statistics.mean(r["seconds_per_epoch"] for r in runs)
+        row: dict[str, Any] = {"sigma": sigma, "method": objective,
+                               "ACR (mean ± std)": f"{metrics[f'acr_{key}']:.3f} ± {metrics[f'acr_std_{key}']:.3f}"}
+        for i, radius in enumerate(RADII):
+            row[f"cert. acc. r={radius}"] = statistics.mean(r["certified_accuracy"][i] for r in runs)
+        row["s/epoch"] = metrics[f"seconds_per_epoch_{key}"]
+        table.append(row)
+    return metrics, table
+
+
+NOTES = ("LeNet (padding 2, 8×8 input) trained with SGD (lr 0.05, momentum 0.9, weight decay 5e-4, batch 32, "
+         "lr ×0.1 at 3/4 of the epochs) on the 1347-image training split; both methods see the same k noisy "
+         "copies per input, data order and noise. MACER uses λ = {lbd}, β = {beta}, γ = {gamma} and λ = 0 for the "
+         "first half of the epochs (warm-up with the soft-smoothed cross-entropy): the paper's Cifar-10 values "
+         "(λ 12, β 16, γ 8) and λ ≥ 1 from the start made LeNet collapse or diverge here (l_C → 20, accuracy "
+         "≈ 10%), and a single-seed grid on a validation split of the training set (λ ∈ {{0.25, 0.5, 1}}, "
+         "β ∈ {{4, 16}}, warm-up) picked these values. Certification: Cohen et al.'s CERTIFY with n0 = {n0}, "
+         "n = {n}, α = 0.001 on 1 in {stride} test images ({count} images); with n = {n} the largest "
+         "certifiable radius is σ·Φ⁻¹(α^(1/n)) = {cap:.2f}σ (paper: n = 100000, Cifar-10, ResNet-110, 440 "
+         "epochs, k = 16). {epochs} epochs, k = {k}, {seeds} seeds; runs use one thread.")
+
+
+def _run(ctx: RunContext) -> Outcome:
+    from scipy.stats import norm
+
+    from vision_ext.macer.reporting import plot_certified_accuracy, signed_radii
+
+    budget = QUICK if ctx.quick else FULL
+    results = compare(budget, ctx.seed)
+    metrics, table = summarize(results)
+    figures = []
+    for sigma in SIGMAS:
+        curves = {f"{objective} (ACR {metrics[f'acr_{objective}_sigma{sigma}']:.3f})":
+                  [r for run in results[sigma, objective] for r in signed_radii(run["rows"])]
+                  for objective in ("gaussian", "macer")}
+        figures.append(plot_certified_accuracy(
+            curves, ctx.figure_path(f"certified_accuracy_sigma{sigma}.png"),
+            title=f"digits, LeNet, σ={sigma}: certified accuracy ({budget.seeds} seeds pooled), n={budget.n}"))
+    count = len(results[SIGMAS[0], "macer"][0]["rows"])
+    cap = norm.ppf(budget.alpha ** (1 / budget.n))
+    notes = NOTES.format(lbd=LBD, beta=BETA, gamma=GAMMA, n0=budget.n0, n=budget.n, stride=budget.test_stride,
+                         count=count, cap=cap, epochs=budget.epochs, k=budget.k, seeds=budget.seeds)
+    return Outcome(metrics=metrics, table=table, figures=figures, notes=notes,
+                   data="scikit-learn's bundled handwritten digits (REAL, 8×8 grey, 1347 train / 450 test, "
+                        "stratified split with seed 0)")
+
+
+def _macer_wins(metrics: dict[str, float]) -> bool | None:
+    keys = [(f"acr_macer_sigma{s}", f"acr_gaussian_sigma{s}") for s in SIGMAS]
+    if any(m not in metrics or g not in metrics for m, g in keys):
+        return None
+    return all(metrics[m] > metrics[g] for m, g in keys)
+
+
+experiment(
+    "macer-vs-gaussian", method="macer",
+    claim="Training with MACER gives a larger average certified radius (ACR) than Cohen et al.'s Gaussian "
+          "augmentation at the same noise level (Cifar-10, σ = 0.25: 0.556 vs 0.416), without adversarial attacks.",
+    rule="MACER's mean ACR over 3 seeds exceeds Gaussian augmentation's at both σ = 0.25 and σ = 0.5 "
+         "(same model, data, epochs and k noise copies)",
+    verdict=_macer_wins,
+)(_run)
