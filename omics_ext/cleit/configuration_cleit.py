@@ -1,0 +1,80 @@
+"""CLEIT hyperparameters, defaulting to the reference's ``train_params.json`` and the paper."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from graftkit.errors import GraftkitError
+
+
+@dataclass
+class CLEITConfig:
+    """Every knob of the three CLEIT stages; validated on construction.
+
+    Defaults follow XieResearchGroup/CLEIT ``train_params.json``: encoders input→512→256→128 (SELU, dropout
+    0.1), regressor shared 128→128 then per-drug towers 128→64→32→1 (ReLU, dropout 0.1), AdamW with lr 1e-4,
+    batch 64 for the autoencoders and 32 for fine-tuning, up to 2000 fine-tuning epochs with gradual
+    unfreezing (patience 10 × number of resets, lr × 0.1 per unfrozen layer).
+    """
+
+    encoder_hidden_dims: tuple[int, ...] = (512, 256)
+    latent_dim: int = 128
+    regressor_shared_dim: int = 128
+    regressor_tower_dims: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    lr: float = 1e-4
+    weight_decay: float = 0.01  # AdamW's default, as the reference uses it
+    pretrain_batch_size: int = 64
+    finetune_batch_size: int = 32
+    expression_pretrain_epochs: int = 1000
+    transmission_epochs: int = 1000
+    finetune_epochs: int = 2000
+    patience: int = 10
+    decay_coefficient: float = 0.1
+    temperature: float = 1.0
+    contrastive_weight: float = 1.0
+    simse_penalty: float = 1.0
+    validation_metric: str = "dpearsonr"
+    validation_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.encoder_hidden_dims = tuple(int(d) for d in self.encoder_hidden_dims)
+        self.regressor_tower_dims = tuple(int(d) for d in self.regressor_tower_dims)
+        positive_ints = {
+            "latent_dim": self.latent_dim, "regressor_shared_dim": self.regressor_shared_dim,
+            "pretrain_batch_size": self.pretrain_batch_size, "finetune_batch_size": self.finetune_batch_size,
+            "patience": self.patience,
+        }
+        for name, value in positive_ints.items():
+            if int(value) != value or value < 1:
+                raise GraftkitError(f"CLEITConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("expression_pretrain_epochs", "transmission_epochs", "finetune_epochs"):
+            value = getattr(self, name)
+            if int(value) != value or value < 0:
+                raise GraftkitError(f"CLEITConfig.{name} must be an integer >= 0, got {value!r}")
+        if not self.encoder_hidden_dims or min(self.encoder_hidden_dims) < 1:
+            raise GraftkitError(f"CLEITConfig.encoder_hidden_dims must be positive sizes, got "
+                                f"{self.encoder_hidden_dims!r}")
+        if not self.regressor_tower_dims or min(self.regressor_tower_dims) < 1:
+            raise GraftkitError(f"CLEITConfig.regressor_tower_dims must be positive sizes, got "
+                                f"{self.regressor_tower_dims!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise GraftkitError(f"CLEITConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise GraftkitError(f"CLEITConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "contrastive_weight", "simse_penalty"):
+            if not getattr(self, name) >= 0:
+                raise GraftkitError(f"CLEITConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 < self.decay_coefficient <= 1.0:
+            raise GraftkitError(f"CLEITConfig.decay_coefficient must be in (0, 1], got {self.decay_coefficient!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise GraftkitError(f"CLEITConfig.validation_fraction must be in (0, 1), got "
+                                f"{self.validation_fraction!r}")
+        if self.validation_metric not in ("dpearsonr", "cpearsonr", "loss"):
+            raise GraftkitError(f"CLEITConfig.validation_metric must be dpearsonr, cpearsonr or loss, got "
+                                f"{self.validation_metric!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
