@@ -1,0 +1,196 @@
+"""graph_ext.GraphNorm: the paper's formula, equality with PyG's GraphNorm, edge cases, autocast, compile."""
+
+import pytest
+import torch
+from torch_geometric.nn.norm import GraphNorm as PyGGraphNorm
+
+from graftkit.errors import GraftkitError
+from graph_ext import GraphNorm
+
+
+def _randomize(*norms, channels, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    values = {name: torch.rand(channels, generator=gen) * 2 - 0.5 for name in ("weight", "bias", "mean_scale")}
+    for norm in norms:
+        with torch.no_grad():
+            for name, value in values.items():
+                getattr(norm, name).copy_(value)
+
+
+def _forward_backward(norm, x, batch, batch_size, grad):
+    x = x.clone().requires_grad_(True)
+    out = norm(x, batch, batch_size)
+    out.backward(grad)
+    grads = [x.grad] + [getattr(norm, n).grad for n in ("weight", "bias", "mean_scale")]
+    return out.detach(), grads
+
+
+def test_hand_computed_single_graph():
+    x = torch.tensor([[1.0, 2.0], [3.0, 2.0], [5.0, 8.0]])
+    norm = GraphNorm(2, eps=0.0 + 1e-5)
+    with torch.no_grad():
+        norm.mean_scale.copy_(torch.tensor([0.5, 1.0]))
+        norm.weight.copy_(torch.tensor([2.0, 1.0]))
+        norm.bias.copy_(torch.tensor([1.0, -1.0]))
+    # feature 0: mu = 3, alpha*mu = 1.5, centred = [-0.5, 1.5, 3.5], sigma^2 = (0.25 + 2.25 + 12.25) / 3
+    sigma2 = (0.25 + 2.25 + 12.25) / 3
+    expected0 = 2.0 * torch.tensor([-0.5, 1.5, 3.5]) / (sigma2 + 1e-5) ** 0.5 + 1.0
+    # feature 1: mu = 4, centred = [-2, -2, 4], sigma^2 = 8
+    expected1 = torch.tensor([-2.0, -2.0, 4.0]) / (8 + 1e-5) ** 0.5 - 1.0
+    out = norm(x)
+    torch.testing.assert_close(out, torch.stack([expected0, expected1], 1), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("case", ["unsorted", "sorted", "one-graph-vector", "no-batch", "empty-graphs"])
+def test_matches_pyg_outputs_and_gradients(dtype, tol, case):
+    gen = torch.Generator().manual_seed(1)
+    num_nodes, channels, graphs = 97, 13, 6
+    x = (torch.randn(num_nodes, channels, generator=gen) * 2 + 1).to(dtype)
+    batch, batch_size = torch.randint(0, graphs, (num_nodes,), generator=gen), None
+    if case == "sorted":
+        batch = batch.sort().values
+    elif case == "one-graph-vector":
+        batch = torch.zeros(num_nodes, dtype=torch.long)
+    elif case == "no-batch":
+        batch = None
+    elif case == "empty-graphs":
+        batch, batch_size = batch * 2 + 1, 2 * graphs + 3  # even graph ids and the last three are empty
+    ours, theirs = GraphNorm(channels).to(dtype), PyGGraphNorm(channels).to(dtype)
+    _randomize(ours, theirs, channels=channels)
+    grad = torch.randn(num_nodes, channels, generator=gen).to(dtype)
+    out_a, grads_a = _forward_backward(ours, x, batch, batch_size, grad)
+    out_b, grads_b = _forward_backward(theirs, x, batch, batch_size, grad)
+    torch.testing.assert_close(out_a, out_b, rtol=tol, atol=tol)
+    for name, a, b in zip(("x", "weight", "bias", "mean_scale"), grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * 10, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+def test_gradcheck_float64():
+    gen = torch.Generator().manual_seed(2)
+    norm = GraphNorm(4).double()
+    _randomize(norm, channels=4)
+    batch = torch.tensor([2, 0, 0, 2, 4, 0, 2, 2, 4, 4, 5])  # unsorted, graph 1 and 3 empty, 5 single-node
+    x = torch.randn(11, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, weight, bias, mean_scale):
+        params = {"weight": weight, "bias": bias, "mean_scale": mean_scale}
+        return torch.func.functional_call(norm, params, (x, batch, 6))
+
+    params = [p.detach().clone().requires_grad_(True) for p in (norm.weight, norm.bias, norm.mean_scale)]
+    assert torch.autograd.gradcheck(fn, (x, *params))
+
+
+def test_graphs_are_independent_and_order_free():
+    gen = torch.Generator().manual_seed(3)
+    norm = GraphNorm(5)
+    _randomize(norm, channels=5)
+    a, b = torch.randn(7, 5, generator=gen), torch.randn(4, 5, generator=gen)
+    joint = norm(torch.cat([a, b]), torch.tensor([0] * 7 + [1] * 4))
+    torch.testing.assert_close(joint[:7], norm(a))
+    torch.testing.assert_close(joint[7:], norm(b))
+    perm = torch.randperm(11, generator=gen)
+    shuffled = norm(torch.cat([a, b])[perm], torch.tensor([0] * 7 + [1] * 4)[perm])
+    torch.testing.assert_close(shuffled, joint[perm])
+
+
+def test_single_node_graphs_and_constant_graphs_are_finite():
+    norm = GraphNorm(3)
+    x = torch.tensor([[1.0, -2.0, 3.0], [4.0, 4.0, 4.0], [4.0, 4.0, 4.0]], requires_grad=True)
+    out = norm(x, torch.tensor([0, 1, 1]))
+    out.pow(2).sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    assert torch.isfinite(norm.mean_scale.grad).all()
+    # alpha = 1: a single-node graph and a graph of identical nodes collapse to beta (= 0 at init)
+    torch.testing.assert_close(out, torch.zeros(3, 3), atol=1e-3, rtol=0)
+
+
+def test_learned_shift_keeps_what_instance_norm_removes():
+    # constant features on two graphs of different "degree": alpha = 1 maps both to beta, alpha < 1 does not
+    x = torch.cat([torch.full((5, 2), 3.0), torch.full((5, 2), -4.0)])
+    batch = torch.tensor([0] * 5 + [1] * 5)
+    norm = GraphNorm(2)
+    assert torch.equal(norm(x, batch), torch.zeros(10, 2))
+    with torch.no_grad():
+        norm.mean_scale.fill_(0.5)
+    out = norm(x, batch)
+    assert (out[:5] > 0.99).all() and (out[5:] < -0.99).all()
+
+
+def test_low_magnitude_variance_is_not_lost_to_cancellation():
+    # one-pass moments E[x^2] - mu^2 in float32 would cancel for |mu| >> sigma; statistics must still match
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(200, 8, generator=gen, dtype=torch.float64) * 0.5 + 20.0
+    batch = torch.randint(0, 4, (200,), generator=gen)
+    ref = PyGGraphNorm(8).double()(x, batch)
+    out = GraphNorm(8)(x.float(), batch)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-3)
+
+
+def test_cpu_bf16_autocast():
+    gen = torch.Generator().manual_seed(5)
+    lin, norm = torch.nn.Linear(16, 16), GraphNorm(16)
+    x = torch.randn(60, 16, generator=gen) + 3.0
+    batch = torch.randint(0, 5, (60,), generator=gen)
+    reference = norm(lin(x), batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = lin(x)
+        assert h.dtype == torch.bfloat16
+        out = norm(h, batch)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, rtol=0, atol=0.1)
+    out.float().sum().backward()
+    assert norm.weight.grad.dtype == torch.float32 and torch.isfinite(norm.mean_scale.grad).all()
+    assert torch.isfinite(lin.weight.grad).all()
+
+
+def test_torch_compile():
+    gen = torch.Generator().manual_seed(6)
+    norm = GraphNorm(6)
+    _randomize(norm, channels=6)
+    x = torch.randn(30, 6, generator=gen, requires_grad=True)
+    batch = torch.randint(0, 3, (30,), generator=gen)
+    eager = norm(x, batch, 3)
+    (gx_eager,) = torch.autograd.grad(eager.sum(), x)
+    compiled = torch.compile(norm, backend="aot_eager", fullgraph=False)
+    out = compiled(x, batch, 3)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(out, eager)
+    torch.testing.assert_close(gx, gx_eager)
+
+
+def test_reset_repr_affine_and_state_dict_interchange():
+    norm = GraphNorm(4)
+    with torch.no_grad():
+        norm.weight.fill_(3.0)
+        norm.mean_scale.fill_(0.0)
+    norm.reset_parameters()
+    assert torch.equal(norm.weight, torch.ones(4)) and torch.equal(norm.mean_scale, torch.ones(4))
+    assert torch.equal(norm.bias, torch.zeros(4))
+    assert repr(norm) == "GraphNorm(4)"
+    theirs = PyGGraphNorm(4)
+    theirs.load_state_dict(norm.state_dict())
+    fixed = GraphNorm(4, affine=False)
+    assert list(fixed.parameters()) == [] and set(fixed.state_dict()) == {"weight", "bias", "mean_scale"}
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda n: n(torch.randn(5)), "2-D"),
+    (lambda n: n(torch.randn(2, 5, 3)), "2-D"),
+    (lambda n: n(torch.randn(5, 4)), "channels"),
+    (lambda n: n(torch.randn(5, 3), torch.zeros(4, dtype=torch.long)), "one entry per node"),
+    (lambda n: n(torch.randn(5, 3), torch.tensor([0, 1, -1, 0, 1])), "negative"),
+    (lambda n: n(torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1]), 2), "batch_size=2"),
+    (lambda n: n(torch.randn(5, 3), torch.zeros(5)), "integer"),
+    (lambda n: n(torch.ones(5, 3, dtype=torch.long)), "floating point"),
+])
+def test_bad_input_errors(call, message):
+    with pytest.raises(GraftkitError, match=message):
+        call(GraphNorm(3))
+
+
+def test_bad_config_errors():
+    with pytest.raises(GraftkitError, match="in_channels"):
+        GraphNorm(0)
+    with pytest.raises(GraftkitError, match="eps"):
+        GraphNorm(4, eps=0.0)
