@@ -61,21 +61,16 @@ def _figure(result, path) -> None:
     verdict=lambda m: m["cleit_dpearsonr"] > m["mutation_mlp_dpearsonr"],
 )
 def run(ctx: RunContext) -> Outcome:
-    import torch
-
+    from graftkit.runtime import single_thread
     from omics_ext.cleit import CLEITConfig, cross_validate, load_gdsc
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batches of 32-64: threading overhead outweighs the gain on 2 shared cores
-    try:
+    with single_thread():  # batches of 32-64: threading overhead outweighs the gain on 2 shared cores
         start = time.perf_counter()
         dataset = load_gdsc(n_expression_genes=1000, n_mutation_genes=1000, n_drugs=50)
         settings, folds = _settings(ctx.quick)
         config = CLEITConfig(**settings)
         result = cross_validate(dataset, config, n_folds=5, folds=folds, seed=ctx.seed)
         seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
     summary = result.summary()
     metrics: dict[str, float] = {}
     for method, values in summary.items():
