@@ -12,11 +12,19 @@ import torch.multiprocessing as mp
 from graftkit.checkpoint import load_checkpoint
 from graftkit.cli import main
 from graftkit.errors import GraftkitError
+from graftkit.runtime import single_thread
 from vision_ext.macer import MacerConfig, TrainSettings, train_smoothed
 from vision_ext.macer.data import digits_split, load_images, load_npz
 from vision_ext.models import LeNet
 
 SPEC = {"arch": "lenet", "in_channels": 1, "num_classes": 10, "input_size": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny LeNet steps: one intra-op thread is as fast and does not fight other processes for the cores."""
+    with single_thread():
+        yield
 
 
 def _small_digits(n=64):
@@ -97,6 +105,7 @@ def _ddp_worker(rank, world, port, out_dir):
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_ddp_two_gloo_ranks_end_identical(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
