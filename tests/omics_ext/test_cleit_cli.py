@@ -46,3 +46,12 @@ def test_cli_help_works():
     with pytest.raises(SystemExit) as exit_info:
         main(["cleit", "run", "--help"])
     assert exit_info.value.code == 0
+
+
+def test_experiment_is_registered_with_an_honest_rule():
+    from graftkit.registry import load_all
+
+    exp = load_all()["cleit-drug-response"]
+    assert exp.method == "cleit"
+    assert exp.verdict({"cleit_dpearsonr": 0.10, "mutation_mlp_dpearsonr": 0.12}) is False
+    assert exp.verdict({"cleit_dpearsonr": 0.12, "mutation_mlp_dpearsonr": 0.10}) is True
