@@ -34,7 +34,7 @@ class Budget:
 
 
 QUICK = Budget(epochs=8, k=8, test_stride=3, n0=50, n=500)
-FULL = Budget(epochs=30, k=16, test_stride=1, n0=100, n=5000)
+FULL = Budget(epochs=30, k=16, test_stride=1, n0=100, n=2000)
 
 
 def train_and_certify(objective: str, sigma: float, seed: int, budget: Budget, train: tuple, test: tuple,
