@@ -16,6 +16,7 @@ own patches (seed + rank), only rank 0 writes checkpoints.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,6 +206,7 @@ def train(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            scheduler.milestones = Counter(config.milestone_steps())  # this run's --steps decide the schedule
             start = int(state["step"])
             if world == 1 and state.get("sampler_rng") is not None:
                 sampler.generator.set_state(state["sampler_rng"])
@@ -230,10 +232,10 @@ def train(
         record = {k: float(v.detach()) for k, v in losses.items()}
         history.append(record)
         bar.set_postfix(loss=f"{record['total']:.1f}", rec=f"{record['reconstruction']:.1f}")
-        if on_step is not None:
-            on_step(step + 1, record)
         done = step + 1
         if checkpoint is not None and rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
             save_training_state(checkpoint, model, optimizer, scheduler, done, config, sampler)
+        if on_step is not None:
+            on_step(done, record)
     model.eval()
     return history
