@@ -41,9 +41,11 @@ class Embeddings(nn.Module):
         if input_ids is not None:
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must have shape [batch, seq_len], got {tuple(input_ids.shape)}")
-            if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
-                raise ValueError(f"input_ids must lie in [0, vocab_size={self.vocab_size}), "
-                                 f"got values in [{int(input_ids.min())}, {int(input_ids.max())}]")
+            if input_ids.numel():
+                low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one device sync
+                if low < 0 or high >= self.vocab_size:
+                    raise ValueError(f"input_ids must lie in [0, vocab_size={self.vocab_size}), "
+                                     f"got values in [{low}, {high}]")
             inputs_embeds = self.word_embeddings(input_ids)
         batch, length = inputs_embeds.shape[:2]
         x = inputs_embeds
