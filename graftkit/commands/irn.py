@@ -29,11 +29,11 @@ def _train(args: argparse.Namespace) -> int:
     images = [image for _, image in _load_folder(args.images)]
     model = IRN(args.scale, blocks_per_step=args.blocks, growth_channels=args.growth_channels)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
-                         checkpoint_every=args.checkpoint_every, seed=args.seed)
+                         checkpoint_every=args.checkpoint_every, seed=args.seed, max_seconds=args.max_seconds)
     history = train(model, images, config, checkpoint=args.out, resume=args.resume, progress=not args.no_progress)
     if history:
         last = history[-1]
-        print(f"step {config.steps}: loss {last['total']:.2f} (guide {last['guide']:.2f}, "
+        print(f"{len(history)} steps this run: loss {last['total']:.2f} (guide {last['guide']:.2f}, "
               f"distr {last['distribution']:.2f}, recon {last['reconstruction']:.2f})")
     print(f"checkpoint: {args.out}")
     return 0
@@ -117,6 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, default=8, help="coupling blocks per x2 step (default: 8)")
     p.add_argument("--growth-channels", type=int, default=32, help="DenseBlock growth channels (default: 32)")
     p.add_argument("--checkpoint-every", type=int, default=5000, help="steps between checkpoints (default: 5000)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop early after this wall time, writing the checkpoint (default: no limit)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

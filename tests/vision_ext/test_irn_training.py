@@ -45,6 +45,13 @@ def test_training_lowers_the_loss_and_follows_the_step_schedule():
     assert not model.training
 
 
+def test_max_seconds_stops_early_with_a_checkpoint(tmp_path):
+    history = train(IRN(2, **TINY), _images(), _config(50, max_seconds=1e-6), checkpoint=tmp_path / "c.pt",
+                    progress=False)
+    assert len(history) == 1
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 1
+
+
 def test_patch_sampler_gives_bicubic_reference_and_rejects_small_images():
     sampler = PatchSampler(_images(), patch_size=8, scale=2, seed=0)
     hr, lr = sampler.sample(3)

@@ -16,6 +16,7 @@ own patches (seed + rank), only rank 0 writes checkpoints.
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -74,6 +75,7 @@ class TrainConfig:
     flip_rotate: bool = True
     checkpoint_every: int = 5000
     seed: int = 0
+    max_seconds: float | None = None  # stop early (with a checkpoint) once this much wall time has passed
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "patch_size", "checkpoint_every"):
@@ -83,6 +85,8 @@ class TrainConfig:
         if not self.lr > 0 or not self.grad_clip > 0 or not 0 < self.gamma <= 1:
             raise GraftkitError(f"need lr > 0, grad_clip > 0 and 0 < gamma <= 1 (got {self.lr}, "
                                 f"{self.grad_clip}, {self.gamma})")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise GraftkitError(f"max_seconds must be > 0, got {self.max_seconds}")
         if any(not 0 < m < 1 for m in self.milestones):
             raise GraftkitError(f"milestones are fractions of the steps in (0, 1), got {self.milestones}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -169,6 +173,16 @@ def load_irn(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
     return model.to(map_location).eval()
 
 
+def _out_of_time(max_seconds: float | None, started: float, device: torch.device) -> bool:
+    """Whether the wall-time budget is spent; under DDP rank 0 decides for all, so ranks stop together."""
+    if max_seconds is None:
+        return False
+    flag = torch.tensor([time.perf_counter() - started >= max_seconds], dtype=torch.int32, device=device)
+    if _rank_world()[1] > 1:
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def train(
     model: IRN,
     images: Sequence[Tensor],
@@ -182,7 +196,7 @@ def train(
 
     ``checkpoint``: written atomically every ``checkpoint_every`` steps and at the end; with ``resume`` an
     existing one is loaded first (model, optimizer, schedule, step and RNG states) and training continues
-    to ``config.steps``. Returns the per-step losses (this run's steps only).
+    to ``config.steps`` (or until ``config.max_seconds``). Returns the per-step losses (this run's steps).
     """
     from tqdm.auto import tqdm
 
@@ -218,6 +232,7 @@ def train(
     history: list[dict[str, float]] = []
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"IRN x{model.scale}",
                disable=not progress or rank != 0)
+    started = time.perf_counter()
     for step in bar:
         hr, lr_ref = sampler.sample(config.batch_size)
         losses = objective(hr.to(device), lr_ref.to(device))
@@ -233,9 +248,13 @@ def train(
         history.append(record)
         bar.set_postfix(loss=f"{record['total']:.1f}", rec=f"{record['reconstruction']:.1f}")
         done = step + 1
-        if checkpoint is not None and rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+        out_of_time = _out_of_time(config.max_seconds, started, device)
+        last = done == config.steps or out_of_time
+        if checkpoint is not None and rank == 0 and (done % config.checkpoint_every == 0 or last):
             save_training_state(checkpoint, model, optimizer, scheduler, done, config, sampler)
         if on_step is not None:
             on_step(done, record)
+        if out_of_time:
+            break
     model.eval()
     return history

@@ -1,0 +1,139 @@
+"""Benchmark IRN: megapixels/s of downscale + upscale vs a plain conv net of the same FLOPs, in one run.
+
+The plain net is what a user would otherwise run for learned rescaling: pixel-unshuffle, a stack of 3×3
+convs (64 channels) at the LR resolution with as many multiply-adds as IRN's downscale + upscale, then
+pixel-shuffle. Both are timed interleaved and repeated, so load on a shared machine hits both alike; the
+ratio is the median over repeats. Also prints parameter counts against the reference (1.66M ×2, 4.35M ×4).
+
+    .venv/bin/python benchmarks/bench_irn.py [--size 512] [--repeats 3] [--reference-size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vision_ext.irn import IRN
+
+REFERENCE_PARAMS = {2: 1.66e6, 4: 4.35e6}
+
+
+def count_macs(owner: nn.Module, fn: Callable[[], object]) -> int:
+    """Multiply-adds of every Conv2d of ``owner`` that runs inside ``fn()`` (the bulk of both models' work)."""
+    total = 0
+
+    def hook(module: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        k = module.kernel_size[0] * module.kernel_size[1]
+        total += output.numel() * (module.in_channels // module.groups) * k
+
+    handles = [m.register_forward_hook(hook) for m in owner.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+class PlainRescaler(nn.Module):
+    """Pixel-unshuffle → conv stack (width 64) → pixel-shuffle: a plain CNN of chosen depth."""
+
+    def __init__(self, scale: int, depth: int, width: int = 64) -> None:
+        super().__init__()
+        channels = 3 * scale * scale
+        layers: list[nn.Module] = [nn.PixelUnshuffle(scale), nn.Conv2d(channels, width, 3, padding=1)]
+        for _ in range(depth):
+            layers += [nn.LeakyReLU(0.2), nn.Conv2d(width, width, 3, padding=1)]
+        layers += [nn.LeakyReLU(0.2), nn.Conv2d(width, channels, 3, padding=1), nn.PixelShuffle(scale)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def matched_plain(model: IRN, image: torch.Tensor) -> tuple[PlainRescaler, int, int]:
+    """A PlainRescaler whose MACs on ``image`` are closest to IRN's downscale + upscale."""
+
+    irn_macs = count_macs(model, lambda: model.upscale(*model.downscale(image)))
+
+    def plain_macs(depth: int) -> int:
+        net = PlainRescaler(model.scale, depth)
+        return count_macs(net, lambda: net(image))
+
+    base, per_layer = plain_macs(0), plain_macs(1) - plain_macs(0)
+    depth = max(0, round((irn_macs - base) / per_layer))
+    plain = PlainRescaler(model.scale, depth)
+    return plain, irn_macs, plain_macs(depth)
+
+
+def bench(model: IRN, size: int, repeats: int, label: str) -> dict[str, float]:
+    model.eval()
+    image = torch.rand(1, 3, size, size)
+    with torch.inference_mode():
+        plain, irn_macs, plain_macs = matched_plain(model, image)
+        plain.eval()
+
+        def run_irn() -> None:
+            model.upscale(*model.downscale(image))
+
+        def run_plain() -> None:
+            plain(image)
+
+        run_irn(), run_plain()  # warm-up (allocator, oneDNN primitives)
+        irn_times, plain_times = [], []
+        for _ in range(repeats):
+            for fn, times in ((run_irn, irn_times), (run_plain, plain_times)):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+    megapixels = size * size / 1e6
+    ratios = [a / b for a, b in zip(irn_times, plain_times, strict=True)]
+    params = sum(p.numel() for p in model.parameters())
+    row = {
+        "model": label, "size": size, "params": params,
+        "irn_mp_s": megapixels / statistics.median(irn_times),
+        "plain_mp_s": megapixels / statistics.median(plain_times),
+        "irn_gmac": irn_macs / 1e9, "plain_gmac": plain_macs / 1e9, "plain_depth": len(plain.body) // 2 - 1,
+        "time_ratio": statistics.median(ratios),
+    }
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="image side for the small model (default: 512)")
+    parser.add_argument("--reference-size", type=int, default=128,
+                        help="image side for the reference-size x4 model (default: 128; 512 takes minutes)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (default: 3)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    print("parameters vs the reference (pkuxmq/Invertible-Image-Rescaling, DenseBlock gc 32, 8 blocks/step):")
+    for scale, ref in REFERENCE_PARAMS.items():
+        n = sum(p.numel() for p in IRN(scale).parameters())
+        print(f"  x{scale}: ours {n:,} ({n / 1e6:.2f}M)  paper {ref / 1e6:.2f}M")
+
+    small = IRN(2, blocks_per_step=8, growth_channels=8)  # the irn-vs-bicubic experiment's model
+    reference = IRN(4)
+    rows = [bench(small, args.size, args.repeats, "x2 small (8 blocks, gc 8)"),
+            bench(reference, args.reference_size, args.repeats, "x4 reference (2x8 blocks, gc 32)")]
+    print(f"\nCPU, torch {torch.__version__}, {torch.get_num_threads()} threads; downscale + upscale of one image; "
+          f"median of {args.repeats} interleaved repeats")
+    header = (f"{'model':<34} {'size':>5} {'params':>10} {'IRN MP/s':>9} {'plain MP/s':>10} "
+              f"{'IRN GMAC':>9} {'plain GMAC':>10} {'IRN/plain time':>15}")
+    print(header)
+    for r in rows:
+        print(f"{r['model']:<34} {r['size']:>5} {r['params']:>10,} {r['irn_mp_s']:>9.3f} {r['plain_mp_s']:>10.3f} "
+              f"{r['irn_gmac']:>9.2f} {r['plain_gmac']:>10.2f} {r['time_ratio']:>14.2f}x")
+    print("\nplain = pixel-unshuffle + 3x3 conv stack (64 ch) + pixel-shuffle with the same conv MACs; "
+          "goal: IRN within 1.2x of it")
+
+
+if __name__ == "__main__":
+    main()
