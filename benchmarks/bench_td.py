@@ -5,7 +5,7 @@ scikit-learn LinearRegression per task and per representation, then the mean squ
 Both sides run interleaved in this one process, repeated, so the ratio is fair on a loaded machine.
 Data: SYNTHETIC Gaussian features (B = A M + noise) and random linear targets.
 
-    .venv/bin/python benchmarks/bench_td.py [--n 50000] [--dim 512] [--tasks 4] [--repeats 2]
+    .venv/bin/python benchmarks/bench_td.py [--n 50000] [--dim 512] [--tasks 3] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--tasks", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 

@@ -134,11 +134,11 @@ def _warn_about(spectrum: Spectrum, n: int, name: str, ridge: float) -> None:
     if n <= spectrum.dim:
         warnings.warn(f"{name}: only {n} samples for {spectrum.dim} features, so a least-squares head can "
                       "fit any targets and TD is biased towards 0; use more samples than features (heads use "
-                      f"{head})", TDWarning, stacklevel=4)
+                      f"{head})", TDWarning, stacklevel=5)
     elif spectrum.rank < spectrum.dim:
         warnings.warn(f"{name} is rank deficient (numerical rank {spectrum.rank} of {spectrum.dim} "
                       f"features: constant, dead or linearly dependent units); heads use {head}", TDWarning,
-                      stacklevel=4)
+                      stacklevel=5)
 
 
 def least_squares_heads(stats: RepresentationStatistics, ridge: float = DEFAULT_RIDGE,
