@@ -48,6 +48,7 @@ class ImageScores:
     psnr_bicubic: float
     ssim_bicubic: float
     psnr_lr_vs_bicubic: float
+    images: dict[str, Tensor] | None = None  # "hr", "bicubic", "irn_z0", "irn_sampled" when kept
 
 
 @torch.inference_mode()
@@ -58,7 +59,8 @@ def restore(model: IRN, hr: Tensor, gaussian_scale: float, generator: torch.Gene
     return lr, quantize(model.upscale(lr, gaussian_scale=gaussian_scale, generator=generator))
 
 
-def evaluate_images(model: IRN, images: Iterable[tuple[str, Tensor]], seed: int = 0) -> list[ImageScores]:
+def evaluate_images(model: IRN, images: Iterable[tuple[str, Tensor]], seed: int = 0,
+                    keep_images: bool = False) -> list[ImageScores]:
     """Scores per image ((3, H, W) in [0, 1]): IRN with z ~ N(0, 1) and z = 0, and bicubic down+up."""
     model.eval()
     scale = model.scale
@@ -76,5 +78,7 @@ def evaluate_images(model: IRN, images: Iterable[tuple[str, Tensor]], seed: int 
             psnr_irn_z0=psnr(zero, hr, scale), ssim_irn_z0=ssim(zero, hr, scale),
             psnr_bicubic=psnr(bicubic, hr, scale), ssim_bicubic=ssim(bicubic, hr, scale),
             psnr_lr_vs_bicubic=psnr(lr, bic_lr, 0),
+            images={"hr": hr[0], "bicubic": bicubic[0], "irn_z0": zero[0], "irn_sampled": sampled[0]}
+            if keep_images else None,
         ))
     return scores
