@@ -95,6 +95,21 @@ def test_eager_and_sdpa_agree():
     torch.testing.assert_close(model(**batch()).logits, sdpa, atol=1e-5, rtol=1e-5)
 
 
+def test_inputs_embeds_position_ids_and_dtype():
+    torch.manual_seed(0)
+    model = PreLNBertModel(PreLNBertConfig(**TINY)).eval()
+    data = batch()
+    expected = model(**data).last_hidden_state
+    embeds = model.get_input_embeddings()(data["input_ids"])
+    torch.testing.assert_close(model(inputs_embeds=embeds, attention_mask=data["attention_mask"]).last_hidden_state,
+                               expected)
+    shifted = model(**data, position_ids=torch.arange(2, 12)[None]).last_hidden_state
+    assert not torch.allclose(shifted, expected)
+    half = model.to(torch.bfloat16)(**data).last_hidden_state  # the padding bias follows the model's dtype
+    assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), expected, atol=0.1, rtol=0.05)
+
+
 def test_padding_does_not_change_real_tokens():
     torch.manual_seed(0)
     model = PreLNBertModel(PreLNBertConfig(**TINY)).eval()
