@@ -1,8 +1,9 @@
 """GraphNorm (Cai et al., ICML 2021) as a PyTorch Geometric normalization layer, with a fused kernel.
 
-The per-graph statistics come from ONE segment reduction of the concatenation ``[x, x²]`` (one
-``index_add_`` over the batch index), and the backward is written in closed form so it needs one more
-reduction of ``[g, g·x]``: no autograd graph through scatter/gather chains, no per-feature index tensor.
+For a batch of graphs, the per-graph mean and second moment come from ONE segment reduction of the
+concatenation ``[x, x²]`` (one ``index_add_`` over the batch index); for a single graph, from dense column
+reductions with no index at all. The backward is written in closed form and needs one more reduction of
+``[g, g·x]``: no autograd graph through scatter/gather chains, no per-feature index tensor, few temporaries.
 """
 
 from __future__ import annotations
@@ -15,43 +16,67 @@ from graftkit.errors import GraftkitError
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _segment_sums(values: Tensor, batch: Tensor | None, batch_size: int) -> Tensor:
-    """Sum the rows of ``values`` per graph: shape ``[batch_size, values.size(1)]``."""
-    if batch is None:
-        return values.sum(0, keepdim=True)
-    return values.new_zeros(batch_size, values.size(1)).index_add_(0, batch, values)
+def _column_sums(values: Tensor) -> Tensor:
+    """``[1, C]`` sums over rows as a matrix-vector product (BLAS beats a strided reduction on CPU)."""
+    return values.new_ones(1, values.size(0)) @ values
 
 
-def _expand(per_graph: Tensor, batch: Tensor | None) -> Tensor:
-    """Per-graph rows to per-node rows (broadcast for a single graph, a gather otherwise)."""
-    return per_graph if batch is None else per_graph.index_select(0, batch)
+def _segment_sums_pair(both: Tensor, batch: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Per-graph sums of both halves of ``both`` (``[N, 2C]``) in ONE ``index_add_``."""
+    channels = both.size(1) // 2
+    sums = both.new_zeros(batch_size, 2 * channels).index_add_(0, batch, both)
+    return sums[:, :channels], sums[:, channels:]
 
 
 class _GraphNormFunction(torch.autograd.Function):
-    """Forward and closed-form backward of GraphNorm; statistics are kept in float32 for half inputs."""
+    """Forward and closed-form backward of GraphNorm; statistics are kept in float32 for half inputs.
+
+    With ``batch=None`` (one graph) the statistics are dense column reductions and broadcasting; otherwise
+    one segment reduction gives every graph's first and second moment. The moments are taken around a
+    per-feature pivot (the batch mean) so that E[x²] − E[x]² does not cancel when |mean| >> std.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, batch: Tensor | None, batch_size: int, weight: Tensor, bias: Tensor,
                 mean_scale: Tensor, eps: float) -> Tensor:
+        # autocast would run the column-sum matmul in half precision: statistics stay in float32 or wider
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return _GraphNormFunction._forward(ctx, x, batch, batch_size, weight, bias, mean_scale, eps)
+
+    @staticmethod
+    def _forward(ctx, x: Tensor, batch: Tensor | None, batch_size: int, weight: Tensor, bias: Tensor,
+                 mean_scale: Tensor, eps: float) -> Tensor:
         compute = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
         xc = x.to(compute)
         gamma, beta, alpha = weight.to(compute), bias.to(compute), mean_scale.to(compute)
+        num_nodes = max(x.size(0), 1)
         if batch is None:
-            count = xc.new_full((1, 1), x.size(0))
-            var, mean = torch.var_mean(xc, dim=0, correction=0, keepdim=True)
+            count = xc.new_full((1, 1), num_nodes)
+            mean = _column_sums(xc) / num_nodes
+            centred = xc - mean
+            var = torch.linalg.vecdot(centred, centred, dim=0).unsqueeze(0) / num_nodes
         else:
-            count = xc.new_zeros(batch_size).index_add_(0, batch, xc.new_ones(x.size(0))).clamp_(min=1)
-            count = count.unsqueeze(1)
-            moments = _segment_sums(torch.cat([xc, xc * xc], dim=1), batch, batch_size) / count
-            mean, second = moments.split(x.size(1), dim=1)
-            var = (second - mean * mean).clamp_(min=0)
+            count = xc.new_zeros(batch_size, 1).index_add_(0, batch, xc.new_ones(x.size(0), 1)).clamp_(min=1)
+            pivot = _column_sums(xc) / num_nodes
+            channels = x.size(1)
+            # one [N, 2C] work buffer: [x - pivot, (x - pivot)²], reused below for the per-node scale/shift
+            work = torch.empty(x.size(0), 2 * channels, dtype=compute, device=x.device)
+            shifted = torch.sub(xc, pivot, out=work[:, :channels])
+            torch.mul(shifted, shifted, out=work[:, channels:])
+            s1, s2 = _segment_sums_pair(work, batch, batch_size)
+            mean_shifted = s1 / count
+            var = (s2 / count - mean_shifted.square()).clamp_(min=0)
+            mean = mean_shifted + pivot
         # second moment around alpha*mean = Var + ((1 - alpha) * mean)^2
         shifted_mean = alpha * mean
-        sigma2 = var + (mean - shifted_mean).square()
-        rstd = (sigma2 + eps).rsqrt()
+        rstd = (var + (mean - shifted_mean).square() + eps).rsqrt()
         scale = gamma * rstd
         shift = beta - scale * shifted_mean
-        out = torch.addcmul(_expand(shift, batch), xc, _expand(scale, batch))
+        if batch is None:
+            out = torch.addcmul(shift, xc, scale)
+        else:
+            torch.index_select(torch.cat([scale, shift], dim=1), 0, batch, out=work)
+            out = torch.addcmul(work[:, channels:], xc, work[:, :channels])
         ctx.save_for_backward(xc, batch, count, mean, rstd, gamma, alpha)
         ctx.batch_size = batch_size
         ctx.dtypes = (x.dtype, weight.dtype, bias.dtype, mean_scale.dtype)
@@ -63,8 +88,14 @@ class _GraphNormFunction(torch.autograd.Function):
         xc, batch, count, mean, rstd, gamma, alpha = ctx.saved_tensors
         x_dtype, w_dtype, b_dtype, a_dtype = ctx.dtypes
         g = grad_out.to(xc.dtype)
-        sums = _segment_sums(torch.cat([g, g * xc], dim=1), batch, ctx.batch_size)
-        g_sum, gx_sum = sums.split(xc.size(1), dim=1)
+        if batch is None:
+            g_sum, gx_sum = _column_sums(g), torch.linalg.vecdot(g, xc, dim=0).unsqueeze(0)
+        else:
+            channels = xc.size(1)
+            work = torch.empty(xc.size(0), 2 * channels, dtype=xc.dtype, device=xc.device)
+            work[:, :channels] = g
+            torch.mul(g, xc, out=work[:, channels:])
+            g_sum, gx_sum = _segment_sums_pair(work, batch, ctx.batch_size)
         shifted_mean = alpha * mean
         # Q = mean over the graph of g * x_hat, with x_hat = (x - alpha*mu) * rstd
         q = rstd * (gx_sum - shifted_mean * g_sum) / count
@@ -73,7 +104,14 @@ class _GraphNormFunction(torch.autograd.Function):
         b = u * (g_sum / count - q * rstd * (mean - shifted_mean))
         v = u * rstd * q
         w = v * shifted_mean - alpha * b
-        grad_x = torch.addcmul(_expand(w, batch), _expand(u, batch), g) - _expand(v, batch) * xc
+        if batch is None:
+            grad_x = torch.mul(g, u)
+            grad_x.addcmul_(xc, v, value=-1).add_(w)
+        else:
+            torch.index_select(torch.cat([u, v], dim=1), 0, batch, out=work)  # reuse the work buffer
+            grad_x = torch.mul(g, work[:, :channels])
+            grad_x.addcmul_(xc, work[:, channels:], value=-1)
+            grad_x.add_(torch.index_select(w, 0, batch, out=work[:, :channels]))
         grad_weight = (count * q).sum(0)
         grad_bias = g_sum.sum(0)
         grad_mean_scale = -(count * mean * b).sum(0)

@@ -1,0 +1,115 @@
+"""Forward+backward time of graph_ext.GraphNorm vs torch_geometric.nn.norm.GraphNorm, measured interleaved in
+one run (so machine load hits both sides alike), with outputs and gradients checked equal.
+
+Run: .venv/bin/python benchmarks/bench_graphnorm.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from torch_geometric.nn.norm import GraphNorm as PyGGraphNorm  # noqa: E402
+
+from graph_ext import GraphNorm  # noqa: E402
+
+
+def make_case(name: str, gen: torch.Generator):
+    channels = 300
+    if name == "128 graphs x ~30 nodes":
+        sizes = torch.randint(20, 41, (128,), generator=gen)
+        batch = torch.repeat_interleave(torch.arange(128), sizes)  # sorted, as PyG's DataLoader makes it
+    else:
+        batch = None if name == "1 graph x 100k nodes" else torch.zeros(100_000, dtype=torch.long)
+    num_nodes = 100_000 if batch is None else batch.numel()
+    x = torch.randn(num_nodes, channels, generator=gen) * 2 + 0.5
+    grad = torch.randn(num_nodes, channels, generator=gen)
+    return x, batch, grad
+
+
+def fwd_bwd(norm: torch.nn.Module, x: torch.Tensor, batch, grad: torch.Tensor):
+    norm.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_(True)
+    out = norm(x, batch)
+    out.backward(grad)
+    return out, x.grad
+
+
+def reference_float64(norm: torch.nn.Module, x: torch.Tensor, batch, grad: torch.Tensor):
+    double = PyGGraphNorm(norm.in_channels).double()
+    double.load_state_dict(norm.state_dict())
+    out, gx = fwd_bwd(double, x.double(), batch, grad.double())
+    return out, [gx] + [getattr(double, n).grad for n in ("weight", "bias", "mean_scale")]
+
+
+def errors(norm: torch.nn.Module, x: torch.Tensor, batch, grad: torch.Tensor, ref) -> tuple[float, float]:
+    """Max abs error of output and of every gradient, each relative to that tensor's max magnitude."""
+    out, gx = fwd_bwd(norm, x, batch, grad)
+    grads = [gx] + [getattr(norm, n).grad for n in ("weight", "bias", "mean_scale")]
+
+    def rel(a, b):
+        return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+    return rel(out, ref[0]), max(rel(g, r) for g, r in zip(grads, ref[1]))
+
+
+def timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timing pairs per case (default 7)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: on a shared machine multi-threaded timings "
+                             "measure waiting for preempted threads, not the kernels)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    ours, theirs = GraphNorm(300), PyGGraphNorm(300)
+    with torch.no_grad():
+        for name in ("weight", "bias", "mean_scale"):
+            value = torch.rand(300, generator=gen) + 0.5
+            getattr(ours, name).copy_(value)
+            getattr(theirs, name).copy_(value)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, forward+backward")
+    header = (f"{'case':<37}{'graph_ext ms':>13}{'PyG ms':>10}{'speed-up':>10}{'out err ours/PyG':>19}"
+              f"{'grad err ours/PyG':>19}")
+    print(header)
+    print("-" * len(header))
+    cases = ["128 graphs x ~30 nodes", "1 graph x 100k nodes", "1 graph x 100k nodes (batch vector)"]
+    speedups = []
+    for case in cases:
+        x, batch, grad = make_case(case, gen)
+        # warm-up, and errors of both float32 implementations against a float64 evaluation
+        ref = reference_float64(theirs, x, batch, grad)
+        err_ours, err_theirs = errors(ours, x, batch, grad, ref), errors(theirs, x, batch, grad, ref)
+        del ref
+        repeats = args.repeats if batch is not None and batch.numel() < 50_000 else max(2, args.repeats // 2)
+        t_ours, t_theirs, ratios = [], [], []
+        for i in range(repeats):
+            order = [(ours, t_ours), (theirs, t_theirs)][:: 1 if i % 2 == 0 else -1]  # alternate who goes first
+            for norm, sink in order:
+                sink.append(timed(fwd_bwd, norm, x, batch, grad))
+            ratios.append(t_theirs[-1] / t_ours[-1])
+        speedup = statistics.median(ratios)
+        speedups.append(speedup)
+        print(f"{case:<37}{statistics.median(t_ours) * 1e3:>13.1f}{statistics.median(t_theirs) * 1e3:>10.1f}"
+              f"{speedup:>9.2f}x{err_ours[0]:>10.1e}/{err_theirs[0]:.1e}{err_ours[1]:>10.1e}/{err_theirs[1]:.1e}")
+        if max(err_ours) > max(1e-4, 10 * max(err_theirs)):
+            raise SystemExit(f"graph_ext's GraphNorm is off the float64 reference in case {case!r}")
+    print(f"\nspeed-up = median over interleaved pairs of PyG time / graph_ext time (goal >= 1.5x); "
+          f"smallest {min(speedups):.2f}x. Errors: max |float32 - float64| / max |float64| (PyG in float64).")
+
+
+if __name__ == "__main__":
+    main()
