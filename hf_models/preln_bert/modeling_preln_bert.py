@@ -53,6 +53,8 @@ class PreLNBertLMHead(nn.Module):
 
 
 class PreLNBertPreTrainedModel(PreTrainedModel):
+    """Weight init, attention settings and remote-code saving shared by the preln_bert models."""
+
     config: PreLNBertConfig
     config_class = PreLNBertConfig
     base_model_prefix = "bert"
@@ -62,11 +64,11 @@ class PreLNBertPreTrainedModel(PreTrainedModel):
     # weight init: HF's default _init_weights (normal(0, initializer_range) for Linear and Embedding with the
     # padding row zeroed, LayerNorm = (1, 0), zero biases), as BERT
 
-    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
         """HF's save, plus ``auto_map`` in config.json and this model's code beside the weights."""
         self.config.auto_map = remote_auto_map(_AUTO_CLASSES)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
             write_remote_code(save_directory, list(_AUTO_CLASSES.values()))
 
 
