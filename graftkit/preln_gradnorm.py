@@ -87,19 +87,25 @@ def ffn_grad_norms(position: LayerNormPosition, depth: int, seed: int,
     x = torch.randn(s.batch, s.seq_len, s.d_model, generator=data)
     if s.loss == "linear":
         directions = torch.randn(s.batch, s.seq_len, s.d_model, generator=data)
+
+        def loss_of(y: torch.Tensor) -> torch.Tensor:
+            return (y * directions).sum(-1).mean()
     else:
         readout = torch.randn(s.vocab, s.d_model, generator=data) / math.sqrt(s.d_model)
         labels = torch.randint(s.vocab, (s.batch * s.seq_len,), generator=data)
+
+        def loss_of(y: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(y.reshape(-1, s.d_model) @ readout.T, labels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1_000_003 * seed + depth)
         encoder = build_encoder(position, depth, s)
-    y = encoder(x).last_hidden_state
-    if s.loss == "linear":
-        loss = (y * directions).sum(-1).mean()
-    else:
-        loss = nn.functional.cross_entropy(y.reshape(-1, s.d_model) @ readout.T, labels)
+    return w2_grad_norms(encoder, x, loss_of)
+
+
+def w2_grad_norms(encoder: nn.Module, x: torch.Tensor, loss_of) -> list[float]:
+    """‖∂loss_of(encoder(x))/∂W2‖_F for every layer of ``encoder``, first to last."""
     weights = [layer.feed_forward.output.weight for layer in encoder.layers]
-    grads = torch.autograd.grad(loss, weights)
+    grads = torch.autograd.grad(loss_of(encoder(x).last_hidden_state), weights)
     return [float(g.norm()) for g in grads]
 
 
