@@ -10,11 +10,17 @@ DATA_HELP = ("'digits' (scikit-learn's 8x8 digits: train split for training, tes
              ".npz file with 'images' (N,C,H,W) or (N,H,W), float in [0,1] or uint8, and 'labels' (N,)")
 
 
-def _device(name: str):
+def _setup(args: argparse.Namespace):
+    """Apply --threads and return the torch device of --device."""
     import torch
 
     from graftkit.errors import GraftkitError
 
+    if args.threads < 0:
+        raise GraftkitError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = args.device
     try:
         return torch.device(name)
     except RuntimeError as err:
@@ -42,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.resume:
         raise GraftkitError(f"{args.out} exists: pass --resume to continue it, or choose another --out")
     torch.manual_seed(args.seed)
-    model = build_model(**spec).to(_device(args.device))
+    model = build_model(**spec).to(_setup(args))
     history = train_smoothed(model, images, labels, config, settings, checkpoint=args.out, resume=args.resume,
                              model_spec=spec, progress=not args.no_progress)
     if history:
@@ -61,7 +67,7 @@ def _certify(args: argparse.Namespace) -> int:
     from vision_ext.macer.smoothing import certify_dataset, summarize_certification
     from vision_ext.models import build_model
 
-    device = _device(args.device)
+    device = _setup(args)
     state = load_checkpoint(args.model, map_location=device)
     spec = state.get("model_spec")
     if not spec or "model" not in state:
@@ -128,6 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="epochs after which the learning rate is multiplied by 0.1 (default: 200 400)")
     t.add_argument("--seed", type=int, default=0, help="(default: 0)")
     t.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    t.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads; 1 suits small models on shared cores (default: 0, torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
@@ -149,5 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--max", type=int, default=None, help="certify at most MAX images")
     c.add_argument("--seed", type=int, default=0, help="noise seed; image i uses seed + i (default: 0)")
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    c.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads; 1 suits small models on shared cores (default: 0, torch's choice)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_certify)
