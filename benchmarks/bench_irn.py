@@ -72,12 +72,15 @@ def matched_plain(model: IRN, image: torch.Tensor) -> tuple[PlainRescaler, int, 
     return plain, irn_macs, plain_macs(depth)
 
 
-def bench(model: IRN, size: int, repeats: int, label: str) -> dict[str, float]:
+def bench(model: IRN, size: int, repeats: int, label: str, channels_last: bool) -> dict[str, float]:
     model.eval()
     image = torch.rand(1, 3, size, size)
     with torch.inference_mode():
         plain, irn_macs, plain_macs = matched_plain(model, image)
         plain.eval()
+        if channels_last:  # the same memory format for both nets
+            fmt = torch.channels_last
+            model, plain, image = model.to(memory_format=fmt), plain.to(memory_format=fmt), image.to(memory_format=fmt)
 
         def run_irn() -> None:
             model.upscale(*model.downscale(image))
@@ -96,7 +99,7 @@ def bench(model: IRN, size: int, repeats: int, label: str) -> dict[str, float]:
     ratios = [a / b for a, b in zip(irn_times, plain_times, strict=True)]
     params = sum(p.numel() for p in model.parameters())
     row = {
-        "model": label, "size": size, "params": params,
+        "model": label, "format": "channels_last" if channels_last else "NCHW", "size": size, "params": params,
         "irn_mp_s": megapixels / statistics.median(irn_times),
         "plain_mp_s": megapixels / statistics.median(plain_times),
         "irn_gmac": irn_macs / 1e9, "plain_gmac": plain_macs / 1e9, "plain_depth": len(plain.body) // 2 - 1,
@@ -121,16 +124,18 @@ def main() -> None:
 
     small = IRN(2, blocks_per_step=8, growth_channels=8)  # the irn-vs-bicubic experiment's model
     reference = IRN(4)
-    rows = [bench(small, args.size, args.repeats, "x2 small (8 blocks, gc 8)"),
-            bench(reference, args.reference_size, args.repeats, "x4 reference (2x8 blocks, gc 32)")]
+    rows = [bench(model, size, args.repeats, label, channels_last)
+            for model, size, label in ((small, args.size, "x2 small (8 blocks, gc 8)"),
+                                       (reference, args.reference_size, "x4 reference (2x8 blocks, gc 32)"))
+            for channels_last in (False, True)]
     print(f"\nCPU, torch {torch.__version__}, {torch.get_num_threads()} threads; downscale + upscale of one image; "
           f"median of {args.repeats} interleaved repeats")
-    header = (f"{'model':<34} {'size':>5} {'params':>10} {'IRN MP/s':>9} {'plain MP/s':>10} "
+    header = (f"{'model':<34} {'format':<13} {'size':>5} {'params':>10} {'IRN MP/s':>9} {'plain MP/s':>10} "
               f"{'IRN GMAC':>9} {'plain GMAC':>10} {'IRN/plain time':>15}")
     print(header)
     for r in rows:
-        print(f"{r['model']:<34} {r['size']:>5} {r['params']:>10,} {r['irn_mp_s']:>9.3f} {r['plain_mp_s']:>10.3f} "
-              f"{r['irn_gmac']:>9.2f} {r['plain_gmac']:>10.2f} {r['time_ratio']:>14.2f}x")
+        print(f"{r['model']:<34} {r['format']:<13} {r['size']:>5} {r['params']:>10,} {r['irn_mp_s']:>9.3f} "
+              f"{r['plain_mp_s']:>10.3f} {r['irn_gmac']:>9.2f} {r['plain_gmac']:>10.2f} {r['time_ratio']:>14.2f}x")
     print("\nplain = pixel-unshuffle + 3x3 conv stack (64 ch) + pixel-shuffle with the same conv MACs; "
           "goal: IRN within 1.2x of it")
 
