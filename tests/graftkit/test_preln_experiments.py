@@ -1,0 +1,64 @@
+"""The Pre-LN experiments: registration, verdict rules, masking, steps-to-target, a tiny training run."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from graftkit.experiments import preln
+from graftkit.registry import load_all
+from graftkit.report import run_experiment
+
+
+def test_both_experiments_are_registered_with_their_rules():
+    registry = load_all()
+    assert {n for n, e in registry.items() if e.method == "preln"} == {"preln-gradnorm", "preln-warmup"}
+    gradnorm, warmup = registry["preln-gradnorm"].verdict, registry["preln-warmup"].verdict
+    assert gradnorm({"alpha_post": 0.05, "alpha_pre": -0.45})
+    assert not gradnorm({"alpha_post": 0.3, "alpha_pre": -0.45})
+    assert not gradnorm({"alpha_post": 0.0, "alpha_pre": -0.1})
+    assert warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": None})
+    assert warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": 160})
+    assert not warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": 100})
+    assert not warmup({"steps_pre_nowarmup": None, "steps_post_nowarmup": None})
+
+
+def test_steps_to_reach_is_the_first_evaluation_at_or_below_target():
+    assert preln.steps_to_reach([5.0, 4.0, 3.0, 2.5], 3.0, eval_every=20) == 60
+    assert preln.steps_to_reach([5.0, math.nan, math.nan], 3.0, eval_every=20) is None
+    assert preln.steps_to_reach([], 3.0, eval_every=20) is None
+
+
+def test_bert_masking_keeps_special_tokens_and_labels_only_masked_positions():
+    from graftkit.data.text import SPECIAL_TOKENS
+
+    settings = preln.WarmupSettings(hidden=16, layers=1, steps=2, eval_every=1, seeds=1)
+    vocab, train, _ = preln._mlm_corpus(settings)
+    inputs, labels = preln._mask(train, vocab, torch.Generator().manual_seed(0))
+    words = train >= len(SPECIAL_TOKENS)
+    chosen = labels != -100
+    assert not (chosen & ~words).any()
+    assert torch.equal(labels[chosen], train[chosen])
+    assert torch.equal(inputs[~chosen], train[~chosen])
+    assert 0.13 < chosen.sum() / words.sum() < 0.17
+    masked = (inputs[chosen] == vocab.index["[MASK]"]).float().mean()
+    assert 0.75 < masked < 0.85
+
+
+def test_training_run_gives_one_finite_validation_loss_per_evaluation():
+    settings = preln.WarmupSettings(hidden=16, layers=2, steps=6, eval_every=3, seeds=1, vocab=200)
+    corpus = preln._mlm_corpus(settings)
+    for position, warm in (("post", True), ("pre", False)):
+        curve = preln._train(position, warm, 0, settings, corpus)
+        assert len(curve) == 2 and all(math.isfinite(v) for v in curve)
+        assert curve[0] < math.log(200) + 1  # a sane cross-entropy over the 200-word vocabulary
+
+
+@pytest.mark.slow
+def test_gradnorm_experiment_quick_supports_the_theory(tmp_path: Path):
+    record = run_experiment(load_all()["preln-gradnorm"], "quick", 0, tmp_path)
+    assert record.get("error") is None, record.get("traceback")
+    assert record["supported"] is True
+    assert record["metrics"]["alpha_post"] > record["metrics"]["alpha_pre"]
+    assert all((tmp_path / f).is_file() for f in record["figures"])
