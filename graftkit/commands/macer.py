@@ -1,5 +1,5 @@
-"""``graftkit macer train`` and ``graftkit macer certify``: MACER / Gaussian-augmentation training and
-randomized-smoothing certification (Cohen et al.) of the trained classifier."""
+"""graftkit macer train / certify: MACER or Gaussian-augmentation training, and randomized-smoothing
+certification (Cohen et al.) of the trained classifier."""
 
 from __future__ import annotations
 
