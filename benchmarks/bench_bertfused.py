@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=64, help="test sentences per round (default 64)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: steadier timings for these tiny models)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     from graftkit.commands.bertfused import load_plugins
 
