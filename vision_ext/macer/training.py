@@ -117,7 +117,7 @@ def train_smoothed(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
             group["lr"] = settings.lr_at(epoch)
         objective = config.at_epoch(epoch)
         net.train()
-        sums = torch.zeros(3, dtype=torch.float64)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # on device: NCCL reduces only GPU tensors
         started = time.perf_counter()
         for inputs, targets in loader:
             inputs, targets = inputs.to(device), targets.to(device)
@@ -125,8 +125,7 @@ def train_smoothed(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
             optimizer.step()
-            sums += torch.tensor([terms.classification.item(), terms.robustness.item(), len(inputs)],
-                                 dtype=torch.float64)
+            sums += torch.stack([terms.classification, terms.robustness, terms.loss.new_tensor(len(inputs))])
         seconds = time.perf_counter() - started
         if distributed:
             dist.all_reduce(sums)
