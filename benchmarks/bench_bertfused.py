@@ -17,12 +17,17 @@ from pathlib import Path
 
 import torch
 
-DIMS = ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-        "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256", "--encoder-attention-heads", "4",
-        "--decoder-attention-heads", "4"]
+
+def dims(width: int, layers: int) -> list[str]:
+    """Same-size NMT models: ``layers`` + ``layers``, model width ``width``, FFN 4x, width/16 heads."""
+    heads = str(max(1, width // 16))
+    return ["--encoder-layers", str(layers), "--decoder-layers", str(layers), "--encoder-embed-dim", str(width),
+            "--decoder-embed-dim", str(width), "--encoder-ffn-embed-dim", str(4 * width),
+            "--decoder-ffn-embed-dim", str(4 * width), "--encoder-attention-heads", heads,
+            "--decoder-attention-heads", heads]
 
 
-def build(data: Path, bert: Path | None):
+def build(data: Path, bert: Path | None, size: list[str]):
     """A (task, model) pair in eval mode: ``bert_fused`` when ``bert`` is given, else fairseq's transformer."""
     from fairseq import options, tasks
 
@@ -31,7 +36,7 @@ def build(data: Path, bert: Path | None):
     else:
         argv = [str(data), "--task", "translation_bert_fused", "--arch", "bert_fused", "--bert-model", str(bert),
                 "--bert-on-the-fly"]
-    args = options.parse_args_and_arch(options.get_training_parser(), argv + DIMS + ["--cpu"])
+    args = options.parse_args_and_arch(options.get_training_parser(), argv + size + ["--cpu"])
     task = tasks.setup_task(args)
     task.load_dataset("test")
     return task, task.build_model(args).eval()
@@ -61,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=64, help="test sentences per round (default 64)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--width", type=int, default=64, help="NMT and BERT width (default 64)")
+    parser.add_argument("--layers", type=int, default=3, help="NMT encoder/decoder and BERT layers (default 3)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: steadier timings for these tiny models)")
     args = parser.parse_args(argv)
@@ -76,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         pair = ToyLanguagePair(0)
-        bert = save_tiny_bert(root / "bert", pair.monolingual_source(2000, seed=7), hidden=64, layers=3, heads=4)
+        bert = save_tiny_bert(root / "bert", pair.monolingual_source(2000, seed=7), hidden=args.width,
+                              layers=args.layers, heads=max(1, args.width // 16))
         write_toy_pair(root / "raw", pair, {"train": 500, "valid": 20, "test": args.sentences})
         data = binarize(root / "raw", root / "bin")
-        systems = {"transformer": build(data, None), "bert_fused": build(data, bert)}
+        size = dims(args.width, args.layers)
+        systems = {"transformer": build(data, None, size), "bert_fused": build(data, bert, size)}
         inputs = {name: batches(task, args.sentences, args.batch_size) for name, (task, _) in systems.items()}
         for name, (task, model) in systems.items():  # warm-up
             tokens_per_second(task, model, inputs[name][:1], args.beam)
@@ -91,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(speeds["bert_fused"][-1] / speeds["transformer"][-1])
     params = {name: sum(p.numel() for p in model.parameters()) for name, (_, model) in systems.items()}
     print(f"\ngeneration, beam {args.beam}, {args.sentences} sentences x {args.rounds} rounds, "
-          f"batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+          f"batch {args.batch_size}, width {args.width}, {args.layers}+{args.layers} layers (BERT: {args.layers}), "
+          f"torch threads {torch.get_num_threads()}")
     print(f"{'model':<12} {'params':>9} {'tokens/s (median)':>18} {'min':>8} {'max':>8}")
     for name, values in speeds.items():
         print(f"{name:<12} {params[name]:>9,} {statistics.median(values):>18.1f} {min(values):>8.1f} "

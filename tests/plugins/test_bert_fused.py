@@ -254,8 +254,8 @@ def test_incremental_decoding_equals_full_decoding(world):
 def test_beam_search_with_reordered_bert_outputs_matches_batch_size_one(world):
     _, task, model = build(world)
     model.eval()
-    sample = batch(task, "test", 6)
-    generator = SequenceGenerator([model], task.target_dictionary, beam_size=5, max_len_a=0, max_len_b=12)
+    sample = batch(task, "test", 4)
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=5, max_len_a=0, max_len_b=8)
     together = generator.generate([model], sample)
     data = task.dataset("test")
     for row, sentence_id in enumerate(sample["id"].tolist()):

@@ -87,7 +87,11 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_fairseq_distributed_training_with_two_cpu_processes(trained):
-    """fairseq's own distributed training: 2 processes, gloo, legacy_ddp (its CPU-capable DDP)."""
+    """fairseq's own distributed training: 2 processes, gloo, legacy_ddp (its CPU-capable DDP).
+
+    fairseq's trainer all-reduces every update's gradient norm and stops if the ranks disagree, so 3 completed
+    updates mean the ranks stayed in sync (the frozen BERT has no gradient; bert_attn weights do).
+    """
     root = trained["root"]
     init = f"tcp://127.0.0.1:{_free_port()}"
     argv = [str(BIN / "fairseq-train"), str(trained["data"]), "--user-dir", "plugins", "--task",
