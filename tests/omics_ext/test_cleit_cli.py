@@ -55,3 +55,13 @@ def test_experiment_is_registered_with_an_honest_rule():
     assert exp.method == "cleit"
     assert exp.verdict({"cleit_dpearsonr": 0.10, "mutation_mlp_dpearsonr": 0.12}) is False
     assert exp.verdict({"cleit_dpearsonr": 0.12, "mutation_mlp_dpearsonr": 0.10}) is True
+
+
+def test_omics_ext_imports_neither_fairseq_nor_transformers(repo_root):
+    import subprocess
+    import sys
+
+    code = ("import sys, omics_ext, omics_ext.cleit, graftkit.experiments.cleit, graftkit.commands.cleit; "
+            "print(sorted(m for m in ('fairseq', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
