@@ -36,6 +36,18 @@ def test_malformed_matrix_names_row_and_column(tmp_path):
         read_matrix(tmp_path / "missing.csv")
 
 
+def test_h5ad_needs_anndata_or_reads_it(tmp_path):
+    path = write(tmp_path / "e.h5ad", "not really hdf5")
+    try:
+        import anndata  # noqa: F401
+    except ImportError:
+        with pytest.raises(GraftkitError, match="optional package anndata"):
+            read_matrix(path)
+    else:  # anndata present: a corrupt file must still fail loudly
+        with pytest.raises(Exception):  # noqa: B017
+            read_matrix(path)
+
+
 def test_mutation_must_be_binary_and_missing_means_wild_type(tmp_path):
     ok = read_mutation(write(tmp_path / "m.csv", "sample,TP53,KRAS\nA,1,\nB,0,1\n"))
     assert ok.loc["A", "KRAS"] == 0.0
