@@ -203,6 +203,8 @@ class GraphNorm(torch.nn.Module):
         if batch.dim() != 1 or batch.numel() != x.size(0):
             raise GraftkitError(f"GraphNorm: batch must be 1-D with one entry per node ({x.size(0)}), "
                                 f"got shape {tuple(batch.shape)}")
+        if batch.device != x.device:
+            raise GraftkitError(f"GraphNorm: batch is on {batch.device} but x is on {x.device}")
         if batch.dtype not in (torch.int64, torch.int32):
             raise GraftkitError(f"GraphNorm: batch must be an integer (int64/int32) tensor, got {batch.dtype}")
         if batch.numel() == 0:

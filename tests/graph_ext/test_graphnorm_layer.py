@@ -183,6 +183,8 @@ def test_reset_repr_affine_and_state_dict_interchange():
     (lambda n: n(torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1]), 2), "batch_size=2"),
     (lambda n: n(torch.randn(5, 3), torch.zeros(5)), "integer"),
     (lambda n: n(torch.ones(5, 3, dtype=torch.long)), "floating point"),
+    (lambda n: n(torch.randn(5, 3), torch.zeros(5, dtype=torch.long, device="meta")), "is on meta"),
+    (lambda n: n(torch.randn(5, 3), None, 4), "without a batch vector"),
 ])
 def test_bad_input_errors(call, message):
     with pytest.raises(GraftkitError, match=message):
