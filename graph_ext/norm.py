@@ -85,6 +85,11 @@ class _GraphNormFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):
+            return _GraphNormFunction._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: Tensor):
         xc, batch, count, mean, rstd, gamma, alpha = ctx.saved_tensors
         x_dtype, w_dtype, b_dtype, a_dtype = ctx.dtypes
         g = grad_out.to(xc.dtype)
