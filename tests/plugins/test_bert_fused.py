@@ -137,11 +137,15 @@ def test_encoder_and_decoder_layers_average_host_and_bert_attention(world, pre_l
     dec.encoder_attn.memory = None
 
 
-def test_bad_drop_net_and_output_layer_are_clear_errors(world):
+def test_bad_drop_net_output_layer_and_task_are_clear_errors(world):
     with pytest.raises(GraftkitError, match="drop-net"):
         build(world, "--drop-net", "1.5")
     with pytest.raises(GraftkitError, match="bert-output-layer"):
         build(world, "--bert-output-layer", "7")
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(world["data"]), "--cpu", "--task", "translation", "--arch", "bert_fused", *DIMS])
+    with pytest.raises(GraftkitError, match="needs --task translation_bert_fused"):
+        tasks.setup_task(args).build_model(args)
 
 
 # --- BERT: frozen by default, its output layer, two vocabularies ---------------------------------------------
