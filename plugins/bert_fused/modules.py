@@ -78,6 +78,9 @@ class BertFusedAttention(MultiheadAttention):
         self.memory: BertMemory | None = None
         self.last_weights: tuple[float, float] | None = None  # the drop-net mix of the latest call
 
+    def extra_repr(self) -> str:
+        return f"drop_net={self.drop_net}"
+
     def forward(self, query: Tensor, key: Tensor | None, value: Tensor | None,
                 key_padding_mask: Tensor | None = None,
                 incremental_state: dict[str, dict[str, Tensor | None]] | None = None,
