@@ -35,7 +35,7 @@ e.g. Φ_B = QΦ_A for an orthogonal — indeed any invertible — Q) and 2 for u
 
 Classification (targets = class labels). The head is least squares on one-hot targets — the best linear
 estimate of the class-probability vector P(y | x) (its outputs sum to 1) — so TD above is the squared
-distance between the two estimated probability vectors and the closed form and invariances carry over. What
+distance between the two estimated probability vectors and the invariances and normalised form apply. What
 changes downstream decisions is reported too: the disagreement rate P(argmax ĥ_A ≠ argmax ĥ_B), and each
 head's accuracy. (The paper leaves the classification discrepancy open; these are our choices.)
 
