@@ -86,6 +86,8 @@ class BertFusedEncoder(TransformerEncoderBase):
                             output_hidden_states=self.bert_output_layer != -1)
             hidden = out.last_hidden_state if self.bert_output_layer == -1 else \
                 out.hidden_states[self.bert_output_layer]
+        if not torch.isfinite(hidden).all():
+            raise GraftkitError("BERT produced non-finite outputs (NaN/inf): check the --bert-model weights")
         return BertMemory(hidden.transpose(0, 1).contiguous(), padding_mask)
 
     def forward(self, src_tokens: Tensor, src_lengths: Tensor | None = None, bert_input: Tensor | None = None,

@@ -168,6 +168,14 @@ def test_frozen_bert_gets_no_gradient_and_finetune_bert_does(world):
         assert fused and all(g is not None for g in fused)
 
 
+def test_non_finite_bert_output_is_an_error(world):
+    _, task, model = build(world)
+    with torch.no_grad():
+        model.encoder.bert.embeddings.word_embeddings.weight[5:] = float("nan")
+    with pytest.raises(GraftkitError, match="non-finite"):
+        model(**batch(task)["net_input"])
+
+
 def test_bert_output_layer_selects_that_hidden_state(world):
     _, task, model = build(world, "--bert-output-layer", "1")
     model.eval()
