@@ -113,17 +113,24 @@ def _mask(ids: torch.Tensor, vocab, generator: torch.Generator) -> tuple[torch.T
 
 
 def _train(position: str, warmup: bool, seed: int, settings: WarmupSettings, corpus) -> list[float]:
-    """Validation MLM loss every ``eval_every`` steps (nan from the first non-finite value on)."""
+    """Validation MLM loss every ``eval_every`` steps (nan from the first non-finite value on).
+
+    Weights, batches, masks and dropout all follow ``seed``; the caller's random state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train_seeded(position, warmup, seed, settings, corpus)
+
+
+def _train_seeded(position: str, warmup: bool, seed: int, settings: WarmupSettings, corpus) -> list[float]:
     from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
 
     vocab, train, valid = corpus
     pad = vocab.index["[PAD]"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = PreLNBertForMaskedLM(PreLNBertConfig(
-            vocab_size=len(vocab), hidden_size=settings.hidden, num_hidden_layers=settings.layers,
-            num_attention_heads=4, intermediate_size=4 * settings.hidden, max_position_embeddings=settings.max_len,
-            type_vocab_size=0, pad_token_id=pad, layer_norm_position=position))
+    model = PreLNBertForMaskedLM(PreLNBertConfig(
+        vocab_size=len(vocab), hidden_size=settings.hidden, num_hidden_layers=settings.layers,
+        num_attention_heads=4, intermediate_size=4 * settings.hidden, max_position_embeddings=settings.max_len,
+        type_vocab_size=0, pad_token_id=pad, layer_norm_position=position))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, betas=(0.9, 0.98), eps=1e-8)
     warmup_steps = round(settings.warmup_fraction * settings.steps) if warmup else 0
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
