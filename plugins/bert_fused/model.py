@@ -149,7 +149,7 @@ class BertFusedModel(TransformerModel):
         if not hasattr(task, "bert_tokenizer"):
             raise GraftkitError(f"--arch {args.arch} needs --task translation_bert_fused (with --bert-model), "
                                 f"got --task {getattr(args, 'task', type(task).__name__)}")
-        _bert_fused_defaults(args)  # arguments missing from checkpoints of older plugin versions
+        _bert_fused_defaults(args)  # like the host calling base_architecture: fill what no arch function set
         check_drop_net(args.drop_net)
         args.bert_model_path = task.cfg.bert_model  # the task's: generate/interactive may point elsewhere
         args.bert_out_dim = bert_hidden_size(args.bert_model_path)
