@@ -215,3 +215,12 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     for (name, a), b in zip(rank0["state"].items(), rank1["state"].values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     assert load_irn(tmp_path / "ddp.pt").scale == 2  # rank 0 wrote the checkpoint
+
+
+def test_experiment_is_registered_with_its_rule():
+    from graftkit.registry import load_all
+
+    exp = load_all()["irn-vs-bicubic"]
+    assert exp.method == "irn"
+    assert exp.verdict({"psnr_irn_z0": 32.0, "psnr_bicubic": 31.7}) is True
+    assert exp.verdict({"psnr_irn_z0": 24.0, "psnr_bicubic": 31.7}) is False
