@@ -88,7 +88,8 @@ def run(ctx: RunContext) -> Outcome:
     figure = ctx.figure_path("cleit_drug_response.png")
     _figure(result, figure)
     mode = ("quick: folds 0-1 of a 5-fold split, expression AE 10 epochs, transmission 15, fine-tuning <= 20 "
-            "(patience 3)" if ctx.quick else
+            "(patience 3); with 2 folds and margins this small the verdict carries fold-to-fold noise, run --full "
+            "(5 folds) before trusting it" if ctx.quick else
             "full: all 5 folds, expression AE 50 epochs, transmission 60, fine-tuning <= 100 (patience 5)")
     return Outcome(
         metrics=metrics, table=table, figures=[figure], data=dataset.description,
