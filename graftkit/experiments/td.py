@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from graftkit.registry import Outcome, RunContext, experiment
+from graftkit.runtime import single_thread
 
 #: augmentation settings: (max integer shift in pixels, Gaussian noise std), applied per training batch.
 #: Mild to harsh, so that some may help and some hurt generalisation; which do is measured, not assumed.
@@ -34,18 +34,6 @@ class TrainConfig:
     epochs: int
     batch_size: int = 64
     lr: float = 3e-3
-
-
-@contextmanager
-def single_thread():
-    """LeNet on 8×8 images is far too small for intra-op parallelism; on a shared machine extra threads only
-    spin (measured: 2 epochs took 0.3 s on 1 thread, up to 38 s on 2 under load). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def augment(x: torch.Tensor, shift: int, noise: float, generator: torch.Generator) -> torch.Tensor:
