@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import os
 import subprocess
+import sys
 import time
 import traceback
 from datetime import UTC, datetime
@@ -53,6 +55,8 @@ def _jsonable(value: Any) -> Any:
 def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dict[str, Any]:
     """Run one experiment and return its record; an exception is recorded, not raised."""
     ctx = RunContext(mode=mode, seed=seed, out_dir=run_dir / exp.name)
+    root = logging.getLogger()
+    root_level, root_handlers = root.level, list(root.handlers)
     start = time.perf_counter()
     record: dict[str, Any] = {"method": exp.method, "claim": exp.claim, "rule": exp.rule, "mode": mode}
     try:
@@ -68,6 +72,9 @@ def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dic
     except Exception as err:  # a failing experiment must not lose the others' results
         record.update(supported=None, metrics={}, table=[], figures=[], data="", notes="",
                       error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    finally:  # hosts such as fairseq reconfigure logging when they are used; one experiment must not leak it
+        root.setLevel(root_level)
+        root.handlers[:] = root_handlers
     record["seconds"] = round(time.perf_counter() - start, 2)
     return record
 
@@ -192,6 +199,9 @@ def reproduce(experiments: list[Experiment], mode: Mode, seed: int, out_root: Pa
     """Run ``experiments`` in order, write the report after each (a crash loses nothing), return it."""
     from tqdm.auto import tqdm
 
+    if not logging.getLogger().handlers:
+        # warnings and errors only: hosts' INFO logs (fairseq prints whole models) would bury the summary
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     run_dir = new_run_dir(out_root)
     results: dict[str, Any] = {"experiments": {}, "commit": git_commit(),
                                "started": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,4 +1,4 @@
-"""Two fixes that make the ve-fairseq 0.12.3 fork correct on Python 3.11 with torch >= 2.6.
+"""Three fixes that make the ve-fairseq 0.12.3 fork correct on Python 3.11 with torch >= 2.6.
 
 1. fairseq stores ``argparse.Namespace`` in checkpoints; torch >= 2.6 loads with ``weights_only=True`` by
    default and refuses it ("Unsupported global"), which breaks ``fairseq-train``'s resume and
@@ -6,15 +6,25 @@
 2. The fork's ``data_utils.batch_by_size`` drops the last batch when its size is not a multiple of
    ``--required-batch-size-multiple`` (default 8): ``fairseq-generate`` silently translated 16 of 20 test
    sentences, and validation skipped data. Upstream fairseq keeps that batch; so does the replacement.
+3. The fork's ``fairseq.tasks.text_to_speech`` calls ``logging.basicConfig(level=DEBUG)`` on import, so merely
+   importing fairseq turned every library's debug logging on in the user's process. The root logger is
+   restored after the import.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 import numpy as np
 import torch
-from fairseq.data import data_utils
+
+_root = logging.getLogger()
+_root_level, _root_handlers = _root.level, list(_root.handlers)
+from fairseq.data import data_utils  # noqa: E402  (imports all of fairseq)
+
+_root.setLevel(_root_level)
+_root.handlers[:] = _root_handlers
 
 torch.serialization.add_safe_globals([argparse.Namespace])
 

@@ -63,3 +63,19 @@ def test_registering_a_name_twice_is_an_error(empty_registry):
     _register_toy()
     with pytest.raises(ValueError, match="registered twice"):
         _register_toy()
+
+
+def test_an_experiment_cannot_leak_logging_configuration(tmp_path, empty_registry):
+    import logging
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+
+    @experiment("noisy", method="graphnorm", claim="c", rule="r", verdict=lambda m: None)
+    def run(ctx: RunContext) -> Outcome:
+        root.setLevel(logging.DEBUG)
+        root.addHandler(logging.NullHandler())
+        return Outcome(metrics={})
+
+    reproduce(list(empty_registry.values()), "quick", 0, tmp_path, {}, progress=False)
+    assert (root.level, root.handlers) == before

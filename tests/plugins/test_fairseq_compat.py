@@ -1,5 +1,6 @@
 """fairseq (the ve-fairseq 0.12.3 fork) with torch >= 2.6: `--user-dir plugins` makes resume and generate work."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -70,3 +71,9 @@ def test_without_the_plugins_torch_refuses_fairseq_checkpoints(binarized, tmp_pa
     generated = _run("fairseq-generate", str(binarized), "--path", f"{save}/checkpoint_last.pt", "--cpu",
                      user_dir=False)
     assert generated.returncode != 0 and "argparse.Namespace" in generated.stderr
+
+
+def test_importing_the_plugins_leaves_the_users_logging_alone():
+    code = "import logging, plugins; print(logging.getLogger().level, len(logging.getLogger().handlers))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(logging.WARNING), "0"]  # the fork alone leaves DEBUG and a handler
