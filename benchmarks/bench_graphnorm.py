@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from torch_geometric.nn.norm import GraphNorm as PyGGraphNorm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from torch_geometric.nn.norm import GraphNorm as PyGGraphNorm  # noqa: E402
-
-from graph_ext import GraphNorm  # noqa: E402
+from graph_ext import GraphNorm
 
 
 def make_case(name: str, gen: torch.Generator):
