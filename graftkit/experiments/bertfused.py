@@ -71,17 +71,11 @@ def run(ctx: RunContext) -> Outcome:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     from graftkit.commands.bertfused import load_plugins
 
     load_plugins()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # width-64 models: intra-op threads cost more than they give (and stall under load)
-    try:
-        return _run(ctx, SIZES["quick" if ctx.quick else "full"], plt)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(ctx, SIZES["quick" if ctx.quick else "full"], plt)
 
 
 def _run(ctx: RunContext, size: dict, plt) -> Outcome:

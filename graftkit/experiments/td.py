@@ -11,7 +11,6 @@ import torch
 from torch.nn import functional as F
 
 from graftkit.registry import Outcome, RunContext, experiment
-from graftkit.runtime import single_thread
 
 #: augmentation settings: (max integer shift in pixels, Gaussian noise std), applied per training batch.
 #: Mild to harsh, so that some may help and some hurt generalisation; which do is measured, not assumed.
@@ -140,8 +139,7 @@ def run(ctx: RunContext) -> Outcome:
 
     rows, rank_warnings = [], 0
     for name, (shift, noise) in AUGMENTATIONS.items():
-        with single_thread():
-            nets = [train_lenet(x_train, y_train, seed, shift, noise, config) for seed in seeds]
+        nets = [train_lenet(x_train, y_train, seed, shift, noise, config) for seed in seeds]
         with torch.no_grad():
             feats = [net.features(x_test) for net in nets]
             accuracy = [float((net(x_test).argmax(1) == y_test).float().mean()) for net in nets]
