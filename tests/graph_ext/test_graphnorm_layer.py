@@ -123,8 +123,9 @@ def test_low_magnitude_variance_is_not_lost_to_cancellation():
     x = torch.randn(200, 8, generator=gen, dtype=torch.float64) * 0.5 + 20.0
     batch = torch.randint(0, 4, (200,), generator=gen)
     ref = PyGGraphNorm(8).double()(x, batch)
-    out = GraphNorm(8)(x.float(), batch)
-    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-3)
+    ours = (GraphNorm(8)(x.float(), batch).double() - ref).abs().max()
+    theirs = (PyGGraphNorm(8)(x.float(), batch).double() - ref).abs().max()
+    assert ours < 2e-5 and ours <= theirs  # pivot-shifted moments: at least as accurate as PyG's two passes
 
 
 def test_cpu_bf16_autocast():
