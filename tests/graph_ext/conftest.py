@@ -1,11 +1,10 @@
 import pytest
-import torch
+
+from graftkit.runtime import single_thread as _one_thread
 
 
 @pytest.fixture
 def single_thread():
     """Tiny-graph training: one intra-op thread (no oversubscription on a shared CI box), restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with _one_thread():
+        yield
