@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,17 +11,6 @@ import torch
 from graftkit.registry import Outcome, RunContext, experiment
 
 _RUNS = (("post", True), ("post", False), ("pre", True), ("pre", False))
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """These small matrices run faster on one thread than on two contending ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_key(position: str, warmup: bool) -> str:
@@ -44,9 +31,8 @@ def gradnorm(ctx: RunContext) -> Outcome:
     depths = [2, 4, 6, 8, 12] if ctx.quick else [2, 4, 6, 8, 12, 16, 24]
     seeds = 5 if ctx.quick else 10
     size = dict(batch=4, seq_len=16) if ctx.quick else dict(batch=8, seq_len=32)
-    with _one_thread():
-        linear = gn.measure(depths, seeds, gn.GradNormSettings(d_model=64, loss="linear", **size))
-        softmax = gn.measure(depths, seeds, gn.GradNormSettings(d_model=64, loss="softmax", **size))
+    linear = gn.measure(depths, seeds, gn.GradNormSettings(d_model=64, loss="linear", **size))
+    softmax = gn.measure(depths, seeds, gn.GradNormSettings(d_model=64, loss="softmax", **size))
     figure = gn.plot(linear, ctx.figure_path("gradnorm.png"))
     figure_softmax = gn.plot(softmax, ctx.figure_path("gradnorm_softmax.png"))
     table = [{**row, **{f"{k}_softmax": v for k, v in soft.items() if k != "depth"}}
@@ -186,10 +172,9 @@ def warmup(ctx: RunContext) -> Outcome:
                 else WarmupSettings(hidden=128, layers=6, steps=1000, eval_every=50, seeds=2))
     corpus = _mlm_corpus(settings)
     curves = {}
-    with _one_thread():
-        for position, warm in _RUNS:
-            per_seed = [_train(position, warm, ctx.seed + s, settings, corpus) for s in range(settings.seeds)]
-            curves[_run_key(position, warm)] = torch.tensor(per_seed).mean(0).tolist()
+    for position, warm in _RUNS:
+        per_seed = [_train(position, warm, ctx.seed + s, settings, corpus) for s in range(settings.seeds)]
+        curves[_run_key(position, warm)] = torch.tensor(per_seed).mean(0).tolist()
     target = curves["post_warmup"][-1]
     metrics: dict[str, Any] = {"target_loss": target}
     table = []
