@@ -51,7 +51,7 @@ def _as_tensor(x: ArrayLike, name: str, allow_nan: bool = False) -> torch.Tensor
     if bad.any():
         row, col = (int(v) for v in bad.nonzero()[0])
         raise GraftkitError(f"{name}: non-finite value {t[row, col].item()} at row {row}, column {col}"
-                            + ("" if allow_nan else " (impute missing values first; see docs/cleit.md)"))
+                            + ("" if allow_nan else " (impute missing values first; see the README, section CLEIT)"))
     return t
 
 

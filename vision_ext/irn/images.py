@@ -1,6 +1,6 @@
 """Image files in and out with Pillow (no torchvision).
 
-Conversions on reading (documented in docs/irn.md): grayscale (L), palette (P), CMYK and YCbCr images are
+Conversions on reading (documented in the README, section IRN): grayscale (L), palette (P), CMYK and YCbCr images are
 converted to RGB; an alpha channel (RGBA, LA, PA) is dropped (IRN models RGB only). 16-bit and float images
 (modes I, I;16, F) are refused: convert them to 8-bit first.
 """
