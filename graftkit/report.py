@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dic
     try:
         # The demo's models are tiny: one thread is as fast as two on a quiet machine, and measured here,
         # two threads were 5-20x slower per step as soon as anything else used the cores.
-        with single_thread():
+        # Hosts warn a lot (hydra deprecations...): warnings go to the record, not over the progress bar.
+        with single_thread(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
             outcome = exp.run(ctx)
         record.update(
             supported=exp.verdict(outcome.metrics),
@@ -72,9 +75,10 @@ def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dic
             figures=[str(Path(f).resolve().relative_to(run_dir.resolve())) for f in outcome.figures],
             data=outcome.data,
             notes=outcome.notes,
+            warnings=sorted({f"{w.category.__name__}: {str(w.message).strip()}" for w in caught}),
         )
     except Exception as err:  # a failing experiment must not lose the others' results
-        record.update(supported=None, metrics={}, table=[], figures=[], data="", notes="",
+        record.update(supported=None, metrics={}, table=[], figures=[], data="", notes="", warnings=[],
                       error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     finally:  # hosts such as fairseq reconfigure logging when they are used; one experiment must not leak it
         root.setLevel(root_level)
@@ -141,6 +145,9 @@ def render_markdown(results: dict[str, Any]) -> str:
                   f"**Data.** {rec['data']}", "", f"**Run.** {rec['mode']} mode, {rec['seconds']:.1f} s."]
         if rec["notes"]:
             lines += ["", f"**Notes.** {rec['notes']}"]
+        if rec["warnings"]:
+            lines += ["", f"**Warnings raised** ({len(rec['warnings'])} distinct, all in results.json): "
+                      + "; ".join(w.splitlines()[0][:160] for w in rec["warnings"][:5])]
         if rec.get("error"):
             lines += ["", "```", rec["traceback"].rstrip(), "```"]
         if rec["metrics"]:
@@ -175,6 +182,9 @@ def render_html(results: dict[str, Any]) -> str:
                   f"<p><b>Run.</b> {e(rec['mode'])} mode, {rec['seconds']:.1f} s.</p>"]
         if rec["notes"]:
             parts.append(f"<p><b>Notes.</b> {e(rec['notes'])}</p>")
+        if rec["warnings"]:
+            parts.append(f"<details><summary>{len(rec['warnings'])} distinct warnings raised</summary><ul>"
+                         + "".join(f"<li>{e(w)}</li>" for w in rec["warnings"]) + "</ul></details>")
         if rec.get("error"):
             parts.append(f"<pre>{e(rec['traceback'])}</pre>")
         if rec["metrics"]:

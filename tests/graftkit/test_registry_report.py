@@ -18,6 +18,9 @@ def _register_toy(name: str = "toy-claim", fail: bool = False) -> None:
     def run(ctx: RunContext) -> Outcome:
         if fail:
             raise RuntimeError("boom")
+        import warnings
+
+        warnings.warn("host deprecation", UserWarning, stacklevel=1)
         fig = ctx.figure_path("curve.png")
         fig.write_bytes(b"\x89PNG\r\n")
         return Outcome(metrics={"a": 2.0, "b": 1.0, "nan": float("nan")}, table=[{"x": 1, "y": 0.5}],
@@ -35,9 +38,11 @@ def test_verdict_is_computed_from_metrics_and_results_json_has_the_schema(tmp_pa
     assert rec["metrics"] == {"a": 2.0, "b": 1.0, "nan": None}  # JSON has no NaN
     assert rec["mode"] == "quick" and rec["data"] == "SYNTHETIC toy" and rec["seconds"] >= 0
     assert rec["figures"] == ["toy-claim/curve.png"]
+    assert rec["warnings"] == ["UserWarning: host deprecation"]  # recorded, not printed over the progress bar
     assert (run_dir / rec["figures"][0]).is_file()
     md = (run_dir / "report.md").read_text()
-    assert "a beats b" in md and "supported" in md and "![toy-claim](toy-claim/curve.png)" in md
+    assert "a beats b" in md and "supported" in md and "host deprecation" in md
+    assert "![toy-claim](toy-claim/curve.png)" in md
     assert "<img src=\"toy-claim/curve.png\"" in (run_dir / "report.html").read_text()
     assert json.loads((run_dir / "config.json").read_text()) == {"k": 1}
 
