@@ -58,7 +58,9 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graftkit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="graftkit", description="Research methods grafted onto HF transformers, fairseq, PyG and PyTorch: "
+                                     "reproduce their claims, and run the per-method tools.")
     parser.add_argument("--version", action="version", version=f"graftkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
