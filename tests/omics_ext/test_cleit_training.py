@@ -147,14 +147,10 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_ddp_two_gloo_ranks_end_identical(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
+    from loopback import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert r0["history"]["val_score"] == r1["history"]["val_score"]
     for part in ("model", "teacher"):

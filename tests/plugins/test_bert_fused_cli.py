@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 
 from graftkit.data.parallel import ToyLanguagePair
 
@@ -78,12 +78,6 @@ def test_translate_api_on_a_loaded_model(trained):
     assert hub.translate(sources[0], beam=5, max_len_b=12) == translations[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_fairseq_distributed_training_with_two_cpu_processes(trained):
@@ -93,7 +87,7 @@ def test_fairseq_distributed_training_with_two_cpu_processes(trained):
     updates mean the ranks stayed in sync (the frozen BERT has no gradient; bert_attn weights do).
     """
     root = trained["root"]
-    init = f"tcp://127.0.0.1:{_free_port()}"
+    init = f"tcp://127.0.0.1:{free_port()}"
     argv = [str(BIN / "fairseq-train"), str(trained["data"]), "--user-dir", "plugins", "--task",
             "translation_bert_fused", "--bert-model", str(trained["bert"]), "--arch", "bert_fused", *DIMS, *TRAIN,
             "--max-update", "3", "--save-dir", str(root / "ddp"), "--distributed-world-size", "2",

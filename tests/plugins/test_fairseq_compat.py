@@ -1,26 +1,19 @@
 """fairseq (the ve-fairseq 0.12.3 fork) with torch >= 2.6: `--user-dir plugins` makes resume and generate work."""
 
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from loopback import run_fairseq
 
 from graftkit.data.parallel import ToyLanguagePair, write_parallel_raw
 
-BIN = Path(sys.executable).parent
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 TINY = ("--arch transformer --encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32 "
         "--encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 "
         "--decoder-attention-heads 2 --optimizer adam --lr 1e-3 --max-tokens 2000 --no-epoch-checkpoints "
         "--log-format simple --disable-validation --cpu --seed 1").split()
-
-
-def _run(tool: str, *args: str, user_dir: bool = True) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / tool), *args] + (["--user-dir", str(PLUGINS)] if user_dir else [])
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +22,7 @@ def binarized(tmp_path_factory) -> Path:
     pairs = ToyLanguagePair().sample(240, seed=1)
     write_parallel_raw(root / "raw", {"train": pairs[:200], "valid": pairs[200:220], "test": pairs[220:]})
     raw = root / "raw"
-    done = _run("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--trainpref",
+    done = run_fairseq("fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--trainpref",
                 str(raw / "train"), "--validpref", str(raw / "valid"), "--testpref", str(raw / "test"),
                 "--destdir", str(root / "bin"), "--workers", "1", user_dir=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -39,13 +32,13 @@ def binarized(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_train_resume_and_generate(binarized, tmp_path):
     save = str(tmp_path / "ck")
-    first = _run("fairseq-train", str(binarized), *TINY, "--max-epoch", "1", "--save-dir", save)
+    first = run_fairseq("fairseq-train", str(binarized), *TINY, "--max-epoch", "1", "--save-dir", save)
     assert first.returncode == 0, first.stderr[-2000:]
-    resumed = _run("fairseq-train", str(binarized), *TINY, "--max-epoch", "2", "--save-dir", save)
+    resumed = run_fairseq("fairseq-train", str(binarized), *TINY, "--max-epoch", "2", "--save-dir", save)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     log = resumed.stdout + resumed.stderr
     assert "Loaded checkpoint" in log and "(epoch 2 @ 1 updates)" in log
-    generated = _run("fairseq-generate", str(binarized), "--path", f"{save}/checkpoint_last.pt", "--cpu",
+    generated = run_fairseq("fairseq-generate", str(binarized), "--path", f"{save}/checkpoint_last.pt", "--cpu",
                      "--beam", "2", "--batch-size", "16")
     assert generated.returncode == 0, generated.stderr[-2000:]
     # all 20 test sentences: the fork alone drops the last batch when it is not a multiple of 8
@@ -67,8 +60,8 @@ def test_batch_by_size_keeps_the_last_short_batch():
 def test_without_the_plugins_torch_refuses_fairseq_checkpoints(binarized, tmp_path):
     """Guards the reason for the plugins' allow-list: if torch or fairseq change, this tells us."""
     save = str(tmp_path / "ck")
-    assert _run("fairseq-train", str(binarized), *TINY, "--max-epoch", "1", "--save-dir", save).returncode == 0
-    generated = _run("fairseq-generate", str(binarized), "--path", f"{save}/checkpoint_last.pt", "--cpu",
+    assert run_fairseq("fairseq-train", str(binarized), *TINY, "--max-epoch", "1", "--save-dir", save).returncode == 0
+    generated = run_fairseq("fairseq-generate", str(binarized), "--path", f"{save}/checkpoint_last.pt", "--cpu",
                      user_dir=False)
     assert generated.returncode != 0 and "argparse.Namespace" in generated.stderr
 

@@ -2,20 +2,17 @@
 fairseq RoBERTa checkpoint to hf_models.PreLNBertForMaskedLM (outputs equal within 1e-5)."""
 
 import argparse
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from loopback import run_fairseq
 
 from graftkit.data.parallel import ToyLanguagePair, write_parallel_raw
 from graftkit.data.text import english_sentences, words
 from graftkit.errors import GraftkitError
 
-BIN = Path(sys.executable).parent
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 TINY_ROBERTA = ("--task masked_lm --criterion masked_lm --encoder-layers 2 --encoder-embed-dim 32 "
                 "--encoder-ffn-embed-dim 64 --encoder-attention-heads 4 --max-positions 64 --tokens-per-sample 64 "
                 "--sample-break-mode complete --batch-size 16 --optimizer adam --lr 1e-3 --max-update 4 "
@@ -23,8 +20,7 @@ TINY_ROBERTA = ("--task masked_lm --criterion masked_lm --encoder-layers 2 --enc
 
 
 def _run(tool: str, *args: str, user_dir: bool = True) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / tool), *args] + (["--user-dir", str(PLUGINS)] if user_dir else [])
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    done = run_fairseq(tool, *args, user_dir=user_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

@@ -1,13 +1,13 @@
 """MACER training loop, checkpoints/resume, DDP with 2 gloo processes, data loading and the CLI."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from loopback import free_port
 
 from graftkit.checkpoint import load_checkpoint
 from graftkit.cli import main
@@ -82,12 +82,6 @@ def test_training_rejects_bad_data():
         train_smoothed(model, images.repeat(1, 3, 1, 1), labels, config, settings, model_spec=SPEC, progress=False)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, out_dir):
     torch.set_num_threads(1)  # two ranks on a small shared machine: avoid thread oversubscription
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -107,7 +101,7 @@ def _ddp_worker(rank, world, port, out_dir):
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_ddp_two_gloo_ranks_end_identical(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for a, b in zip(r0["state"].values(), r1["state"].values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

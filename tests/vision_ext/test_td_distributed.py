@@ -4,12 +4,12 @@ and every rank gets the TD of the whole data set — the same as one process on 
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from loopback import free_port
 
 from vision_ext.td import model_discrepancy, transferred_discrepancy
 
@@ -24,12 +24,6 @@ def data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     labels = torch.randint(0, 4, (301,), generator=g)
     labels[200:210] = 4
     return a, b, labels, torch.randn(301, 2, generator=g)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker(rank: int, port: int, out: dict) -> None:
