@@ -28,6 +28,7 @@ from torch import Tensor
 from graftkit.errors import GraftkitError
 from plugins.bert_fused.bert_side import bert_hidden_size, load_bert_model
 from plugins.bert_fused.modules import (
+    BertAttention,
     BertFusedAttention,
     BertFusedDecoderLayer,
     BertFusedEncoderLayer,
@@ -163,6 +164,12 @@ class BertFusedModel(TransformerModel):
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
         return BertFusedDecoder(TransformerConfig.from_namespace(args), tgt_dict, embed_tokens)
+
+    def set_beam_size(self, beam_size: int) -> None:
+        """Called by fairseq's beam search: the BERT attentions cache keys/values once per sentence."""
+        for module in self.decoder.modules():
+            if isinstance(module, BertAttention):
+                module.set_beam_size(beam_size)
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, bert_input=None, return_all_hiddens=True,
                 features_only=False, alignment_layer=None, alignment_heads=None):

@@ -82,7 +82,7 @@ def test_drop_net_is_drawn_once_per_layer_per_forward_and_selects_a_whole_branch
     memory = model.encoder.encode_bert(sample["net_input"]["bert_input"][:3])
     attention.memory = memory
     host, _ = MultiheadAttention.forward(attention, x, x, x)
-    bert, _ = attention.bert_attn(x, memory.out, memory.out, key_padding_mask=memory.padding_mask)
+    bert = attention.bert_attn(x, memory)
     seen = set()
     for _ in range(30):
         out, _ = attention(x, x, x)
@@ -107,7 +107,7 @@ def test_encoder_and_decoder_layers_average_host_and_bert_attention(world, pre_l
     layer.self_attn.memory = memory
     h = layer.self_attn_layer_norm(x) if pre_ln else x
     self_attn, _ = MultiheadAttention.forward(layer.self_attn, h, h, h, key_padding_mask=mask)
-    bert_attn, _ = layer.self_attn.bert_attn(h, memory.out, memory.out, key_padding_mask=memory.padding_mask)
+    bert_attn = layer.self_attn.bert_attn(h, memory)
     h = x + 0.5 * (self_attn + bert_attn)  # h~ = ½(SelfAttn + BertAttn), then residual
     h = h if pre_ln else layer.self_attn_layer_norm(h)
     f = layer.final_layer_norm(h) if pre_ln else h
@@ -127,7 +127,7 @@ def test_encoder_and_decoder_layers_average_host_and_bert_attention(world, pre_l
     y = y if pre_ln else dec.self_attn_layer_norm(y)
     q = dec.encoder_attn_layer_norm(y) if pre_ln else y
     enc_attn, _ = MultiheadAttention.forward(dec.encoder_attn, q, enc, enc, key_padding_mask=mask, static_kv=True)
-    bert_attn, _ = dec.encoder_attn.bert_attn(q, memory.out, memory.out, key_padding_mask=memory.padding_mask)
+    bert_attn = dec.encoder_attn.bert_attn(q, memory)
     y = y + 0.5 * (bert_attn + enc_attn)  # s~ = ½(BertAttn + EncAttn), then residual
     y = y if pre_ln else dec.encoder_attn_layer_norm(y)
     f = dec.final_layer_norm(y) if pre_ln else y
@@ -258,9 +258,75 @@ def test_incremental_decoding_equals_full_decoding(world):
              for t in range(prev.size(1))]
     real = prev.ne(task.target_dictionary.pad())  # padded steps differ by construction: compare the rest
     torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], atol=1e-5, rtol=1e-4)
-    # the BERT branch cached its keys/values once, from H_B: (B, heads, T_bert, head_dim)
-    cached = model.decoder.layers[0].encoder_attn.bert_attn._get_input_buffer(state)["prev_key"]
-    assert cached.shape == (8, 2, net["bert_input"].size(1), 8)
+    # the BERT branch cached its keys/values once, from H_B: keys (B, heads, head_dim, T_bert)
+    cached = model.decoder.layers[0].encoder_attn.bert_attn._get_input_buffer(state)["key_t"]
+    assert cached.shape == (8, 2, 8, net["bert_input"].size(1))
+
+
+def bert_attention_and_memory(world, sentences: int = 3):
+    """A decoder layer's BertAttention and H_B of ``sentences`` sentences whose BERT side has padding."""
+    _, task, model = build(world)
+    model.eval()
+    sample = batch(task)
+    memory = model.encoder.encode_bert(sample["net_input"]["bert_input"][:sentences])
+    assert memory.padding_mask.any() and not memory.padding_mask.all(-1).any()
+    return model.decoder.layers[0].encoder_attn.bert_attn, memory
+
+
+def test_bert_attention_equals_fairseq_attention_with_gradients(world):
+    attention, memory = bert_attention_and_memory(world)
+    attention.train()  # --attention-dropout 0: the training path, with autograd
+    x = torch.randn(4, 3, 16, requires_grad=True)
+    ours = attention(x, memory)
+    host, _ = MultiheadAttention.forward(attention, x, memory.out, memory.out,
+                                         key_padding_mask=memory.padding_mask, static_kv=True)
+    torch.testing.assert_close(ours, host)
+    weights = [attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight, attention.out_proj.bias]
+    grads_ours = torch.autograd.grad(ours.square().sum(), [x, *weights])
+    grads_host = torch.autograd.grad(host.square().sum(), [x, *weights])
+    for a, b in zip(grads_ours, grads_host):
+        torch.testing.assert_close(a, b)
+
+
+def expand(memory, order: torch.Tensor):
+    """H_B as beam search hands it over: row i is sentence ``order[i]``'s."""
+    from plugins.bert_fused.modules import BertMemory
+
+    return BertMemory(memory.out.index_select(1, order), memory.padding_mask.index_select(0, order))
+
+
+def test_beam_hint_caches_once_per_sentence_and_changes_no_result(world):
+    attention, memory = bert_attention_and_memory(world)
+    attention.set_beam_size(4)
+    hypotheses = torch.arange(3).repeat_interleave(4)  # 3 sentences x 4 beams, as fairseq lays them out
+    state: dict = {}
+    x = torch.randn(1, 12, 16)
+    expected = attention(x, expand(memory, hypotheses))  # no cache: one row per hypothesis
+    torch.testing.assert_close(attention(x, expand(memory, hypotheses), state), expected)
+
+    def cache():
+        return attention._get_input_buffer(state)
+
+    assert cache()["key_t"].size(0) == 3 and int(cache()["group"]) == 4
+    steps = [("beams reordered within their sentences", torch.tensor([1, 0, 3, 2, 4, 4, 5, 6, 11, 8, 9, 10]), 3, 4),
+             ("sentence 1 finished", torch.tensor([0, 1, 2, 3, 8, 9, 10, 11]), 2, 4),
+             ("an arbitrary reorder", torch.tensor([0, 4, 5, 1, 2, 6, 7, 3]), 8, 1)]
+    for what, new_order, rows, group in steps:
+        hypotheses = hypotheses.index_select(0, new_order)
+        attention.reorder_incremental_state(state, new_order)
+        assert (cache()["key_t"].size(0), int(cache()["group"])) == (rows, group), what
+        x = torch.randn(1, len(new_order), 16)
+        current = expand(memory, hypotheses)  # what the decoder hands over (unused once cached)
+        torch.testing.assert_close(attention(x, current, state), attention(x, current), msg=what)
+
+
+def test_a_stale_beam_hint_falls_back_to_one_row_per_hypothesis(world):
+    attention, memory = bert_attention_and_memory(world, sentences=4)
+    attention.set_beam_size(2)  # left over from an earlier beam search; now 4 distinct sentences, greedy
+    state: dict = {}
+    x = torch.randn(1, 4, 16)
+    torch.testing.assert_close(attention(x, memory, state), attention(x, memory))
+    assert int(attention._get_input_buffer(state)["group"]) == 1
 
 
 def test_beam_search_with_reordered_bert_outputs_matches_batch_size_one(world):
