@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -79,6 +80,21 @@ def test_flow_is_invertible_in_float32(scale):
     assert (model.inverse(y) - x).abs().max().item() < 1e-4
     z = torch.randn(2, 3 * scale**2, 8 // scale, 12 // scale)
     assert (model(model.inverse(z)) - z).abs().max().item() < 1e-4
+
+
+def test_channels_last_layout_changes_speed_not_results():
+    model = IRN(4, blocks_per_step=2, growth_channels=4)
+    _randomize(model)
+    assert model.levels[1][0].eta.out.weight.is_contiguous(memory_format=torch.channels_last)  # the default
+    nchw = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    x = torch.rand(2, 3, 8, 12)  # an NCHW input: converted once, at the flow's entry
+    y, y_nchw = model(x), nchw(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and y_nchw.is_contiguous()
+    torch.testing.assert_close(y, y_nchw, atol=1e-5, rtol=1e-5)
+    restored = model.inverse(y)
+    assert restored.is_contiguous(memory_format=torch.channels_last)  # the Haar inverse keeps the layout
+    torch.testing.assert_close(restored, nchw.inverse(y), atol=1e-5, rtol=1e-5)
+    nchw.load_state_dict(model.state_dict())  # checkpoints load across layouts
 
 
 def test_initial_flow_is_haar_and_parameter_counts_match_reference():

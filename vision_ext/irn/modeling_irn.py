@@ -42,7 +42,8 @@ class HaarTransform(nn.Module):
         d = low - h1 - h2 + h3
         top = torch.stack((a, b), dim=-1).reshape(batch, channels, height, 2 * width)
         bottom = torch.stack((c, d), dim=-1).reshape(batch, channels, height, 2 * width)
-        return torch.stack((top, bottom), dim=-2).reshape(batch, channels, 2 * height, 2 * width)
+        x = torch.stack((top, bottom), dim=-2).reshape(batch, channels, 2 * height, 2 * width)
+        return x.contiguous(memory_format=_memory_format(y))
 
 
 class DenseBlock(nn.Module):
@@ -156,6 +157,10 @@ class IRN(nn.Module):
                 for _ in range(config.blocks_per_step)
             ))
         self.levels = nn.ModuleList(blocks)
+        # channels-last weights (inputs follow in forward/inverse): on CPU the dense blocks' narrow convs ran
+        # 1.4-1.7x faster at inference and 1.3x per training step than in NCHW (benchmarks/bench_irn.py);
+        # model.to(memory_format=torch.contiguous_format) switches back, inputs then follow that
+        self.to(memory_format=torch.channels_last)
 
     @property
     def scale(self) -> int:
@@ -169,6 +174,10 @@ class IRN(nn.Module):
         for module in self.modules():
             if isinstance(module, DenseBlock):
                 module.reset_parameters()
+
+    def _memory_format(self) -> torch.memory_format:
+        """The layout of the conv weights, which the flow's activations are kept in."""
+        return _memory_format(self.levels[0][0].phi.convs[0].weight)
 
     def _check_image(self, x: Tensor, what: str, channels: int) -> None:
         if not isinstance(x, Tensor) or x.dim() != 4:
@@ -187,7 +196,7 @@ class IRN(nn.Module):
                 f"image size {tuple(x.shape[-2:])} is not divisible by the scale {self.scale}; "
                 "use downscale(), which pads, or crop the image"
             )
-        out = x
+        out = x.contiguous(memory_format=self._memory_format())
         for blocks in self.levels:
             out = self.haar(out)
             for block in blocks:
@@ -197,7 +206,7 @@ class IRN(nn.Module):
     def inverse(self, y: Tensor) -> Tensor:
         """Raw inverse flow [LR, z] → HR."""
         self._check_image(y, "flow output y", self.config.in_channels * self.scale**2)
-        out = y
+        out = y.contiguous(memory_format=self._memory_format())
         for blocks in reversed(self.levels):
             for block in reversed(blocks):
                 out = block.inverse(out)
@@ -253,6 +262,13 @@ class IRN(nn.Module):
         c = self.config
         return (f"scale={c.scale}, blocks_per_step={c.blocks_per_step}, growth_channels={c.growth_channels}, "
                 f"clamp={c.clamp}")
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """The layout to keep: channels-last when ``x`` is stored that way (and not also plain contiguous)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _check_finite(x: Tensor, what: str) -> None:
