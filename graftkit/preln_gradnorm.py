@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int
 
 LayerNormPosition = Literal["post", "pre"]
 Loss = Literal["linear", "softmax"]
@@ -45,9 +45,7 @@ class GradNormSettings:
 
     def __post_init__(self) -> None:
         for name in ("d_model", "heads", "seq_len", "batch", "vocab"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise GraftkitError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name))
         if self.d_model % self.heads:
             raise GraftkitError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         if self.loss not in LOSSES:
@@ -78,8 +76,7 @@ def ffn_grad_norms(position: LayerNormPosition, depth: int, seed: int,
     Inputs and loss targets depend on ``seed`` only (paired across depths and LN positions); the weights on
     (``seed``, ``depth``). The caller's random state is left untouched.
     """
-    if not isinstance(depth, int) or depth < 1:
-        raise GraftkitError(f"depth must be a positive integer, got {depth!r}")
+    check_int("depth", depth)
     if position not in POSITIONS:
         raise GraftkitError(f"layer-norm position must be one of {POSITIONS}, got {position!r}")
     s = settings
@@ -158,8 +155,7 @@ def measure(depths: Sequence[int], seeds: int = 5, settings: GradNormSettings = 
     depths = list(depths)
     if len(set(depths)) < 2 or any(not isinstance(d, int) or d < 1 for d in depths):
         raise GraftkitError(f"depths must be two or more distinct positive integers, got {depths}")
-    if not isinstance(seeds, int) or seeds < 1:
-        raise GraftkitError(f"seeds must be a positive integer, got {seeds!r}")
+    check_int("seeds", seeds)
     depths = sorted(set(depths))
     result = GradNormResult(depths, seeds, settings)
     jobs = [(p, d) for p in POSITIONS for d in depths]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int, check_number
 
 
 @dataclass
@@ -41,18 +41,10 @@ class CLEITConfig:
     def __post_init__(self) -> None:
         self.encoder_hidden_dims = tuple(int(d) for d in self.encoder_hidden_dims)
         self.regressor_tower_dims = tuple(int(d) for d in self.regressor_tower_dims)
-        positive_ints = {
-            "latent_dim": self.latent_dim, "regressor_shared_dim": self.regressor_shared_dim,
-            "pretrain_batch_size": self.pretrain_batch_size, "finetune_batch_size": self.finetune_batch_size,
-            "patience": self.patience,
-        }
-        for name, value in positive_ints.items():
-            if int(value) != value or value < 1:
-                raise GraftkitError(f"CLEITConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("latent_dim", "regressor_shared_dim", "pretrain_batch_size", "finetune_batch_size", "patience"):
+            check_int(f"CLEITConfig.{name}", getattr(self, name))
         for name in ("expression_pretrain_epochs", "transmission_epochs", "finetune_epochs"):
-            value = getattr(self, name)
-            if int(value) != value or value < 0:
-                raise GraftkitError(f"CLEITConfig.{name} must be an integer >= 0, got {value!r}")
+            check_int(f"CLEITConfig.{name}", getattr(self, name), minimum=0)
         if not self.encoder_hidden_dims or min(self.encoder_hidden_dims) < 1:
             raise GraftkitError(f"CLEITConfig.encoder_hidden_dims must be positive sizes, got "
                                 f"{self.encoder_hidden_dims!r}")
@@ -62,11 +54,9 @@ class CLEITConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise GraftkitError(f"CLEITConfig.dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise GraftkitError(f"CLEITConfig.{name} must be > 0, got {getattr(self, name)!r}")
+            check_number(f"CLEITConfig.{name}", getattr(self, name), strict=True)
         for name in ("weight_decay", "contrastive_weight", "simse_penalty"):
-            if not getattr(self, name) >= 0:
-                raise GraftkitError(f"CLEITConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+            check_number(f"CLEITConfig.{name}", getattr(self, name))
         if not 0.0 < self.decay_coefficient <= 1.0:
             raise GraftkitError(f"CLEITConfig.decay_coefficient must be in (0, 1], got {self.decay_coefficient!r}")
         if not 0.0 < self.validation_fraction < 1.0:

@@ -63,7 +63,7 @@ def test_bad_targets_and_options_are_named():
         transferred_discrepancy(a, b, torch.zeros(10, 2, 2))
     with pytest.raises(GraftkitError, match="ridge must be a finite number >= 0"):
         transferred_discrepancy(a, b, torch.randn(10), ridge=-1.0)
-    with pytest.raises(GraftkitError, match="batch_size must be >= 1"):
+    with pytest.raises(GraftkitError, match="batch_size must be an integer >= 1"):
         transferred_discrepancy(a, b, torch.randn(10), batch_size=0)
     with pytest.raises(GraftkitError, match="must be a torch tensor or a numpy array, got list"):
         transferred_discrepancy([[1.0]] * 10, b, torch.randn(10))

@@ -7,11 +7,10 @@ weights λ_fit = 4 (×2) / 16 (×4), λ_ce = 1, λ_rec = 1.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int, check_number
 
 
 def _default_guide_weight(scale: int) -> float:
@@ -49,17 +48,12 @@ class IRNConfig:
         if not isinstance(self.scale, int) or self.scale < 2 or self.scale & (self.scale - 1):
             raise GraftkitError(f"scale must be a power of two >= 2 (2, 4, 8), got {self.scale!r}")
         for name in ("blocks_per_step", "growth_channels", "in_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise GraftkitError(f"{name} must be a positive integer, got {value!r}")
-        if not self.clamp > 0:
-            raise GraftkitError(f"clamp must be > 0, got {self.clamp!r}")
+            check_int(name, getattr(self, name))
+        check_number("clamp", self.clamp, strict=True)
         if self.guide_weight is None:
             self.guide_weight = _default_guide_weight(self.scale)
         for name in ("guide_weight", "distribution_weight", "reconstruction_weight", "charbonnier_eps"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise GraftkitError(f"{name} must be a finite number >= 0, got {value!r}")
+            check_number(name, getattr(self, name))
 
     @property
     def steps(self) -> int:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from graftkit.checkpoint import load_checkpoint, save_checkpoint
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int
 from vision_ext.irn.configuration_irn import IRNConfig
 from vision_ext.irn.modeling_irn import IRN, quantize
 from vision_ext.irn.resize import imresize
@@ -79,9 +79,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "patch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise GraftkitError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name))
         if not self.lr > 0 or not self.grad_clip > 0 or not 0 < self.gamma <= 1:
             raise GraftkitError(f"need lr > 0, grad_clip > 0 and 0 < gamma <= 1 (got {self.lr}, "
                                 f"{self.grad_clip}, {self.gamma})")

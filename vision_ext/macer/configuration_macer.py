@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int, check_number
 
 Objective = Literal["macer", "gaussian"]
 
@@ -39,16 +38,11 @@ class MacerConfig:
         if self.objective not in ("macer", "gaussian"):
             raise GraftkitError(f"objective must be 'macer' or 'gaussian', got {self.objective!r}")
         check_sigma(self.sigma)
-        if not _is_int(self.k) or self.k < 1:
-            raise GraftkitError(f"k (noise samples per input) must be an integer >= 1, got {self.k!r}")
-        for name in ("lbd", "gamma"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise GraftkitError(f"{name} must be a finite number >= 0, got {value}")
-        if not _is_int(self.warmup_epochs) or self.warmup_epochs < 0:
-            raise GraftkitError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
-        if not math.isfinite(self.beta) or self.beta <= 0:
-            raise GraftkitError(f"beta (inverse temperature) must be a finite number > 0, got {self.beta}")
+        check_int("k (noise samples per input)", self.k)
+        check_number("lbd", self.lbd)
+        check_number("gamma", self.gamma)
+        check_int("warmup_epochs", self.warmup_epochs, minimum=0)
+        check_number("beta (inverse temperature)", self.beta, strict=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,13 +52,6 @@ class MacerConfig:
         return replace(self, lbd=0.0) if epoch <= self.warmup_epochs else self
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_sigma(sigma: float) -> None:
     """σ must be a finite positive number: σ ≤ 0 would certify nothing and NaN silently poisons training."""
-    if isinstance(sigma, bool) or not isinstance(sigma, int | float):
-        raise GraftkitError(f"sigma (noise level) must be a number, got {sigma!r}")
-    if not math.isfinite(sigma) or sigma <= 0:
-        raise GraftkitError(f"sigma (noise level) must be a finite number > 0, got {sigma!r}")
+    check_number("sigma (noise level)", sigma, strict=True)

@@ -18,7 +18,7 @@ import torch
 from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest, norm
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int
 from vision_ext.macer.configuration_macer import check_sigma
 
 ABSTAIN = -1
@@ -44,16 +44,11 @@ def _check_alpha(alpha: float) -> None:
         raise GraftkitError(f"alpha (failure probability) must lie in (0, 1), got {alpha!r}")
 
 
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise GraftkitError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def check_certify_args(n0: int, n: int, alpha: float, batch_size: int) -> None:
     """Cohen et al.'s CERTIFY needs 1 <= n0 <= n samples, alpha in (0, 1) and a positive batch size."""
-    _check_count("n0", n0)
-    _check_count("n", n)
-    _check_count("batch_size", batch_size)
+    check_int("n0", n0)
+    check_int("n", n)
+    check_int("batch_size", batch_size)
     if n0 > n:
         raise GraftkitError(f"n0 (selection samples) must not exceed n (estimation samples): {n0} > {n}")
     _check_alpha(alpha)
@@ -101,8 +96,8 @@ class Smooth:
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int) -> torch.Tensor:
         """How often f(x + δ) picks each class over ``num`` noise draws: a (num_classes,) int64 tensor."""
         self._check_input(x)
-        _check_count("the number of noise samples", num)
-        _check_count("batch_size", batch_size)
+        check_int("the number of noise samples", num)
+        check_int("batch_size", batch_size)
         generator = self._generator_for(x.device)
         was_training = self.base_classifier.training
         self.base_classifier.eval()

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from graftkit.checkpoint import load_checkpoint, save_checkpoint
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int
 from vision_ext.macer.configuration_macer import MacerConfig
 from vision_ext.macer.modeling_macer import smoothed_training_loss
 
@@ -41,8 +41,8 @@ class TrainSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise GraftkitError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        check_int("epochs", self.epochs)
+        check_int("batch_size", self.batch_size)
         if not self.lr > 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0 or not self.lr_decay > 0:
             raise GraftkitError(f"bad optimiser settings: lr {self.lr} (> 0), "
                                 f"momentum {self.momentum} ([0, 1)), "

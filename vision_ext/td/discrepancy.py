@@ -47,7 +47,6 @@ features, N ≤ p); relative, so TD stays exactly invariant to orthogonal maps a
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from typing import Any
 
 import torch
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_number
 from vision_ext.td.linalg import Spectrum
 from vision_ext.td.similarity import canonical_correlations_from_statistics, linear_cka_from_statistics
 from vision_ext.td.statistics import (
@@ -144,8 +143,7 @@ def _warn_about(spectrum: Spectrum, n: int, name: str, ridge: float) -> None:
 def least_squares_heads(stats: RepresentationStatistics, ridge: float = DEFAULT_RIDGE,
                         warn: bool = True) -> tuple[LinearHead, LinearHead]:
     """The two ridge least-squares heads (with intercept) fitted from the streamed statistics."""
-    if ridge < 0 or not math.isfinite(ridge):
-        raise GraftkitError(f"ridge must be a finite number >= 0, got {ridge}")
+    check_number("ridge", ridge)
     if stats.target_kind in (None, "none") or stats.dims[2] == 0:
         raise GraftkitError("TD needs targets: class labels (N,) or regression targets (N, T)")
     cov = stats.covariances()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -80,8 +80,8 @@ class RepresentationStatistics:
     """
 
     def __init__(self, num_classes: int | None = None) -> None:
-        if num_classes is not None and num_classes < 1:
-            raise GraftkitError(f"num_classes must be >= 1, got {num_classes}")
+        if num_classes is not None:
+            check_int("num_classes", num_classes)
         self.num_classes = num_classes
         self.target_kind: str | None = None  # "labels", "regression" or "none", fixed by the first batch
         self.n = 0
@@ -237,8 +237,7 @@ def statistics_of(features_a: ArrayLike, features_b: ArrayLike, targets: ArrayLi
                   num_classes: int | None = None, batch_size: int = 8192) -> RepresentationStatistics:
     """Stream in-memory features (and targets) through :class:`RepresentationStatistics` ``batch_size`` rows
     at a time, so the float64 copies never exceed one batch."""
-    if batch_size < 1:
-        raise GraftkitError(f"batch_size must be >= 1, got {batch_size}")
+    check_int("batch_size", batch_size)
     a, b = as_features(features_a, "features_a"), as_features(features_b, "features_b")
     y = None if targets is None else as_tensor(targets, "targets")
     check_same_samples(a, b)
