@@ -5,7 +5,9 @@ Each run goes to ``<out>/<timestamp>/``; ``<out>/latest`` is a symlink to the ne
 
 from __future__ import annotations
 
+import contextlib
 import html
+import io
 import json
 import logging
 import math
@@ -61,11 +63,14 @@ def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dic
     root_level, root_handlers = root.level, list(root.handlers)
     start = time.perf_counter()
     record: dict[str, Any] = {"method": exp.method, "claim": exp.claim, "rule": exp.rule, "mode": mode}
+    console = io.StringIO()
     try:
         # The demo's models are tiny: one thread is as fast as two on a quiet machine, and measured here,
         # two threads were 5-20x slower per step as soon as anything else used the cores.
-        # Hosts warn a lot (hydra deprecations...): warnings go to the record, not over the progress bar.
-        with single_thread(), warnings.catch_warnings(record=True) as caught:
+        # Hosts warn and print a lot (hydra deprecations, weight-loading bars, "Processing..."): warnings and
+        # console output go to the record, not over the progress bar. Logging keeps its own handlers' streams.
+        with single_thread(), warnings.catch_warnings(record=True) as caught, \
+                contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
             warnings.simplefilter("default")
             outcome = exp.run(ctx)
         record.update(
@@ -83,8 +88,15 @@ def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dic
     finally:  # hosts such as fairseq reconfigure logging when they are used; one experiment must not leak it
         root.setLevel(root_level)
         root.handlers[:] = root_handlers
+    record["console"] = console_lines(console.getvalue())
     record["seconds"] = round(time.perf_counter() - start, 2)
     return record
+
+
+def console_lines(text: str, keep: int = 40) -> list[str]:
+    """The last ``keep`` non-empty lines an experiment printed; of a progress bar's redraws, the final one."""
+    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    return [line for line in lines if line.strip()][-keep:]
 
 
 def new_run_dir(out_root: Path) -> Path:

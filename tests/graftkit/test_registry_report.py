@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 
@@ -21,15 +22,18 @@ def _register_toy(name: str = "toy-claim", fail: bool = False) -> None:
         import warnings
 
         warnings.warn("host deprecation", UserWarning, stacklevel=1)
+        print("Processing...")  # hosts' console chatter
+        print("Loading weights: 0%\rLoading weights: 100%", file=sys.stderr)
         fig = ctx.figure_path("curve.png")
         fig.write_bytes(b"\x89PNG\r\n")
         return Outcome(metrics={"a": 2.0, "b": 1.0, "nan": float("nan")}, table=[{"x": 1, "y": 0.5}],
                        figures=[fig], data="SYNTHETIC toy", notes="tiny")
 
 
-def test_verdict_is_computed_from_metrics_and_results_json_has_the_schema(tmp_path, empty_registry):
+def test_verdict_is_computed_from_metrics_and_results_json_has_the_schema(tmp_path, empty_registry, capsys):
     _register_toy()
     run_dir, results = reproduce(list(empty_registry.values()), "quick", 3, tmp_path, {"k": 1}, progress=False)
+    assert capsys.readouterr() == ("", "")  # nothing over the progress bar
     saved = json.loads((tmp_path / "latest" / "results.json").read_text())
     assert saved == json.loads((run_dir / "results.json").read_text())
     assert set(saved) >= {"experiments", "commit", "started", "mode", "seed"}
@@ -39,6 +43,7 @@ def test_verdict_is_computed_from_metrics_and_results_json_has_the_schema(tmp_pa
     assert rec["mode"] == "quick" and rec["data"] == "SYNTHETIC toy" and rec["seconds"] >= 0
     assert rec["figures"] == ["toy-claim/curve.png"]
     assert rec["warnings"] == ["UserWarning: host deprecation"]  # recorded, not printed over the progress bar
+    assert rec["console"] == ["Processing...", "Loading weights: 100%"]  # the last redraw of a bar
     assert (run_dir / rec["figures"][0]).is_file()
     md = (run_dir / "report.md").read_text()
     assert "a beats b" in md and "supported" in md and "host deprecation" in md
