@@ -1,4 +1,4 @@
-"""Three fixes that make the ve-fairseq 0.12.3 fork correct on Python 3.11 with torch >= 2.6.
+"""Four fixes that make the ve-fairseq 0.12.3 fork correct on Python 3.11 with torch >= 2.6 and numpy 2.
 
 1. fairseq stores ``argparse.Namespace`` in checkpoints; torch >= 2.6 loads with ``weights_only=True`` by
    default and refuses it ("Unsupported global"), which breaks ``fairseq-train``'s resume and
@@ -9,12 +9,17 @@
 3. The fork's ``fairseq.tasks.text_to_speech`` calls ``logging.basicConfig(level=DEBUG)`` on import, so merely
    importing fairseq turned every library's debug logging on in the user's process. The root logger is
    restored after the import.
+4. fairseq 0.12 spells numpy 1's alias ``np.compat.long`` (= ``int``) in ``TokenBlockDataset`` (``--sample-break-mode
+   eos``, the masked-LM and language-model tasks) and in ``LanguagePairDataset`` bucketing
+   (``--num-batch-buckets``); numpy 2 removed ``np.compat``, so both raised AttributeError. Only when numpy
+   has no ``compat`` of its own, a namespace with that one alias is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import types
 
 import numpy as np
 import torch
@@ -27,6 +32,9 @@ _root.setLevel(_root_level)
 _root.handlers[:] = _root_handlers
 
 torch.serialization.add_safe_globals([argparse.Namespace])
+
+if not hasattr(np, "compat"):
+    np.compat = types.SimpleNamespace(long=int)  # numpy 1's np.compat.long, the one name fairseq 0.12 uses
 
 
 def batch_by_size(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None, max_sentences=None,

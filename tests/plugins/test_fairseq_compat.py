@@ -56,6 +56,17 @@ def test_batch_by_size_keeps_the_last_short_batch():
     assert sorted(np.concatenate(batches).tolist()) == list(range(20))
 
 
+def test_eos_blocks_work_on_numpy_2():
+    import torch
+    from fairseq.data import TokenBlockDataset
+
+    import plugins  # noqa: F401  (installs the fix)
+
+    sentences = [torch.tensor([5, 6, 2]), torch.tensor([7, 2]), torch.tensor([8, 9, 10, 2])]
+    blocks = TokenBlockDataset(sentences, [3, 2, 4], block_size=8, pad=1, eos=2, break_mode="eos")
+    assert [blocks[i].tolist() for i in range(len(blocks))] == [[5, 6, 2], [7, 2], [8, 9, 10, 2]]
+
+
 @pytest.mark.slow
 def test_without_the_plugins_torch_refuses_fairseq_checkpoints(binarized, tmp_path):
     """Guards the reason for the plugins' allow-list: if torch or fairseq change, this tells us."""
