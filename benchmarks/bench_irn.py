@@ -5,7 +5,8 @@ convs (64 channels) at the LR resolution with as many multiply-adds as IRN's dow
 pixel-shuffle. Both are timed interleaved and repeated, so load on a shared machine hits both alike; the
 ratio is the median over repeats. Also prints parameter counts against the reference (1.66M ×2, 4.35M ×4).
 
-    .venv/bin/python benchmarks/bench_irn.py [--size 512] [--repeats 3] [--reference-size 512]
+    .venv/bin/python benchmarks/bench_irn.py [--size 512] [--repeats 3] [--reference-size 512] [--threads N]
+        [--device cuda --dtype bfloat16]   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -72,15 +73,16 @@ def matched_plain(model: IRN, image: torch.Tensor) -> tuple[PlainRescaler, int, 
     return plain, irn_macs, plain_macs(depth)
 
 
-def bench(model: IRN, size: int, repeats: int, label: str, channels_last: bool) -> dict[str, float]:
-    model.eval()
+def bench(model: IRN, size: int, repeats: int, label: str, channels_last: bool, device: torch.device,
+          dtype: torch.dtype) -> dict[str, float]:
+    model = model.to(device="cpu", dtype=torch.float32).eval()  # MACs are counted on CPU, in float32
     image = torch.rand(1, 3, size, size)
     with torch.inference_mode():
         plain, irn_macs, plain_macs = matched_plain(model, image)
         plain.eval()
-        # the same memory format for both nets (IRN's default is channels-last)
+        # the same memory format, device and dtype for both nets (IRN's default format is channels-last)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model, plain, image = model.to(memory_format=fmt), plain.to(memory_format=fmt), image.to(memory_format=fmt)
+        model, plain, image = (x.to(device=device, dtype=dtype, memory_format=fmt) for x in (model, plain, image))
 
         def run_irn() -> None:
             model.upscale(*model.downscale(image))
@@ -88,13 +90,20 @@ def bench(model: IRN, size: int, repeats: int, label: str, channels_last: bool) 
         def run_plain() -> None:
             plain(image)
 
-        run_irn(), run_plain()  # warm-up (allocator, oneDNN primitives)
+        def timed(fn: Callable[[], None]) -> float:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - start
+
+        timed(run_irn), timed(run_plain)  # warm-up (allocator, oneDNN primitives / cuDNN autotuning)
         irn_times, plain_times = [], []
         for _ in range(repeats):
-            for fn, times in ((run_irn, irn_times), (run_plain, plain_times)):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
+            irn_times.append(timed(run_irn))
+            plain_times.append(timed(run_plain))
     megapixels = size * size / 1e6
     ratios = [a / b for a, b in zip(irn_times, plain_times, strict=True)]
     params = sum(p.numel() for p in model.parameters())
@@ -116,8 +125,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (default: 3)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help=f"torch intra-op threads (default: {torch.get_num_threads()}, torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="weights and images in this dtype (default float32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
 
     print("parameters vs the reference (pkuxmq/Invertible-Image-Rescaling, DenseBlock gc 32, 8 blocks/step):")
@@ -127,11 +140,12 @@ def main() -> None:
 
     small = IRN(2, blocks_per_step=8, growth_channels=8)  # the irn-vs-bicubic experiment's model
     reference = IRN(4)
-    rows = [bench(model, size, args.repeats, label, channels_last)
+    rows = [bench(model, size, args.repeats, label, channels_last, device, dtype)
             for model, size, label in ((small, args.size, "x2 small (8 blocks, gc 8)"),
                                        (reference, args.reference_size, "x4 reference (2x8 blocks, gc 32)"))
             for channels_last in (False, True)]
-    print(f"\nCPU, torch {torch.__version__}, {torch.get_num_threads()} threads; downscale + upscale of one image; "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{where}, torch {torch.__version__}, {args.dtype}; downscale + upscale of one image; "
           f"median of {args.repeats} interleaved repeats")
     header = (f"{'model':<34} {'format':<13} {'size':>5} {'params':>10} {'IRN MP/s':>9} {'plain MP/s':>10} "
               f"{'IRN GMAC':>9} {'plain GMAC':>10} {'IRN/plain time':>15}")
