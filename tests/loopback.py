@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FAIRSEQ_BIN = Path(sys.executable).parent
@@ -17,6 +19,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """Make this spawned test worker ``rank`` of a ``world``-process gloo group on the loopback interface."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)  # the ranks share a small machine: no thread oversubscription
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def run_fairseq(tool: str, *args: str, user_dir: bool = True) -> subprocess.CompletedProcess:

@@ -3,10 +3,9 @@ half of the mini-batch gives exactly the gradient of the full batch, and the rep
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from loopback import free_port
+from loopback import free_port, gloo_group
 from torch_geometric.data import Batch, Data
 
 WORLD, STEPS = 2, 3
@@ -46,16 +45,12 @@ def _train(model, batch):
 def _worker(rank, port, out):
     from torch.nn.parallel import DistributedDataParallel
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, WORLD, port):
         model = DistributedDataParallel(_model())
         graphs = _graphs()
         local = Batch.from_data_list(graphs[rank * 4:(rank + 1) * 4])
         grads, params = _train(model, local)
         torch.save({"grads": grads, "params": params}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed

@@ -128,20 +128,17 @@ def test_checkpoint_round_trip(data, tmp_path):
 
 
 def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
+    from loopback import gloo_group
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    ds = make_synthetic(n_samples=64, n_expression_genes=20, n_mutation_genes=15, n_drugs=3, seed=5)
-    expr, mut, y = (f.to_numpy(np.float32) for f in (ds.expression, ds.mutation, ds.responses))
-    cleit = CLEIT(CLEITConfig(**{**SMALL, "pretrain_batch_size": 16, "finetune_batch_size": 8}), seed=0)
-    cleit.pretrain_expression(expr, y)
-    cleit.transmit(mut, expr)
-    history = cleit.finetune(mut, y)
-    torch.save({"model": cleit.mutation_model.state_dict(), "teacher": cleit.teacher.state_dict(),
-                "history": history}, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    with gloo_group(rank, world, port):
+        ds = make_synthetic(n_samples=64, n_expression_genes=20, n_mutation_genes=15, n_drugs=3, seed=5)
+        expr, mut, y = (f.to_numpy(np.float32) for f in (ds.expression, ds.mutation, ds.responses))
+        cleit = CLEIT(CLEITConfig(**{**SMALL, "pretrain_batch_size": 16, "finetune_batch_size": 8}), seed=0)
+        cleit.pretrain_expression(expr, y)
+        cleit.transmit(mut, expr)
+        history = cleit.finetune(mut, y)
+        torch.save({"model": cleit.mutation_model.state_dict(), "teacher": cleit.teacher.state_dict(),
+                    "history": history}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.distributed

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
-from loopback import free_port
+from loopback import free_port, gloo_group
 from PIL import Image
 
 from graftkit.cli import main
@@ -197,9 +195,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         torch.manual_seed(0)  # same initial weights on every rank, as DDP requires
         model = IRN(2, **TINY)
         with torch.no_grad():  # a non-trivial start so every subnet receives gradient
@@ -211,8 +207,6 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
               progress=False)
         changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
         torch.save({"state": model.state_dict(), "changed": changed}, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed

@@ -5,9 +5,8 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
-from loopback import free_port
+from loopback import free_port, gloo_group
 
 from graftkit.checkpoint import load_checkpoint
 from graftkit.cli import main
@@ -83,10 +82,7 @@ def test_training_rejects_bad_data():
 
 
 def _ddp_worker(rank, world, port, out_dir):
-    torch.set_num_threads(1)  # two ranks on a small shared machine: avoid thread oversubscription
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         torch.manual_seed(0)  # same initial weights (DDP also broadcasts rank 0's)
         model = LeNet(input_size=8)
         images, labels = _small_digits(32)
@@ -94,8 +90,6 @@ def _ddp_worker(rank, world, port, out_dir):
                                  TrainSettings(epochs=2, batch_size=16, lr=0.05, milestones=[]),
                                  checkpoint=os.path.join(out_dir, "ddp.pt"), model_spec=SPEC, progress=False)
         torch.save({"state": model.state_dict(), "history": history}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed

@@ -3,13 +3,10 @@ and every rank gets the TD of the whole data set — the same as one process on 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
-from loopback import free_port
+from loopback import free_port, gloo_group
 
 from vision_ext.td import model_discrepancy, transferred_discrepancy
 
@@ -27,9 +24,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def worker(rank: int, port: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, WORLD, port):
         a, b, labels, y = data()
         shard = slice(0, 150) if rank == 0 else slice(150, None)  # unequal shards
         cls = transferred_discrepancy(a[shard], b[shard], labels[shard], batch_size=64, distributed=True)
@@ -40,8 +35,6 @@ def worker(rank: int, port: int, out: dict) -> None:
         proj.reset_parameters()
         models = model_discrepancy(torch.nn.Identity(), proj, loader, distributed=True)
         out[rank] = (cls.as_dict(), cls.per_task.tolist(), reg.as_dict(), models.as_dict())
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed
