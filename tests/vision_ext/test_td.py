@@ -15,6 +15,7 @@ from vision_ext.td import (
     linear_cka,
     mean_cca,
     model_discrepancy,
+    pwcca,
     svcca,
     td_from_statistics,
     transferred_discrepancy,
@@ -221,3 +222,21 @@ def test_runs_on_the_features_device():
     cpu = transferred_discrepancy(a.cpu(), gaussian(500, 6, 97), labels.cpu())
     gpu = transferred_discrepancy(a, gaussian(500, 6, 97).cuda(), labels)
     assert gpu.td == pytest.approx(cpu.td, rel=1e-8)
+
+
+def test_pwcca_matches_explicit_canonical_variates_and_weights_what_carries_variance():
+    a = gaussian(120, 3, 80) * torch.tensor([5.0, 1.0, 0.3], dtype=torch.float64)
+    b = torch.cat([a[:, :1] + 0.1 * gaussian(120, 1, 81), a[:, 1:] + 2.0 * gaussian(120, 2, 82), gaussian(120, 2, 83)],
+                  dim=1)  # a's big first feature is well kept in b, the others drowned
+    # the definition, from the data: orthonormal canonical variates h_i of `a` (fewer features), centred x_j
+    centred = a - a.mean(0)
+    qa, ra = torch.linalg.qr(centred)
+    qb = torch.linalg.qr(b - b.mean(0))[0]
+    u, rho, _ = torch.linalg.svd(qa.T @ qb, full_matrices=False)
+    h = qa @ u  # unit-norm, mutually orthogonal canonical variates of `a`
+    alpha = (h.T @ centred).abs().sum(1)
+    expected = float((alpha * rho).sum() / alpha.sum())
+    assert pwcca(a, b) == pytest.approx(expected, rel=1e-9)
+    assert pwcca(b, a) == pytest.approx(expected, rel=1e-9)  # the side with fewer features is used either way
+    assert pwcca(a, b) > mean_cca(a, b) + 0.1  # the well-kept direction carries most of `a`'s variance
+    assert pwcca(a, a @ gaussian(3, 3, 84)) == pytest.approx(1.0, abs=1e-9)  # any invertible map

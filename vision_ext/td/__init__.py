@@ -1,5 +1,5 @@
 """TD — transferred discrepancy between two representations (Feng et al. 2020), with the baselines it is
-compared with (linear CKA, mean CCA, SVCCA), all streamed from float64 sufficient statistics.
+compared with (linear CKA, mean CCA, SVCCA, PWCCA), all streamed from float64 sufficient statistics.
 
     from vision_ext.td import transferred_discrepancy, linear_cka
     result = transferred_discrepancy(features_a, features_b, labels)   # TDResult
@@ -26,6 +26,8 @@ from vision_ext.td.similarity import (
     linear_cka,
     linear_cka_from_statistics,
     mean_cca,
+    pwcca,
+    pwcca_from_statistics,
     svcca,
 )
 from vision_ext.td.statistics import RepresentationStatistics, statistics_of
@@ -34,5 +36,5 @@ __all__ = [
     "DEFAULT_RIDGE", "ClosedFormTD", "LinearHead", "RepresentationStatistics", "TDResult", "TDWarning",
     "canonical_correlations", "canonical_correlations_from_statistics", "expected_transferred_discrepancy",
     "least_squares_heads", "linear_cka", "linear_cka_from_statistics", "mean_cca", "model_discrepancy",
-    "statistics_of", "svcca", "td_from_statistics", "transferred_discrepancy",
+    "pwcca", "pwcca_from_statistics", "statistics_of", "svcca", "td_from_statistics", "transferred_discrepancy",
 ]

@@ -58,6 +58,10 @@ class Spectrum:
         leading eigen-directions when given (SVCCA's truncation)."""
         return self._apply(-0.5, top)
 
+    def sqrt(self) -> torch.Tensor:
+        """(C + shift·I)^(1/2) on the kept eigen-directions."""
+        return self._apply(0.5)
+
     def directions_for_variance(self, fraction: float) -> int:
         """The fewest leading eigen-directions that explain ``fraction`` of the total variance."""
         descending = self.eigenvalues.flip(0)

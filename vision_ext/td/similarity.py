@@ -1,4 +1,4 @@
-"""The representation-similarity baselines TD is compared with: linear CKA, CCA (mean ρ) and SVCCA.
+"""The representation-similarity baselines TD is compared with: linear CKA, CCA (mean ρ), SVCCA and PWCCA.
 
 All are computed from the centred covariances of :class:`~vision_ext.td.statistics.RepresentationStatistics`
 (streamed, no N×N Gram matrix):
@@ -10,6 +10,12 @@ All are computed from the centred covariances of :class:`~vision_ext.td.statisti
   the two ranks; mean CCA = mean ρ_i (Raghu et al. 2017's ρ̄). Invariant to any invertible linear map.
 * SVCCA (Raghu et al. 2017): CCA after keeping, in each representation, the fewest principal directions that
   explain ``variance`` (default 99 %) of its variance.
+* PWCCA (Morcos et al. 2018): the canonical correlations averaged with weights α_i = Σ_j |⟨h_i, x_j⟩|, h_i the
+  i-th canonical variate (unit norm) and x_j the j-th centred feature of the representation with fewer
+  features (lower rank), so the canonical directions that carry more of that representation count more.
+  Since h_i = A W_a[:, i] with W_a = C_AA^(-1/2) U, the inner products are N·(Uᵀ C_AA^(1/2))_ij: PWCCA comes
+  from the covariances too. (The reference code adds the feature means back to the variates before its QR;
+  here the variates are centred, as CCA defines them.)
 """
 
 from __future__ import annotations
@@ -41,6 +47,19 @@ def canonical_correlations_from_statistics(stats: RepresentationStatistics, *, r
     return torch.linalg.svdvals(whitened)[:k].clamp(0, 1)
 
 
+def pwcca_from_statistics(stats: RepresentationStatistics, *, ridge: float = 0.0) -> float:
+    cov = stats.covariances()
+    spec_a, spec_b = Spectrum.of(cov["aa"], ridge), Spectrum.of(cov["bb"], ridge)
+    k = min(spec_a.rank, spec_b.rank)
+    if k == 0:
+        return float("nan")
+    u, rho, vh = torch.linalg.svd(spec_a.inverse_sqrt() @ cov["ab"] @ spec_b.inverse_sqrt())
+    # |⟨h_i, x_j⟩| ∝ |(Uᵀ C^(1/2))_ij| on the side with fewer dimensions (the reference code's choice)
+    loadings = u[:, :k].T @ spec_a.sqrt() if spec_a.rank <= spec_b.rank else vh[:k] @ spec_b.sqrt()
+    alpha = loadings.abs().sum(1)
+    return float((alpha * rho[:k].clamp(0, 1)).sum() / alpha.sum())
+
+
 def linear_cka(features_a: ArrayLike, features_b: ArrayLike, *, batch_size: int = 8192) -> float:
     """Linear CKA between two representations (N, p) and (N, q) of the same N inputs."""
     return linear_cka_from_statistics(statistics_of(features_a, features_b, batch_size=batch_size))
@@ -67,3 +86,8 @@ def svcca(features_a: ArrayLike, features_b: ArrayLike, *, variance: float = 0.9
         raise GraftkitError(f"variance must be in (0, 1], got {variance}")
     stats = statistics_of(features_a, features_b, batch_size=batch_size)
     return float(canonical_correlations_from_statistics(stats, variance=variance).mean())
+
+
+def pwcca(features_a: ArrayLike, features_b: ArrayLike, *, ridge: float = 0.0, batch_size: int = 8192) -> float:
+    """PWCCA: canonical correlations weighted by how much of the smaller representation each accounts for."""
+    return pwcca_from_statistics(statistics_of(features_a, features_b, batch_size=batch_size), ridge=ridge)
