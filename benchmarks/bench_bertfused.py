@@ -6,7 +6,7 @@ ratio is tokens/s(BERT-fused) / tokens/s(transformer). Sizes: ``iwslt`` is the p
 (``transformer_iwslt_de_en`` vs ``bert_fused_iwslt_de_en``) with a 6-layer, 512-wide BERT; ``base-bert`` the same
 NMT model with a BERT-base-sized encoder (12 x 768, the paper's); ``toy`` the width-64 models of the demo.
 The goal in the issue is >= 0.7x: BERT runs once per sentence, not once per step.
-Run: .venv/bin/python benchmarks/bench_bertfused.py [--sizes toy iwslt base-bert]
+Run: .venv/bin/python benchmarks/bench_bertfused.py [--sizes toy iwslt base-bert] [--device cuda --dtype float16]
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def nmt_flags(size: str) -> tuple[str, list[str]]:
                 for flag in (f"--{side}-{key}", value)]
 
 
-def build(data: Path, bert: Path | None, size: str):
-    """A (task, model) pair in eval mode: ``bert_fused*`` when ``bert`` is given, else fairseq's transformer."""
+def build(data: Path, bert: Path | None, size: str, device: torch.device, dtype: torch.dtype):
+    """A (task, model) pair in eval mode on ``device`` in ``dtype``: ``bert_fused*`` when ``bert`` is given,
+    else fairseq's transformer."""
     from fairseq import options, tasks
 
     suffix, flags = nmt_flags(size)
@@ -43,27 +44,34 @@ def build(data: Path, bert: Path | None, size: str):
     else:
         argv = [str(data), "--task", "translation_bert_fused", "--arch", "bert_fused" + suffix,
                 "--bert-model", str(bert), "--bert-on-the-fly"]
-    args = options.parse_args_and_arch(options.get_training_parser(), argv + flags + ["--cpu"])
+    cpu = ["--cpu"] if device.type == "cpu" else []
+    args = options.parse_args_and_arch(options.get_training_parser(), argv + flags + cpu)
     task = tasks.setup_task(args)
     task.load_dataset("test")
-    return task, task.build_model(args).eval()
+    return task, task.build_model(args).eval().to(device=device, dtype=dtype)
 
 
-def batches(task, n_sentences: int, batch_size: int) -> list[dict]:
+def batches(task, n_sentences: int, batch_size: int, device: torch.device) -> list[dict]:
+    from fairseq import utils
+
     dataset = task.dataset("test")
     samples = [dataset[i] for i in range(n_sentences)]
-    return [dataset.collater(samples[i:i + batch_size]) for i in range(0, n_sentences, batch_size)]
+    return [utils.move_to_cuda(batch, device) if device.type == "cuda" else batch
+            for batch in (dataset.collater(samples[i:i + batch_size]) for i in range(0, n_sentences, batch_size))]
 
 
 def tokens_per_second(task, model, sample_batches: list[dict], beam: int) -> float:
     from fairseq.sequence_generator import SequenceGenerator
 
     generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_a=1.2, max_len_b=5)
+    device = next(model.parameters()).device
     n_tokens, start = 0, time.perf_counter()
     with torch.inference_mode():
         for sample in sample_batches:
             for hypos in generator.generate([model], sample):
                 n_tokens += len(hypos[0]["tokens"])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return n_tokens / (time.perf_counter() - start)
 
 
@@ -74,8 +82,10 @@ def compare(root: Path, data: Path, pair, size: str, args) -> dict[str, float]:
     hidden, layers = BERT_SIZES[size]
     bert = save_tiny_bert(root / f"bert-{size}", pair.monolingual_source(2000, seed=7), hidden=hidden,
                           layers=layers, heads=max(1, hidden // 64))
-    systems = {"transformer": build(data, None, size), "bert_fused": build(data, bert, size)}
-    inputs = {name: batches(task, args.sentences, args.batch_size) for name, (task, _) in systems.items()}
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    systems = {"transformer": build(data, None, size, device, dtype),
+               "bert_fused": build(data, bert, size, device, dtype)}
+    inputs = {name: batches(task, args.sentences, args.batch_size, device) for name, (task, _) in systems.items()}
     for name, (task, model) in systems.items():  # warm-up
         tokens_per_second(task, model, inputs[name][:1], args.beam)
     encoder = systems["bert_fused"][1].encoder
@@ -114,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: steadier timings when the cores are shared)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                        help="both models' weights in this dtype (default float32)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -132,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         data = binarize(root / "raw", root / "bin")
         for size in args.sizes:
             rows[size] = compare(root, data, pair, size, args)
-    print(f"\ngeneration, beam {args.beam}, {args.sentences} sentences x {args.rounds} rounds, batch "
-          f"{args.batch_size}, torch threads {torch.get_num_threads()}; toy = width 64, 3+3 layers; iwslt = "
-          f"transformer_iwslt_de_en (512, 6+6 layers)")
+    print(f"\ngeneration on {args.device} in {args.dtype}, beam {args.beam}, {args.sentences} sentences x "
+          f"{args.rounds} rounds, batch {args.batch_size}, torch threads {torch.get_num_threads()}; toy = width 64, "
+          f"3+3 layers; iwslt = transformer_iwslt_de_en (512, 6+6 layers)")
     print(f"{'size':<10} {'BERT':>8} {'params NMT':>11} {'params fused':>13} {'tok/s NMT':>10} {'tok/s fused':>12} "
           f"{'ratio':>6} {'rounds':>10} {'BERT fwd':>9}")
     for size, row in rows.items():
