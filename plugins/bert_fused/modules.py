@@ -87,8 +87,8 @@ class BertAttention(MultiheadAttention):
         group, (length, rows, dim) = self.beam_size, memory.out.shape
         if group <= 1 or rows % group:
             return 1
-        grouped = memory.out.view(length, rows // group, group, dim)
-        pad = memory.padding_mask.view(rows // group, group, length)
+        grouped = memory.out.reshape(length, rows // group, group, dim)
+        pad = memory.padding_mask.reshape(rows // group, group, length)
         same = torch.equal(grouped, grouped[:, :, :1].expand_as(grouped)) and \
             torch.equal(pad, pad[:, :1].expand_as(pad))
         return group if same else 1
