@@ -26,17 +26,18 @@ def _photo_tensor(name: str) -> torch.Tensor:
     return torch.from_numpy(photo(name).copy()).permute(2, 0, 1).float() / 255.0
 
 
-def _side_by_side(path: Any, hr: torch.Tensor, bicubic: torch.Tensor, restored: torch.Tensor,
-                  titles: tuple[str, str, str]) -> None:
+def _side_by_side(path: Any, panels: dict[str, torch.Tensor]) -> None:
+    """The same central crop of each image (title → (3, H, W)), side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = min(128, *hr.shape[-2:])  # a central crop, enlarged so the pixels show
-    top, left = (hr.shape[-2] - size) // 2, (hr.shape[-1] - size) // 2
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8))
-    for ax, image, title in zip(axes, (hr, bicubic, restored), titles, strict=True):
+    height, width = next(iter(panels.values())).shape[-2:]
+    size = min(128, height, width)  # a central crop, enlarged so the pixels show
+    top, left = (height - size) // 2, (width - size) // 2
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.5 * len(panels), 3.8))
+    for ax, (title, image) in zip(axes, panels.items(), strict=True):
         crop = image[:, top : top + size, left : left + size].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         ax.imshow(crop, interpolation="nearest")
         ax.set_title(title, fontsize=9)
@@ -79,11 +80,12 @@ def run(ctx: RunContext) -> Outcome:
     (scores,) = evaluate_images(model, [(TEST_PHOTO, test)], seed=ctx.seed, keep_images=True)
     scale = model.scale
     figure = ctx.figure_path("irn_vs_bicubic.png")
-    _side_by_side(figure, scores.images["hr"], scores.images["bicubic"], scores.images["irn_z0"], (
-        f"HR ({TEST_PHOTO}, crop)",
-        f"bicubic down+up  {scores.psnr_bicubic:.2f} dB",
-        f"IRN down+up, z=0  {scores.psnr_irn_z0:.2f} dB",
-    ))
+    _side_by_side(figure, {
+        f"HR ({TEST_PHOTO}, crop)": scores.images["hr"],
+        f"bicubic down+up  {scores.psnr_bicubic:.2f} dB": scores.images["bicubic"],
+        f"IRN down+up, z=0  {scores.psnr_irn_z0:.2f} dB": scores.images["irn_z0"],
+        f"IRN down+up, z~N(0,1)  {scores.psnr_irn:.2f} dB": scores.images["irn_sampled"],
+    })
 
     metrics = {
         "psnr_irn_z0": scores.psnr_irn_z0, "ssim_irn_z0": scores.ssim_irn_z0,

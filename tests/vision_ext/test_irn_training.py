@@ -227,3 +227,18 @@ def test_experiment_is_registered_with_its_rule():
     assert exp.method == "irn"
     assert exp.verdict({"psnr_irn_z0": 32.0, "psnr_bicubic": 31.7}) is True
     assert exp.verdict({"psnr_irn_z0": 24.0, "psnr_bicubic": 31.7}) is False
+
+
+def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
+    from graftkit.experiments import irn as experiment
+    from graftkit.registry import RunContext, load_all
+
+    tiny = {"scale": 2, "blocks": 1, "growth_channels": 4, "steps": 2, "max_seconds": 60.0, "batch_size": 2,
+            "patch_size": 16, "lr": 2e-4, "test_crop": 32}
+    monkeypatch.setitem(experiment.SETTINGS, "quick", tiny)
+    outcome = load_all()["irn-vs-bicubic"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path))
+    assert outcome.metrics["train_steps"] == 2
+    assert {"psnr_irn_z0", "psnr_irn_sampled", "psnr_bicubic"} <= set(outcome.metrics)
+    assert [row["method"] for row in outcome.table][:2] == ["IRN x2, z = 0", "IRN x2, z ~ N(0,1)"]
+    (figure,) = outcome.figures
+    assert figure.stat().st_size > 1000  # HR, bicubic and both IRN restores side by side
