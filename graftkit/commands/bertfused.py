@@ -8,16 +8,20 @@ BERT's maximum length; it is stored as ``<destdir>/<split>.bert.<src>.{bin,idx}`
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from graftkit.errors import GraftkitError
 
 
 def load_plugins() -> None:
-    """Import graftkit's fairseq plugins the way ``--user-dir plugins`` does (works from any working folder)."""
-    from fairseq import utils
+    """Import graftkit's fairseq plugins, as ``--user-dir plugins`` does (works from any working folder).
 
-    utils.import_user_module(argparse.Namespace(user_dir=str(Path(__file__).resolve().parents[2] / "plugins")))
+    ``plugins`` is imported directly, before anything else of fairseq: its ``fairseq_compat`` imports fairseq
+    itself and undoes the fork's root-logging change, which it cannot do once fairseq was imported first.
+    A later ``--user-dir`` pointing at the same folder finds the module already imported.
+    """
+    importlib.import_module("plugins")
 
 
 def register(subparsers) -> None:

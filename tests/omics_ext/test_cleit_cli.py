@@ -65,3 +65,16 @@ def test_omics_ext_imports_neither_fairseq_nor_transformers(repo_root):
             "print(sorted(m for m in ('fairseq', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
+    from graftkit.experiments import cleit as experiment
+    from graftkit.registry import RunContext, load_all
+
+    tiny = dict(expression_pretrain_epochs=1, transmission_epochs=1, finetune_epochs=1, patience=1, lr=1e-3)
+    monkeypatch.setattr(experiment, "_settings", lambda quick: (tiny, [0]))
+    outcome = load_all()["cleit-drug-response"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path))
+    assert outcome.metrics["folds_run"] == 1
+    assert {"cleit_dpearsonr", "mutation_mlp_dpearsonr", "mutation_ae_dpearsonr"} <= set(outcome.metrics)
+    (figure,) = outcome.figures
+    assert figure.stat().st_size > 1000

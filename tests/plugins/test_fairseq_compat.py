@@ -77,7 +77,9 @@ def test_without_the_plugins_torch_refuses_fairseq_checkpoints(binarized, tmp_pa
     assert generated.returncode != 0 and "argparse.Namespace" in generated.stderr
 
 
-def test_importing_the_plugins_leaves_the_users_logging_alone():
-    code = "import logging, plugins; print(logging.getLogger().level, len(logging.getLogger().handlers))"
+@pytest.mark.parametrize("load", ["import plugins",
+                                  "from graftkit.commands.bertfused import load_plugins; load_plugins()"])
+def test_importing_the_plugins_leaves_the_users_logging_alone(load):
+    code = f"import logging; {load}; print(logging.getLogger().level, len(logging.getLogger().handlers))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(logging.WARNING), "0"]  # the fork alone leaves DEBUG and a handler
