@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 FAIRSEQ_BIN = Path(sys.executable).parent
@@ -23,16 +24,24 @@ def free_port() -> int:
 
 @contextmanager
 def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
-    """Make this spawned test worker ``rank`` of a ``world``-process gloo group on the loopback interface."""
+    """Make this spawned test worker ``rank`` of a ``world``-process gloo group on the loopback interface.
+
+    When the body succeeds, the worker process ends right here with ``os._exit(0)``: torch's teardown of a
+    gloo group that a DDP reducer still references can deadlock on the GIL (seen in CI: ~ProcessGroupGloo
+    joining its worker thread while that thread waits for the GIL to free a finished work), which hung the
+    test. An exception propagates, so ``mp.spawn`` reports it; collectives time out after two minutes.
+    """
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # the ranks share a small machine: no thread oversubscription
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(minutes=2))
+    yield
+    dist.barrier()  # both ranks are done (and their results written) before either leaves
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_fairseq(tool: str, *args: str, user_dir: bool = True) -> subprocess.CompletedProcess:
