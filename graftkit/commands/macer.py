@@ -104,6 +104,14 @@ def _certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    """Where and how a command computes: the options ``train`` and ``certify`` share."""
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads; 1 suits small models on shared cores (default: 0, torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("macer", help="MACER robust training and randomized-smoothing certification",
                               description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1])
@@ -133,10 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--milestones", type=int, nargs="*", default=[200, 400],
                    help="epochs after which the learning rate is multiplied by 0.1 (default: 200 400)")
     t.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    t.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    t.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads; 1 suits small models on shared cores (default: 0, torch's choice)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_args(t)
     t.set_defaults(func=_train)
 
     c = sub.add_parser("certify", help="certify a trained classifier (Cohen et al.'s CERTIFY)",
@@ -156,8 +161,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--skip", type=int, default=1, help="certify every SKIP-th image (default: 1)")
     c.add_argument("--max", type=int, default=None, help="certify at most MAX images")
     c.add_argument("--seed", type=int, default=0, help="noise seed; image i uses seed + i (default: 0)")
-    c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    c.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads; 1 suits small models on shared cores (default: 0, torch's choice)")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_args(c)
     c.set_defaults(func=_certify)
