@@ -2,7 +2,10 @@
 
 For each size, both models are built in this process from the same binarized toy data (SYNTHETIC toy
 language pair, ~7-token sentences) and timed interleaved, several rounds, so machine load hits both alike; the
-ratio is tokens/s(BERT-fused) / tokens/s(transformer). Sizes: ``iwslt`` is the paper's NMT model
+ratio is tokens/s(BERT-fused) / tokens/s(transformer). The models are untrained, so where they would stop is
+arbitrary: every hypothesis of a batch is held to exactly the length of the batch's longest reference translation
+(fairseq's min_len = max_len; ``--length N``: N tokens instead), so both models decode the same number of steps, as
+many as a trained model would. Sizes: ``iwslt`` is the paper's NMT model
 (``transformer_iwslt_de_en`` vs ``bert_fused_iwslt_de_en``) with a 6-layer, 512-wide BERT; ``base-bert`` the same
 NMT model with a BERT-base-sized encoder (12 x 768, the paper's); ``toy`` the width-64 models of the demo.
 The goal in the issue is >= 0.7x: BERT runs once per sentence, not once per step.
@@ -60,14 +63,16 @@ def batches(task, n_sentences: int, batch_size: int, device: torch.device) -> li
             for batch in (dataset.collater(samples[i:i + batch_size]) for i in range(0, n_sentences, batch_size))]
 
 
-def tokens_per_second(task, model, sample_batches: list[dict], beam: int) -> float:
+def tokens_per_second(task, model, sample_batches: list[dict], beam: int, length: int | None) -> float:
     from fairseq.sequence_generator import SequenceGenerator
 
-    generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_a=1.2, max_len_b=5)
     device = next(model.parameters()).device
     n_tokens, start = 0, time.perf_counter()
     with torch.inference_mode():
         for sample in sample_batches:
+            steps = length or sample["target"].size(1) - 1  # the longest reference, without its EOS
+            generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_a=0,
+                                          max_len_b=steps, min_len=steps)
             for hypos in generator.generate([model], sample):
                 n_tokens += len(hypos[0]["tokens"])
     if device.type == "cuda":
@@ -87,7 +92,7 @@ def compare(root: Path, data: Path, pair, size: str, args) -> dict[str, float]:
                "bert_fused": build(data, bert, size, device, dtype)}
     inputs = {name: batches(task, args.sentences, args.batch_size, device) for name, (task, _) in systems.items()}
     for name, (task, model) in systems.items():  # warm-up
-        tokens_per_second(task, model, inputs[name][:1], args.beam)
+        tokens_per_second(task, model, inputs[name][:1], args.beam, args.length)
     encoder = systems["bert_fused"][1].encoder
     encode_bert, bert_seconds = encoder.encode_bert, [0.0]
 
@@ -103,7 +108,7 @@ def compare(root: Path, data: Path, pair, size: str, args) -> dict[str, float]:
     for _ in range(args.rounds):
         for name, (task, model) in systems.items():
             start = time.perf_counter()
-            speeds[name].append(tokens_per_second(task, model, inputs[name], args.beam))
+            speeds[name].append(tokens_per_second(task, model, inputs[name], args.beam, args.length))
             fused_seconds += (time.perf_counter() - start) if name == "bert_fused" else 0.0
         ratios.append(speeds["bert_fused"][-1] / speeds["transformer"][-1])
     row = {f"{name} tokens/s": statistics.median(values) for name, values in speeds.items()}
@@ -122,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=64, help="test sentences per round (default 64)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--length", type=int, metavar="N",
+                        help="tokens generated per hypothesis, the same for both models (default: the length of "
+                             "each batch's longest reference translation)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: steadier timings when the cores are shared)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
@@ -145,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         data = binarize(root / "raw", root / "bin")
         for size in args.sizes:
             rows[size] = compare(root, data, pair, size, args)
-    print(f"\ngeneration on {args.device} in {args.dtype}, beam {args.beam}, {args.sentences} sentences x "
+    print(f"\ngeneration on {args.device} in {args.dtype}, beam {args.beam}, {args.length or 'longest reference'} tokens per hypothesis, "
+          f"{args.sentences} sentences x "
           f"{args.rounds} rounds, batch {args.batch_size}, torch threads {torch.get_num_threads()}; toy = width 64, "
           f"3+3 layers; iwslt = transformer_iwslt_de_en (512, 6+6 layers)")
     print(f"{'size':<10} {'BERT':>8} {'params NMT':>11} {'params fused':>13} {'tok/s NMT':>10} {'tok/s fused':>12} "

@@ -2,8 +2,8 @@
 
 Archs: ``bert_fused`` (transformer base), ``bert_fused_iwslt_de_en``, ``bert_fused_wmt_en_de``.
 BERT (any HF ``AutoModel`` from a local folder) lives in ``encoder.bert``; it runs once per batch in the
-encoder's forward, and its output travels in ``encoder_out`` (``bert_encoder_out``, ``bert_padding_mask``),
-so fairseq's beam search reorders it with the encoder output and never recomputes it per step.
+encoder's forward, and its output travels in ``encoder_out`` (``bert_encoder_out``, ``bert_padding_mask``,
+``bert_order``), so fairseq's beam search reorders it with the encoder output and never recomputes it per step.
 """
 
 from __future__ import annotations
@@ -96,15 +96,25 @@ class BertFusedEncoder(TransformerEncoderBase):
         memory = self.encode_bert(bert_input)
         with bert_memory(self.fused_attentions(), memory):
             out = self.forward_scriptable(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
-        out["bert_encoder_out"] = [memory.out]
-        out["bert_padding_mask"] = [memory.padding_mask]
-        return out
+        return {**out, **memory_entries(memory)}
 
     def reorder_encoder_out(self, encoder_out: dict[str, list[Tensor]], new_order: Tensor):
         reordered = super().reorder_encoder_out(encoder_out, new_order)
-        reordered["bert_encoder_out"] = [encoder_out["bert_encoder_out"][0].index_select(1, new_order)]
-        reordered["bert_padding_mask"] = [encoder_out["bert_padding_mask"][0].index_select(0, new_order)]
-        return reordered
+        return {**reordered, **memory_entries(memory_of(encoder_out).reorder(new_order))}
+
+
+def memory_entries(memory: BertMemory) -> dict[str, list[Tensor]]:
+    """H_B as ``encoder_out`` entries (fairseq's convention: lists, empty for None)."""
+    return {"bert_encoder_out": [memory.out], "bert_padding_mask": [memory.padding_mask],
+            "bert_order": [] if memory.order is None else [memory.order]}
+
+
+def memory_of(encoder_out: dict[str, list[Tensor]] | None) -> BertMemory:
+    """The BERT memory carried in ``encoder_out`` (see :func:`memory_entries`)."""
+    if encoder_out is None or not encoder_out.get("bert_encoder_out"):
+        raise GraftkitError("BertFusedDecoder needs the BERT outputs in encoder_out (from BertFusedEncoder)")
+    order = encoder_out.get("bert_order") or [None]
+    return BertMemory(encoder_out["bert_encoder_out"][0], encoder_out["bert_padding_mask"][0], order[0])
 
 
 class BertFusedDecoder(TransformerDecoderBase):
@@ -119,10 +129,7 @@ class BertFusedDecoder(TransformerDecoderBase):
 
     def extract_features_scriptable(self, prev_output_tokens, encoder_out, incremental_state=None,
                                     full_context_alignment=False, alignment_layer=None, alignment_heads=None):
-        if encoder_out is None or not encoder_out.get("bert_encoder_out"):
-            raise GraftkitError("BertFusedDecoder needs the BERT outputs in encoder_out (from BertFusedEncoder)")
-        memory = BertMemory(encoder_out["bert_encoder_out"][0], encoder_out["bert_padding_mask"][0])
-        with bert_memory([layer.encoder_attn for layer in self.layers], memory):
+        with bert_memory([layer.encoder_attn for layer in self.layers], memory_of(encoder_out)):
             return super().extract_features_scriptable(prev_output_tokens, encoder_out, incremental_state,
                                                        full_context_alignment, alignment_layer, alignment_heads)
 

@@ -52,10 +52,35 @@ def drop_net_weights(p_net: float, training: bool) -> tuple[float, float]:
 
 @dataclass
 class BertMemory:
-    """H_B as the fused attentions read it: ``out`` (T_bert, B, C_bert) and ``padding_mask`` (B, T_bert)."""
+    """H_B as the fused attentions read it: BERT's ``out`` (T_bert, N, C_bert) and ``padding_mask`` (N, T_bert)
+    for N sentences, and ``order``: hypothesis i reads sentence ``order[i]`` (None: sentence i).
+
+    Beam search reorders hypotheses every step; only ``order`` follows (:meth:`reorder`), because the BERT
+    attentions read H_B once, when they build their caches (:meth:`gather`).
+    """
 
     out: Tensor
     padding_mask: Tensor
+    order: Tensor | None = None
+
+    def reorder(self, new_order: Tensor) -> BertMemory:
+        """Hypothesis i now continues hypothesis ``new_order[i]``."""
+        order = new_order if self.order is None else self.order.index_select(0, new_order)
+        return BertMemory(self.out, self.padding_mask, order)
+
+    def group_size(self, group: int) -> int:
+        """``group`` where each run of ``group`` consecutive hypotheses reads one sentence, else 1."""
+        if group <= 1 or self.order is None or self.order.numel() % group:
+            return 1
+        runs = self.order.view(-1, group)
+        return group if torch.equal(runs, runs[:, :1].expand_as(runs)) else 1
+
+    def gather(self, group: int = 1) -> tuple[Tensor, Tensor]:
+        """H_B (T_bert, rows, C_bert) and its padding mask for every ``group``-th hypothesis."""
+        if self.order is None:
+            return self.out[:, ::group], self.padding_mask[::group]
+        rows = self.order[::group]
+        return self.out.index_select(1, rows), self.padding_mask.index_select(0, rows)
 
 
 class BertAttention(MultiheadAttention):
@@ -68,10 +93,19 @@ class BertAttention(MultiheadAttention):
 
     In incremental decoding keys/values are computed from H_B once and cached. All hypotheses of a sentence
     share H_B, so with fairseq's beam-size hint (:meth:`set_beam_size`) they are cached once per sentence and
-    the hypotheses' queries are stacked into one longer query; the hint is checked against the data at the first
-    step (the grouped rows must be identical) and the grouping survives only reorders that keep it, so the hint
-    changes speed, never results.
+    the hypotheses' queries are stacked into one longer query; the hint is checked against beam search's order of
+    hypotheses at the first step (each run of ``beam`` hypotheses must read one sentence) and the grouping
+    survives only reorders that keep it, so the hint changes speed, never results.
+
+    The cache also folds the query and output projections into the keys and values when that is cheaper per
+    step, by associativity (per head h, with scale s): ``(W_q x + b_q)·s K_hᵀ = x·(s W_qhᵀ K_hᵀ) + s b_qh K_hᵀ`` and
+    ``W_o [Σ_t α_ht V_ht]_h + b_o = Σ_ht α_ht (W_oh V_ht) + b_o``. A step then costs 2·heads·C·T_bert
+    multiply-adds per hypothesis instead of 2·C² + 2·C·T_bert, fewer whenever heads·T_bert < C + T_bert
+    (BERT sentences shorter than ~170 tokens for the IWSLT model). ``fold_projections`` (None: by that rule)
+    lets tests pin either path; training (no incremental state) always runs the host's order of operations.
     """
+
+    fold_projections: bool | None = None
 
     def __init__(self, embed_dim: int, num_heads: int, *, bert_dim: int, dropout: float = 0.0,
                  q_noise: float = 0.0, qn_block_size: int = 8) -> None:
@@ -82,25 +116,41 @@ class BertAttention(MultiheadAttention):
         """(T, B, C) → (B, heads, T, head_dim)."""
         return x.view(x.size(0), x.size(1), self.num_heads, self.head_dim).permute(1, 2, 0, 3)
 
-    def _group_size(self, memory: BertMemory) -> int:
-        """Hypotheses per cached row: the beam hint where consecutive rows of H_B really repeat, else 1."""
-        group, (length, rows, dim) = self.beam_size, memory.out.shape
-        if group <= 1 or rows % group:
-            return 1
-        grouped = memory.out.reshape(length, rows // group, group, dim)
-        pad = memory.padding_mask.reshape(rows // group, group, length)
-        same = torch.equal(grouped, grouped[:, :, :1].expand_as(grouped)) and \
-            torch.equal(pad, pad[:, :1].expand_as(pad))
-        return group if same else 1
-
     def _keys_values(self, memory: BertMemory, group: int) -> dict[str, Tensor]:
-        out, pad = memory.out[:, ::group], memory.padding_mask[::group]
+        out, pad = memory.gather(group)
         # contiguous: the per-step batched matmuls were 8x slower on the strided views
         return {"key_t": self._split_heads(self.k_proj(out) * self.scaling).transpose(2, 3).contiguous(),  # B,h,d,T
                 "value": self._split_heads(self.v_proj(out)).contiguous(),  # (B, h, T, d)
                 "bias": torch.zeros(pad.shape, dtype=out.dtype, device=out.device).masked_fill(
                     pad, float("-inf"))[:, None, None, :],  # (B, 1, 1, T): -inf on BERT's padding
                 "group": torch.tensor(group)}
+
+    def _folds(self, length: int) -> bool:
+        if self.fold_projections is not None:
+            return self.fold_projections
+        return self.num_heads * length < self.embed_dim + length
+
+    def _fold(self, cache: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Keys/values with the query and output projections folded in (see the class docstring)."""
+        key_t, value = cache["key_t"], cache["value"]  # (B, h, d, T), (B, h, T, d)
+        rows, heads, head_dim, length = key_t.shape
+        w_q = self.q_proj.weight.view(heads, head_dim, self.embed_dim)
+        w_o = self.out_proj.weight.view(self.embed_dim, heads, head_dim)
+        query_bias = torch.einsum("hd,bhdt->bht", self.q_proj.bias.view(heads, head_dim), key_t)
+        return {"key_q": torch.einsum("hdc,bhdt->bcht", w_q, key_t).reshape(rows, self.embed_dim, heads * length),
+                "value_o": torch.einsum("chd,bhtd->bhtc", w_o, value).reshape(rows, heads * length, self.embed_dim),
+                "bias": (cache["bias"].view(rows, 1, length) + query_bias).reshape(rows, 1, heads * length),
+                "group": cache["group"]}
+
+    def _folded_forward(self, query: Tensor, cache: dict[str, Tensor], group: int) -> Tensor:
+        tgt_len, bsz, dim = query.shape
+        x = query.transpose(0, 1).reshape(-1, group * tgt_len, dim)  # a sentence's hypotheses: one row
+        scores = torch.baddbmm(cache["bias"], x, cache["key_q"]).float()  # (rows, group·tgt, heads·T)
+        scores = scores.view(*scores.shape[:2], self.num_heads, -1)
+        weights = (scores - scores.amax(-1, keepdim=True)).exp()
+        weights = self.dropout_module((weights / weights.sum(-1, keepdim=True)).type_as(x))
+        out = torch.baddbmm(self.out_proj.bias, weights.flatten(2), cache["value_o"])
+        return out.view(bsz, tgt_len, dim).transpose(0, 1)
 
     def forward(self, query: Tensor, memory: BertMemory,
                 incremental_state: dict[str, dict[str, Tensor | None]] | None = None) -> Tensor:
@@ -109,10 +159,14 @@ class BertAttention(MultiheadAttention):
             cache = self._keys_values(memory, 1)
         else:
             cache = self._get_input_buffer(incremental_state)
-            if "key_t" not in cache:
-                cache = self._keys_values(memory, self._group_size(memory))
+            if "group" not in cache:
+                cache = self._keys_values(memory, memory.group_size(self.beam_size))
+                if self._folds(memory.out.size(0)):
+                    cache = self._fold(cache)
                 self._set_input_buffer(incremental_state, cache)
         group = int(cache["group"])
+        if "key_q" in cache:
+            return self._folded_forward(query, cache, group)
         q = self._split_heads(self.q_proj(query))  # (bsz, h, T, d)
         if group > 1:  # a sentence's hypotheses become one longer query over its keys
             q = q.reshape(-1, group, self.num_heads, tgt_len, self.head_dim).transpose(1, 2).reshape(
@@ -130,7 +184,7 @@ class BertAttention(MultiheadAttention):
                                   new_order: Tensor) -> dict[str, dict[str, Tensor | None]]:
         """Hypothesis i now continues old hypothesis ``new_order[i]``, which read cached row old // group."""
         cache = self._get_input_buffer(incremental_state)
-        if "key_t" not in cache:
+        if "group" not in cache:
             return incremental_state
         group = int(cache["group"])
         rows = new_order // group
@@ -138,12 +192,12 @@ class BertAttention(MultiheadAttention):
             grouped = rows.view(-1, group) if rows.numel() % group == 0 else None
             if grouped is not None and torch.equal(grouped, grouped[:, :1].expand_as(grouped)):
                 rows = grouped[:, 0]  # still whole sentences: keep one row each
-                unchanged = torch.arange(cache["key_t"].size(0), device=rows.device)
+                unchanged = torch.arange(cache["bias"].size(0), device=rows.device)
                 if rows.shape == unchanged.shape and torch.equal(rows, unchanged):
                     return incremental_state  # beams reordered within their sentences: the rows stay
             else:
                 group = 1  # an arbitrary reorder: one row per hypothesis from now on
-        reordered = {name: cache[name].index_select(0, rows) for name in ("key_t", "value", "bias")}
+        reordered = {name: tensor.index_select(0, rows) for name, tensor in cache.items() if name != "group"}
         return self._set_input_buffer(incremental_state, {**reordered, "group": torch.tensor(group)})
 
 

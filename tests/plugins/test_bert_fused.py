@@ -245,9 +245,12 @@ def test_warm_start_mismatch_is_an_error_not_a_silent_skip(world, tmp_path):
 
 # --- decoding --------------------------------------------------------------------------------------------
 
-def test_incremental_decoding_equals_full_decoding(world):
+@pytest.mark.parametrize("fold", [False, True], ids=["projections", "folded"])
+def test_incremental_decoding_equals_full_decoding(world, fold):
     _, task, model = build(world, "--drop-net", "1.0")
     model.eval()
+    for layer in model.decoder.layers:
+        layer.encoder_attn.bert_attn.fold_projections = fold
     sample = batch(task)
     net = sample["net_input"]
     encoder_out = model.encoder(net["src_tokens"], net["src_lengths"], bert_input=net["bert_input"])
@@ -258,9 +261,14 @@ def test_incremental_decoding_equals_full_decoding(world):
              for t in range(prev.size(1))]
     real = prev.ne(task.target_dictionary.pad())  # padded steps differ by construction: compare the rest
     torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], atol=1e-5, rtol=1e-4)
-    # the BERT branch cached its keys/values once, from H_B: keys (B, heads, head_dim, T_bert)
-    cached = model.decoder.layers[0].encoder_attn.bert_attn._get_input_buffer(state)["key_t"]
-    assert cached.shape == (8, 2, 8, net["bert_input"].size(1))
+    # the BERT branch cached its keys/values once, from H_B: keys (B, heads, head_dim, T_bert), or with the
+    # query projection folded in (B, C, heads·T_bert)
+    cached = model.decoder.layers[0].encoder_attn.bert_attn._get_input_buffer(state)
+    length = net["bert_input"].size(1)
+    if fold:
+        assert cached["key_q"].shape == (8, 16, 2 * length) and cached["value_o"].shape == (8, 2 * length, 16)
+    else:
+        assert cached["key_t"].shape == (8, 2, 8, length) and "key_q" not in cached
 
 
 def bert_attention_and_memory(world, sentences: int = 3):
@@ -289,14 +297,14 @@ def test_bert_attention_equals_fairseq_attention_with_gradients(world):
 
 
 def expand(memory, order: torch.Tensor):
-    """H_B as beam search hands it over: row i is sentence ``order[i]``'s."""
-    from plugins.bert_fused.modules import BertMemory
-
-    return BertMemory(memory.out.index_select(1, order), memory.padding_mask.index_select(0, order))
+    """H_B as beam search hands it over: hypothesis i reads sentence ``order[i]``."""
+    return memory.reorder(order)
 
 
-def test_beam_hint_caches_once_per_sentence_and_changes_no_result(world):
+@pytest.mark.parametrize("fold", [False, True], ids=["projections", "folded"])
+def test_beam_hint_caches_once_per_sentence_and_changes_no_result(world, fold):
     attention, memory = bert_attention_and_memory(world)
+    attention.fold_projections = fold
     attention.set_beam_size(4)
     hypotheses = torch.arange(3).repeat_interleave(4)  # 3 sentences x 4 beams, as fairseq lays them out
     state: dict = {}
@@ -307,26 +315,47 @@ def test_beam_hint_caches_once_per_sentence_and_changes_no_result(world):
     def cache():
         return attention._get_input_buffer(state)
 
-    assert cache()["key_t"].size(0) == 3 and int(cache()["group"]) == 4
+    assert cache()["bias"].size(0) == 3 and int(cache()["group"]) == 4
+    assert ("key_q" in cache()) == fold
     steps = [("beams reordered within their sentences", torch.tensor([1, 0, 3, 2, 4, 4, 5, 6, 11, 8, 9, 10]), 3, 4),
              ("sentence 1 finished", torch.tensor([0, 1, 2, 3, 8, 9, 10, 11]), 2, 4),
              ("an arbitrary reorder", torch.tensor([0, 4, 5, 1, 2, 6, 7, 3]), 8, 1)]
     for what, new_order, rows, group in steps:
         hypotheses = hypotheses.index_select(0, new_order)
         attention.reorder_incremental_state(state, new_order)
-        assert (cache()["key_t"].size(0), int(cache()["group"])) == (rows, group), what
+        assert (cache()["bias"].size(0), int(cache()["group"])) == (rows, group), what
         x = torch.randn(1, len(new_order), 16)
         current = expand(memory, hypotheses)  # what the decoder hands over (unused once cached)
         torch.testing.assert_close(attention(x, current, state), attention(x, current), msg=what)
 
 
+def test_projections_fold_into_the_cache_when_that_is_fewer_multiply_adds(world):
+    attention, _ = bert_attention_and_memory(world)  # C = 16, 2 heads: folding is cheaper while 2·T < 16 + T
+    assert attention._folds(15) and not attention._folds(16)
+    attention.fold_projections = False
+    assert not attention._folds(3)
+
+
 def test_a_stale_beam_hint_falls_back_to_one_row_per_hypothesis(world):
     attention, memory = bert_attention_and_memory(world, sentences=4)
     attention.set_beam_size(2)  # left over from an earlier beam search; now 4 distinct sentences, greedy
+    memory = memory.reorder(torch.arange(4))  # as fairseq hands them over at beam size 1
     state: dict = {}
     x = torch.randn(1, 4, 16)
     torch.testing.assert_close(attention(x, memory, state), attention(x, memory))
     assert int(attention._get_input_buffer(state)["group"]) == 1
+
+
+def test_bert_memory_reorders_compose_and_gather_once(world):
+    _, memory = bert_attention_and_memory(world)
+    first, then = torch.tensor([2, 2, 0, 1]), torch.tensor([3, 0, 0, 2])
+    reordered = memory.reorder(first).reorder(then)
+    assert reordered.out is memory.out  # reorders move indices, not H_B
+    out, pad = reordered.gather()
+    torch.testing.assert_close(out, memory.out.index_select(1, first[then]))
+    assert torch.equal(pad, memory.padding_mask.index_select(0, first[then]))
+    assert memory.reorder(torch.tensor([0, 0, 1, 1])).group_size(2) == 2
+    assert memory.reorder(torch.tensor([0, 1, 1, 1])).group_size(2) == 1
 
 
 def test_beam_search_with_reordered_bert_outputs_matches_batch_size_one(world):
