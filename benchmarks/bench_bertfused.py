@@ -153,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         data = binarize(root / "raw", root / "bin")
         for size in args.sizes:
             rows[size] = compare(root, data, pair, size, args)
-    print(f"\ngeneration on {args.device} in {args.dtype}, beam {args.beam}, {args.length or 'longest reference'} tokens per hypothesis, "
-          f"{args.sentences} sentences x "
-          f"{args.rounds} rounds, batch {args.batch_size}, torch threads {torch.get_num_threads()}; toy = width 64, "
-          f"3+3 layers; iwslt = transformer_iwslt_de_en (512, 6+6 layers)")
+    length = f"{args.length} tokens" if args.length else "the longest reference's length"
+    print(f"\ngeneration on {args.device} in {args.dtype}, beam {args.beam}, hypotheses held to {length}, "
+          f"{args.sentences} sentences x {args.rounds} rounds, batch {args.batch_size}, torch threads "
+          f"{torch.get_num_threads()}; toy = width 64, 3+3 layers; iwslt = transformer_iwslt_de_en (512, 6+6 layers)")
     print(f"{'size':<10} {'BERT':>8} {'params NMT':>11} {'params fused':>13} {'tok/s NMT':>10} {'tok/s fused':>12} "
           f"{'ratio':>6} {'rounds':>10} {'BERT fwd':>9}")
     for size, row in rows.items():
