@@ -6,7 +6,7 @@ pixel-shuffle. Both are timed interleaved and repeated, so load on a shared mach
 ratio is the median over repeats. Also prints parameter counts against the reference (1.66M ×2, 4.35M ×4).
 
     .venv/bin/python benchmarks/bench_irn.py [--size 512] [--repeats 3] [--reference-size 512] [--threads N]
-        [--device cuda --dtype bfloat16]   # on a GPU machine
+        [--keep-freed-memory] [--device cuda --dtype bfloat16]   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from graftkit.runtime import keep_freed_memory
 from vision_ext.irn import IRN
 
 REFERENCE_PARAMS = {2: 1.66e6, 4: 4.35e6}
@@ -128,8 +129,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="weights and images in this dtype (default float32)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc keeps freed memory for reuse, as `graftkit irn` sets it (default: glibc's own)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory needs glibc")
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
 
@@ -145,7 +150,8 @@ def main() -> None:
                                        (reference, args.reference_size, "x4 reference (2x8 blocks, gc 32)"))
             for channels_last in (False, True)]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{where}, torch {torch.__version__}, {args.dtype}; downscale + upscale of one image; "
+    allocator = "freed memory kept" if args.keep_freed_memory else "glibc's default allocator settings"
+    print(f"\n{where}, torch {torch.__version__}, {args.dtype}, {allocator}; downscale + upscale of one image; "
           f"median of {args.repeats} interleaved repeats")
     header = (f"{'model':<34} {'format':<13} {'size':>5} {'params':>10} {'IRN MP/s':>9} {'plain MP/s':>10} "
               f"{'IRN GMAC':>9} {'plain GMAC':>10} {'IRN/plain time':>15}")

@@ -30,6 +30,13 @@ def test_light_packages_do_not_import_fairseq_or_transformers(module):
     assert not _modules_after_import(module) & {"fairseq", "transformers"}
 
 
+def test_the_command_line_parser_does_not_import_torch():
+    code = ("import json, sys; from graftkit.cli import build_parser; build_parser(); "
+            "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "torch" not in json.loads(out)  # `graftkit --help` and argument errors answer at once
+
+
 def test_hf_models_does_not_import_fairseq():
     assert "fairseq" not in _modules_after_import("hf_models")
 

