@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                         help="both models' weights in this dtype (default float32)")
     args = parser.parse_args(argv)
+    if args.length is not None and args.length < 1:
+        parser.error(f"--length must be at least 1, got {args.length}")
     torch.set_num_threads(args.threads)
 
     from graftkit.commands.bertfused import load_plugins

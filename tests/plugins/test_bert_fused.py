@@ -329,11 +329,13 @@ def test_beam_hint_caches_once_per_sentence_and_changes_no_result(world, fold):
         torch.testing.assert_close(attention(x, current, state), attention(x, current), msg=what)
 
 
-def test_projections_fold_into_the_cache_when_that_is_fewer_multiply_adds(world):
-    attention, _ = bert_attention_and_memory(world)  # C = 16, 2 heads: folding is cheaper while 2·T < 16 + T
-    assert attention._folds(15) and not attention._folds(16)
+def test_projections_fold_into_the_cache_only_for_grouped_short_memories(world):
+    attention, _ = bert_attention_and_memory(world)  # C = 16, 2 heads: 2·T <= group·16/16 and 2·T < 16 + T
+    assert attention._folds(2, group=5) and not attention._folds(3, group=5)
+    assert not attention._folds(2, group=1)  # one row per hypothesis: a heads-times larger cache per query
+    assert attention._folds(15, group=40) and not attention._folds(16, group=40)  # more multiply-adds from 16
     attention.fold_projections = False
-    assert not attention._folds(3)
+    assert not attention._folds(2, group=5)
 
 
 def test_a_stale_beam_hint_falls_back_to_one_row_per_hypothesis(world):
