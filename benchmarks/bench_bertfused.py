@@ -67,12 +67,14 @@ def tokens_per_second(task, model, sample_batches: list[dict], beam: int, length
     from fairseq.sequence_generator import SequenceGenerator
 
     device = next(model.parameters()).device
+    # built before the clock starts: a generator takes ~2 ms to build, 4% of a toy round
+    generators = [SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_a=0, max_len_b=steps,
+                                    min_len=steps)
+                  for steps in (length or sample["target"].size(1) - 1  # the longest reference, without its EOS
+                                for sample in sample_batches)]
     n_tokens, start = 0, time.perf_counter()
     with torch.inference_mode():
-        for sample in sample_batches:
-            steps = length or sample["target"].size(1) - 1  # the longest reference, without its EOS
-            generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_a=0,
-                                          max_len_b=steps, min_len=steps)
+        for sample, generator in zip(sample_batches, generators, strict=True):
             for hypos in generator.generate([model], sample):
                 n_tokens += len(hypos[0]["tokens"])
     if device.type == "cuda":
