@@ -33,7 +33,7 @@ def _images(n: int = 2, size: int = 24, seed: int = 0) -> list[torch.Tensor]:
 
 
 def _config(steps: int, **kw) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=2, patch_size=8, lr=1e-3, **kw)
+    return TrainConfig(**{"steps": steps, "batch_size": 2, "patch_size": 8, "lr": 1e-3, **kw})
 
 
 def test_training_lowers_the_loss_and_follows_the_step_schedule():
@@ -63,6 +63,16 @@ def test_max_seconds_stops_early_with_a_checkpoint(tmp_path):
                     progress=False)
     assert len(history) == 1
     assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 1
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("lr", 0.0, "lr must be a finite number > 0"), ("grad_clip", float("inf"), "grad_clip must be a finite"),
+    ("gamma", 1.5, r"gamma must be in \(0, 1\]"), ("max_seconds", 0, "max_seconds must be a finite number > 0"),
+    ("batch_size", 0, "batch_size must be an integer >= 1"),
+])
+def test_bad_training_settings_are_named(field, value, message):
+    with pytest.raises(GraftkitError, match=message):
+        _config(10, **{field: value})
 
 
 def test_patch_sampler_gives_bicubic_reference_and_rejects_small_images():

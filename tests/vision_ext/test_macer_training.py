@@ -69,6 +69,16 @@ def test_resume_refuses_a_different_objective(tmp_path):
         _train(2, checkpoint=ckpt, resume=True, objective="gaussian")
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("lr", 0.0, "lr must be a finite number > 0"), ("momentum", 1.0, r"momentum must be in \[0, 1\)"),
+    ("weight_decay", float("nan"), "weight_decay must be a finite number >= 0"),
+    ("lr_decay", -0.1, "lr_decay must be a finite number > 0"), ("epochs", 0, "epochs must be an integer >= 1"),
+])
+def test_bad_optimiser_settings_are_named(field, value, message):
+    with pytest.raises(GraftkitError, match=message):
+        TrainSettings(**{field: value})
+
+
 def test_training_rejects_bad_data():
     model = LeNet(input_size=8)
     images, labels = _small_digits(16)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from graftkit.checkpoint import load_checkpoint, save_checkpoint
-from graftkit.errors import GraftkitError, check_int
+from graftkit.errors import GraftkitError, check_int, check_number
 from vision_ext.irn.configuration_irn import IRNConfig
 from vision_ext.irn.modeling_irn import IRN, quantize
 from vision_ext.irn.resize import imresize
@@ -80,11 +80,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "patch_size", "checkpoint_every"):
             check_int(name, getattr(self, name))
-        if not self.lr > 0 or not self.grad_clip > 0 or not 0 < self.gamma <= 1:
-            raise GraftkitError(f"need lr > 0, grad_clip > 0 and 0 < gamma <= 1 (got {self.lr}, "
-                                f"{self.grad_clip}, {self.gamma})")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise GraftkitError(f"max_seconds must be > 0, got {self.max_seconds}")
+        check_number("lr", self.lr, strict=True)
+        check_number("grad_clip", self.grad_clip, strict=True)
+        if not 0 < self.gamma <= 1:
+            raise GraftkitError(f"gamma must be in (0, 1], got {self.gamma!r}")
+        if self.max_seconds is not None:
+            check_number("max_seconds", self.max_seconds, strict=True)
         if any(not 0 < m < 1 for m in self.milestones):
             raise GraftkitError(f"milestones are fractions of the steps in (0, 1), got {self.milestones}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]

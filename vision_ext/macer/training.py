@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from graftkit.checkpoint import load_checkpoint, save_checkpoint
-from graftkit.errors import GraftkitError, check_int
+from graftkit.errors import GraftkitError, check_int, check_number
 from vision_ext.macer.configuration_macer import MacerConfig
 from vision_ext.macer.modeling_macer import smoothed_training_loss
 
@@ -43,10 +43,11 @@ class TrainSettings:
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs)
         check_int("batch_size", self.batch_size)
-        if not self.lr > 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0 or not self.lr_decay > 0:
-            raise GraftkitError(f"bad optimiser settings: lr {self.lr} (> 0), "
-                                f"momentum {self.momentum} ([0, 1)), "
-                                f"weight_decay {self.weight_decay} (>= 0), lr_decay {self.lr_decay} (> 0)")
+        check_number("lr", self.lr, strict=True)
+        if not 0 <= self.momentum < 1:
+            raise GraftkitError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_number("weight_decay", self.weight_decay)
+        check_number("lr_decay", self.lr_decay, strict=True)
         self.milestones = sorted(int(m) for m in self.milestones)
 
     def lr_at(self, epoch: int) -> float:
