@@ -33,9 +33,10 @@ def linear_cka_from_statistics(stats: RepresentationStatistics) -> float:
     return float(torch.linalg.norm(cov["ab"]) ** 2) / denominator if denominator > 0 else float("nan")
 
 
-def canonical_correlations_from_statistics(stats: RepresentationStatistics, *, ridge: float = 0.0,
-                                           variance: float | None = None) -> torch.Tensor:
-    """Canonical correlations, descending; ``variance`` keeps SVCCA's leading principal directions only."""
+def _whitened_cross_covariance(stats: RepresentationStatistics, ridge: float, variance: float | None = None,
+                               ) -> tuple[Spectrum, Spectrum, torch.Tensor, int]:
+    """CCA as one SVD: the spectra of C_AA and C_BB, C_AA^(-1/2) C_AB C_BB^(-1/2) and the number of canonical
+    pairs; ``variance`` keeps SVCCA's leading principal directions only."""
     cov = stats.covariances()
     spec_a, spec_b = Spectrum.of(cov["aa"], ridge), Spectrum.of(cov["bb"], ridge)
     top_a = top_b = None
@@ -43,17 +44,21 @@ def canonical_correlations_from_statistics(stats: RepresentationStatistics, *, r
         top_a, top_b = spec_a.directions_for_variance(variance), spec_b.directions_for_variance(variance)
     k = min(spec_a.rank if top_a is None else min(top_a, spec_a.rank),
             spec_b.rank if top_b is None else min(top_b, spec_b.rank))
-    whitened = spec_a.inverse_sqrt(top_a) @ cov["ab"] @ spec_b.inverse_sqrt(top_b)
+    return spec_a, spec_b, spec_a.inverse_sqrt(top_a) @ cov["ab"] @ spec_b.inverse_sqrt(top_b), k
+
+
+def canonical_correlations_from_statistics(stats: RepresentationStatistics, *, ridge: float = 0.0,
+                                           variance: float | None = None) -> torch.Tensor:
+    """Canonical correlations, descending; ``variance`` keeps SVCCA's leading principal directions only."""
+    _, _, whitened, k = _whitened_cross_covariance(stats, ridge, variance)
     return torch.linalg.svdvals(whitened)[:k].clamp(0, 1)
 
 
 def pwcca_from_statistics(stats: RepresentationStatistics, *, ridge: float = 0.0) -> float:
-    cov = stats.covariances()
-    spec_a, spec_b = Spectrum.of(cov["aa"], ridge), Spectrum.of(cov["bb"], ridge)
-    k = min(spec_a.rank, spec_b.rank)
+    spec_a, spec_b, whitened, k = _whitened_cross_covariance(stats, ridge)
     if k == 0:
         return float("nan")
-    u, rho, vh = torch.linalg.svd(spec_a.inverse_sqrt() @ cov["ab"] @ spec_b.inverse_sqrt())
+    u, rho, vh = torch.linalg.svd(whitened)
     # |⟨h_i, x_j⟩| ∝ |(Uᵀ C^(1/2))_ij| on the side with fewer dimensions (the reference code's choice)
     loadings = u[:, :k].T @ spec_a.sqrt() if spec_a.rank <= spec_b.rank else vh[:k] @ spec_b.sqrt()
     alpha = loadings.abs().sum(1)
