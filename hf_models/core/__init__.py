@@ -5,6 +5,9 @@
 - :class:`Encoder`: ``num_hidden_layers`` × :class:`EncoderLayer`, ``layer_norm_position`` "post" or "pre"
   (pre adds ``final_layer_norm``); takes one additive float ``attention_bias`` [batch|1, heads|1, seq, seq]
   so padding and positional biases share the fused SDPA kernel (:func:`padding_bias`, :func:`combine_biases`).
+- :mod:`.heads` (pooler, tied masked-LM head, classification losses) and :mod:`.modeling` (the
+  ``PreTrainedModel`` base and the masked-LM / sequence / token classification models over any base model):
+  HF's plumbing, written once for every model on the core.
 - :func:`write_remote_code`: makes a saved folder loadable with ``trust_remote_code=True``.
 
 Model modules import from the submodules (``from ..core.encoder import Encoder``), which the remote-code
@@ -16,10 +19,12 @@ from .attention import ATTENTION_IMPLEMENTATIONS, SelfAttention, combine_biases,
 from .config import LAYER_NORM_POSITIONS, validate_encoder_config
 from .embeddings import Embeddings
 from .encoder import Encoder, EncoderLayer, EncoderOutput, FeedForward
+from .heads import MaskedLMHead, Pooler, classifier_dropout, sequence_classification_loss, token_cross_entropy
 from .remote_code import remote_auto_map, write_remote_code
 
 __all__ = [
     "ACTIVATIONS", "ATTENTION_IMPLEMENTATIONS", "LAYER_NORM_POSITIONS", "Embeddings", "Encoder",
-    "EncoderLayer", "EncoderOutput", "FeedForward", "SelfAttention", "activation", "combine_biases",
-    "padding_bias", "remote_auto_map", "validate_encoder_config", "write_remote_code",
+    "EncoderLayer", "EncoderOutput", "FeedForward", "MaskedLMHead", "Pooler", "SelfAttention", "activation",
+    "classifier_dropout", "combine_biases", "padding_bias", "remote_auto_map", "sequence_classification_loss",
+    "token_cross_entropy", "validate_encoder_config", "write_remote_code",
 ]

@@ -15,7 +15,8 @@ import re
 import sys
 from pathlib import Path
 
-CORE_MODULES = ("activations", "attention", "config", "embeddings", "encoder", "remote_code")
+CORE_MODULES = ("activations", "attention", "config", "embeddings", "encoder", "heads", "modeling",
+                "remote_code")
 _CORE_IMPORT = re.compile(r"^(\s*)from \.\.core\.(\w+) import", flags=re.MULTILINE)
 
 

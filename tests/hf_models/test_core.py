@@ -275,3 +275,44 @@ def test_remote_code_rewrites_core_imports(tmp_path):
     assert {"modeling_preln_bert.py", "encoder.py", "attention.py", "embeddings.py"} <= written
     text = (tmp_path / "modeling_preln_bert.py").read_text()
     assert "from ..core" not in text and "from .encoder import Encoder" in text
+
+
+def test_shared_heads_and_losses():
+    from types import SimpleNamespace
+
+    from hf_models.core import sequence_classification_loss, token_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    config = SimpleNamespace(problem_type=None)
+    loss = sequence_classification_loss(config, logits, torch.tensor([0, 1]))
+    assert config.problem_type == "single_label_classification"
+    expected = -(torch.log_softmax(logits, -1)[0, 0] + torch.log_softmax(logits, -1)[1, 1]) / 2
+    torch.testing.assert_close(loss, expected)
+    config = SimpleNamespace(problem_type=None)
+    loss = sequence_classification_loss(config, logits[:, :1], torch.tensor([1.0, 3.0]))
+    assert config.problem_type == "regression"
+    torch.testing.assert_close(loss, torch.tensor(((2 - 1) ** 2 + (0 - 3) ** 2) / 2))
+    config = SimpleNamespace(problem_type=None)
+    sequence_classification_loss(config, logits, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+    assert config.problem_type == "multi_label_classification"
+    ignored = token_cross_entropy(logits[None], torch.tensor([[0, -100]]))
+    torch.testing.assert_close(ignored, -torch.log_softmax(logits, -1)[0, 0])
+
+
+def test_task_models_tie_through_their_base_model_prefix():
+    from hf_models.core.modeling import EncoderForMaskedLM
+    from hf_models.preln_bert.modeling_preln_bert import PreLNBertModel, PreLNBertPreTrainedModel
+
+    class Renamed(PreLNBertPreTrainedModel):
+        base_model_prefix = "encoder_model"
+
+    class RenamedForMaskedLM(Renamed, EncoderForMaskedLM):
+        base_model_class = PreLNBertModel
+
+    from hf_models import PreLNBertConfig
+
+    model = RenamedForMaskedLM(PreLNBertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1,
+                                               num_attention_heads=2, intermediate_size=16))
+    assert RenamedForMaskedLM._tied_weights_keys == {
+        "lm_head.decoder.weight": "encoder_model.embeddings.word_embeddings.weight"}
+    assert model.lm_head.decoder.weight is model.encoder_model.embeddings.word_embeddings.weight

@@ -1,0 +1,173 @@
+"""The HF plumbing every graftkit encoder model shares: a ``PreTrainedModel`` base and the task models.
+
+A model package (``preln_bert``, ``tupe``, ...) defines its config and its base model (embeddings + encoder
++ pooler, with the forward signature below), then derives the task models from these classes by naming
+its base model class; the heads, losses, weight tying and remote-code saving live here once.
+
+Base model forward: ``(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+output_attentions, output_hidden_states, return_dict)`` returning ``BaseModelOutputWithPooling``; its word
+embeddings are ``embeddings.word_embeddings``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
+from transformers.modeling_utils import PreTrainedModel
+
+from .heads import MaskedLMHead, classifier_dropout, sequence_classification_loss, token_cross_entropy
+from .remote_code import remote_auto_map, write_remote_code
+
+
+def maybe_tuple(output: Any, return_dict: bool | None, config: Any) -> Any:
+    """``output`` or its tuple form, following ``return_dict`` (the config's when None), as HF models do."""
+    return output if (config.return_dict if return_dict is None else return_dict) else output.to_tuple()
+
+
+class EncoderPreTrainedModel(PreTrainedModel):
+    """Weight init (HF's default: normal(0, initializer_range), zero biases, LayerNorm (1, 0), the padding
+    row zeroed, as BERT), SDPA support, and saving that makes the folder loadable with ``trust_remote_code``.
+
+    A model package sets ``auto_classes`` (Auto class name -> its class) once its classes exist;
+    ``save_pretrained`` writes them as ``auto_map`` and copies their code beside the weights.
+    """
+
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+    _no_split_modules = ["Embeddings", "EncoderLayer"]
+    auto_classes: ClassVar[dict[str, type]] = {}
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
+        """HF's save, plus ``auto_map`` in config.json and this model's code beside the weights."""
+        self.config.auto_map = remote_auto_map(self.auto_classes)
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            write_remote_code(save_directory, list(self.auto_classes.values()))
+
+
+class _TaskModel(EncoderPreTrainedModel):
+    """A task head over ``base_model_class``, stored under ``base_model_prefix`` (``bert`` for preln_bert)."""
+
+    base_model_class: ClassVar[type]
+    add_pooling_layer: ClassVar[bool] = False
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        base_model = self.base_model_class(config, add_pooling_layer=self.add_pooling_layer)
+        setattr(self, self.base_model_prefix, base_model)
+
+    def _encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                output_attentions, output_hidden_states):
+        return getattr(self, self.base_model_prefix)(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True)
+
+
+class EncoderForMaskedLM(_TaskModel):
+    """Masked-LM head (:class:`MaskedLMHead`, decoder tied to the word embeddings); loss = cross-entropy
+    over labels != -100."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # tie keys name the base model's attribute, which each model package chooses (``bert`` for preln_bert)
+        embeddings = f"{cls.base_model_prefix}.embeddings.word_embeddings.weight"
+        cls._tied_weights_keys = {"lm_head.decoder.weight": embeddings}
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.lm_head = MaskedLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MaskedLMOutput | tuple:
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                               output_attentions, output_hidden_states)
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = token_cross_entropy(logits, labels) if labels is not None else None
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                attentions=outputs.attentions)
+        return maybe_tuple(output, return_dict, self.config)
+
+
+class EncoderForSequenceClassification(_TaskModel):
+    """Pooled [CLS] -> dropout -> linear; loss by ``config.problem_type``, as in BERT."""
+
+    add_pooling_layer = True
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> SequenceClassifierOutput | tuple:
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                               output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                          attentions=outputs.attentions)
+        return maybe_tuple(output, return_dict, self.config)
+
+
+class EncoderForTokenClassification(_TaskModel):
+    """Per-token dropout -> linear; loss = cross-entropy over labels != -100."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TokenClassifierOutput | tuple:
+        outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                               output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = token_cross_entropy(logits, labels) if labels is not None else None
+        output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                       attentions=outputs.attentions)
+        return maybe_tuple(output, return_dict, self.config)
