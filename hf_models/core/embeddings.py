@@ -14,6 +14,15 @@ import torch
 from torch import nn
 
 
+def positions_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of each token counted over the real (mask 1) tokens only: ``[batch, seq]`` long.
+
+    Right padding gives 0..n-1 as ``arange``; left padding gives the first real token position 0, as HF
+    RoBERTa derives positions from the mask. Padding positions are clamped to 0 (they are masked anyway).
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 class Embeddings(nn.Module):
     """Reads vocab_size, hidden_size, max_position_embeddings, type_vocab_size (0: none), pad_token_id,
     layer_norm_eps, hidden_dropout_prob and embedding_layer_norm (default True) from ``config``."""

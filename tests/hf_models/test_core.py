@@ -316,3 +316,10 @@ def test_task_models_tie_through_their_base_model_prefix():
     assert RenamedForMaskedLM._tied_weights_keys == {
         "lm_head.decoder.weight": "encoder_model.embeddings.word_embeddings.weight"}
     assert model.lm_head.decoder.weight is model.encoder_model.embeddings.word_embeddings.weight
+
+
+def test_positions_from_attention_mask():
+    from hf_models.core.embeddings import positions_from_attention_mask
+
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert positions_from_attention_mask(mask).tolist() == [[0, 1, 2, 2, 2], [0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
