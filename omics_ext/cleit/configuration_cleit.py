@@ -10,7 +10,8 @@ from graftkit.errors import GraftkitError, check_int, check_number
 #: Activations of the regressor: the reference's final ``multi_out_mlp.py`` uses SELU (its early MoMLP ReLU).
 REGRESSOR_ACTIVATIONS = ("selu", "relu")
 #: What the scale-invariant term of the fine-tuning loss is taken over: each drug's residuals across cell
-#: lines (the reference's final ``loss_and_metrics.py``) or each cell line's across drugs (its early commits).
+#: lines (the reference's final ``loss_and_metrics.py``, per the project's reference notes) or each cell
+#: line's across drugs (its early commits, e.g. 32c4d68 and dff86bd, the ones we could read).
 SIMSE_OVER = ("drug", "cell_line")
 
 
@@ -35,9 +36,10 @@ class CLEITConfig:
     as the final ``multi_out_mlp.py``; ``regressor_activation="relu"`` gives its early MoMLP's ReLU;
     dropout 0.1), AdamW with lr 1e-4, batch 64 for the autoencoders and 32 for fine-tuning, up to 2000
     fine-tuning epochs with gradual unfreezing (patience 10 × number of resets, lr × 0.1 per unfrozen
-    layer). Fine-tuning loss: the masked scale-invariant MSE per drug with penalty 0.1, as the final
-    ``loss_and_metrics.py`` (``simse_over="cell_line"``, ``simse_penalty=1`` is its early February-2021
-    form, which cannot see a line's overall sensitivity — what the per-drug Pearson metric ranks).
+    layer). Fine-tuning loss: the masked scale-invariant MSE per drug with penalty 0.1, the final
+    ``loss_and_metrics.py`` as the project's reference notes give it (the commits of that file we could
+    read take it per cell line with penalty 1: ``simse_over="cell_line"``, ``simse_penalty=1``, the early
+    February-2021 form, which cannot see a line's overall sensitivity — what the per-drug Pearson ranks).
     """
 
     encoder_hidden_dims: tuple[int, ...] = (512, 256)

@@ -158,7 +158,8 @@ def masked_simse(preds: torch.Tensor, labels: torch.Tensor, penalty: float = 0.1
                  ) -> torch.Tensor:
     r"""Masked scale-invariant MSE over the labelled entries (NaN = missing), the reference's ``masked_simse``.
 
-    With ``over="drug"`` (the reference's final ``loss_and_metrics.py``, the default), per drug :math:`d`
+    With ``over="drug"`` (the default: the reference's final ``loss_and_metrics.py`` as the project's
+    reference notes give it; the commits we could read have the per-line form), per drug :math:`d`
     with :math:`n_d` labelled cell lines and residuals :math:`r_{id}`:
 
     .. math:: L = \frac{1}{D'}\sum_d \Big[\frac{1}{n_d}\sum_i r_{id}^2
