@@ -1,5 +1,6 @@
 """Forward+backward time of graph_ext.GraphNorm vs torch_geometric.nn.norm.GraphNorm, measured interleaved in
-one run (so machine load hits both sides alike), with outputs and gradients checked equal.
+one run (so machine load hits both sides alike), with outputs and gradients checked equal; then the float32
+output error of both, per graph size, on a batch that includes 1-, 2- and 3-node graphs.
 
 Run: .venv/bin/python benchmarks/bench_graphnorm.py [--repeats N]
 """
@@ -53,6 +54,39 @@ def errors(norm: torch.nn.Module, x: torch.Tensor, batch, grad: torch.Tensor, re
         return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
     return rel(out, ref[0]), max(rel(g, r) for g, r in zip(grads, ref[1]))
+
+
+SIZE_GROUPS = ((1, 1), (2, 2), (3, 3), (4, 59))
+
+
+def small_graph_errors(params: dict[str, torch.Tensor] | None) -> list[tuple[str, float, float]]:
+    """Max |float32 - float64| of the outputs, ours and PyG's, per graph-size group, on 128 random graphs of
+    1-59 nodes (two each of 1, 2 and 3 nodes among them), 300 features; PyG in float64 as the reference.
+    ``params``: values for weight/bias/mean_scale, or None for the layers' initial ones (alpha = 1)."""
+    gen = torch.Generator().manual_seed(1)
+    sizes = torch.cat([torch.tensor([1, 2, 3, 1, 2, 3]), torch.randint(1, 60, (122,), generator=gen)])
+    batch = torch.repeat_interleave(torch.arange(128), sizes)
+    x = torch.randn(batch.numel(), 300, generator=gen, dtype=torch.float64) * 2 + 0.5
+    ours, theirs, double = GraphNorm(300), PyGGraphNorm(300), PyGGraphNorm(300).double()
+    if params is not None:
+        for norm in (ours, theirs, double):
+            norm.load_state_dict(params)
+    with torch.no_grad():
+        expected = double(x, batch)
+        err_ours = (ours(x.float(), batch).double() - expected).abs().amax(1)
+        err_theirs = (theirs(x.float(), batch).double() - expected).abs().amax(1)
+    node_size = sizes[batch]
+    rows = []
+    for low, high in SIZE_GROUPS:
+        nodes = (node_size >= low) & (node_size <= high)
+        label = f"{low} node{'s' if high > 1 else ''}" if low == high else f"{low}-{high} nodes"
+        rows.append((label, err_ours[nodes].max().item(), err_theirs[nodes].max().item()))
+    # one float32 unit in the last place of the outputs' magnitude: the two round differently there
+    last_place = torch.finfo(torch.float32).eps * expected.abs().max().item()
+    worse = [label for label, a, b in rows if a > b + last_place]
+    if worse:
+        raise SystemExit(f"graph_ext's GraphNorm is less precise than PyG's on {', '.join(worse)} graphs")
+    return rows
 
 
 def timed(fn, *args) -> tuple[float, float]:
@@ -109,6 +143,12 @@ def main() -> None:
           f"those (goal >= 1.5x; smallest {min(speedups):.2f}x); wall speed-up = median of per-pair wall-clock "
           f"ratios, both sides interleaved.\nErrors: max |float32 - float64| / max |float64|, PyG in float64 as "
           f"the reference.")
+    random_params = ours.state_dict()
+    print("\nfloat32 output error by graph size: max |float32 - float64| (outputs of magnitude ~4-7), 128 graphs "
+          "of 1-59 nodes, 300 features")
+    print(f"{'graphs':<14}{'init: ours':>12}{'PyG':>10}{'random params: ours':>22}{'PyG':>10}")
+    for (label, a, b), (_, c, d) in zip(small_graph_errors(None), small_graph_errors(random_params)):
+        print(f"{label:<14}{a:>12.1e}{b:>10.1e}{c:>22.1e}{d:>10.1e}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from graftkit.errors import GraftkitError
 
-METRIC_COLUMNS = ("dpearsonr", "dpearsonr_abs", "cpearsonr", "cpearsonr_abs", "dspearmanr", "drmse")
+METRIC_COLUMNS = ("dpearsonr", "dpearsonr_abs", "cpearsonr", "cpearsonr_abs", "dspearmanr", "dmse")
 
 
 def _write_csv(frame, path: Path) -> None:

@@ -10,6 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from graftkit.errors import GraftkitError, check_number
+from omics_ext.cleit.configuration_cleit import REGRESSOR_ACTIVATIONS, check_simse
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"selu": nn.SELU, "relu": nn.ReLU}
+
 
 class OmicsAutoEncoder(nn.Module):
     r"""Fully connected autoencoder of one omics level.
@@ -77,18 +82,26 @@ class PerDrugLinear(nn.Module):
 
 
 class MultiOutputRegressor(nn.Module):
-    """Shared ``Linear(latent, shared) → ReLU → Dropout``, then one tower per drug
-    ``shared → towers[0] → ... → towers[-1] → 1`` (ReLU, dropout between layers). Output ``[B, n_drugs]``."""
+    """Shared ``Linear(latent, shared) → act → Dropout``, then one tower per drug
+    ``shared → towers[0] → ... → towers[-1] → 1`` (act and dropout between layers). Output ``[B, n_drugs]``.
+
+    ``activation``: ``"selu"`` (default) as the reference's final ``multi_out_mlp.py`` (``MoMLP``,
+    ``act_fn=nn.SELU``), or ``"relu"``, its early MoMLP's default (and this package's earlier one).
+    """
 
     def __init__(self, latent_dim: int, n_drugs: int, shared_dim: int = 128, tower_dims: tuple[int, ...] = (64, 32),
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, activation: str = "selu") -> None:
         super().__init__()
-        self.n_drugs = n_drugs
-        self.shared = nn.Sequential(nn.Linear(latent_dim, shared_dim), nn.ReLU(), nn.Dropout(dropout))
+        if activation not in _ACTIVATIONS:
+            raise GraftkitError(f"MultiOutputRegressor: activation must be one of {', '.join(REGRESSOR_ACTIVATIONS)}, "
+                                f"got {activation!r}")
+        act = _ACTIVATIONS[activation]
+        self.n_drugs, self.activation = n_drugs, activation
+        self.shared = nn.Sequential(nn.Linear(latent_dim, shared_dim), act(), nn.Dropout(dropout))
         sizes = (shared_dim, *tower_dims)
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [PerDrugLinear(n_drugs, a, b), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [PerDrugLinear(n_drugs, a, b), act(), nn.Dropout(dropout)]
         self.towers = nn.Sequential(*layers, PerDrugLinear(n_drugs, tower_dims[-1], 1))
 
     def reset_parameters(self) -> None:
@@ -125,8 +138,10 @@ def contrastive_loss(teacher_codes: torch.Tensor, student_codes: torch.Tensor, t
     .. math:: L = -\frac{1}{B}\sum_k \Big[S_{kk} - \log\Big(\sum_{i\neq k} e^{S_{ik}}
               + \sum_{j\neq k} e^{S_{kj}}\Big)\Big]
 
-    (the reference's ``contrastive_loss``; :math:`\tau = 1` there). Needs a batch of at least 2.
+    (the reference's ``contrastive_loss``; :math:`\tau = 1` there). Needs a batch of at least 2 and a finite
+    :math:`\tau > 0` (τ = 0 divides by zero, a negative τ rewards misalignment).
     """
+    check_number("contrastive_loss: temperature", temperature, strict=True)
     if teacher_codes.shape != student_codes.shape or teacher_codes.dim() != 2:
         raise ValueError(f"contrastive_loss needs two [B, d] code matrices of the same shape, got "
                          f"{tuple(teacher_codes.shape)} and {tuple(student_codes.shape)}")
@@ -139,27 +154,35 @@ def contrastive_loss(teacher_codes: torch.Tensor, student_codes: torch.Tensor, t
     return -(sim.diagonal() - log_denominator).mean()
 
 
-def masked_simse(preds: torch.Tensor, labels: torch.Tensor, penalty: float = 1.0) -> torch.Tensor:
-    r"""Masked scale-invariant MSE over the labelled entries (NaN = missing), as the reference's ``masked_simse``.
+def masked_simse(preds: torch.Tensor, labels: torch.Tensor, penalty: float = 0.1, over: str = "drug"
+                 ) -> torch.Tensor:
+    r"""Masked scale-invariant MSE over the labelled entries (NaN = missing), the reference's ``masked_simse``.
 
-    Per sample :math:`i` with :math:`k_i` labelled drugs and residuals :math:`r_{id}`:
+    With ``over="drug"`` (the default: the reference's final ``loss_and_metrics.py`` as the project's
+    reference notes give it; the commits we could read have the per-line form), per drug :math:`d`
+    with :math:`n_d` labelled cell lines and residuals :math:`r_{id}`:
 
-    .. math:: L = \frac{1}{B'}\sum_i \Big[\frac{1}{k_i}\sum_d r_{id}^2
-              - \lambda\Big(\frac{1}{k_i}\sum_d r_{id}\Big)^2\Big]
+    .. math:: L = \frac{1}{D'}\sum_d \Big[\frac{1}{n_d}\sum_i r_{id}^2
+              - \lambda\Big(\frac{1}{n_d}\sum_i r_{id}\Big)^2\Big]
 
-    with :math:`\lambda` = ``penalty`` (1 in the reference) and :math:`B'` the samples with at least one label
-    (the reference divides by the batch size and gives NaN for a sample with none).
+    with :math:`\lambda` = ``penalty`` (0.1 there) and :math:`D'` the drugs with at least one label in the
+    batch. ``over="cell_line"`` takes the same per cell line across its labelled drugs (the reference's early
+    form, with :math:`\lambda = 1`): it is blind to a constant added to all of a line's predictions, i.e.
+    to the line's overall sensitivity. Groups without a label are left out (the reference's division gives
+    NaN for them). ``penalty`` must lie in [0, 1]: above 1 the loss has no lower bound.
     """
-    if preds.shape != labels.shape:
-        raise ValueError(f"masked_simse: predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} differ")
+    check_simse(penalty, over, "masked_simse: ")
+    if preds.shape != labels.shape or preds.dim() != 2:
+        raise ValueError(f"masked_simse: predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} must be "
+                         f"[samples, drugs] matrices of the same shape")
     mask = ~torch.isnan(labels)
     residual = torch.where(mask, preds - torch.nan_to_num(labels), torch.zeros_like(preds))
-    counts = mask.sum(dim=1)
+    axis = 0 if over == "drug" else 1  # reduce over cell lines (rows) for each drug, or over drugs per line
+    counts = mask.sum(dim=axis)
     has_label = counts > 0
     if not has_label.any():
         return preds.sum() * 0.0  # keeps the graph; a batch without labels teaches nothing
     k = counts[has_label].to(preds.dtype)
-    residual = residual[has_label]
-    mse = residual.square().sum(dim=1) / k
-    mean_residual = residual.sum(dim=1) / k
+    mse = residual.square().sum(dim=axis)[has_label] / k
+    mean_residual = residual.sum(dim=axis)[has_label] / k
     return (mse - penalty * mean_residual.square()).mean()

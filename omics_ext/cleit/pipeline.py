@@ -54,15 +54,16 @@ class CVResult:
         return out
 
     def per_drug_table(self) -> pd.DataFrame:
-        """Pearson, Spearman, RMSE per drug on the pooled out-of-fold predictions, plus a ``mean`` row."""
+        """Pearson, Spearman, MSE, RMSE per drug on the pooled out-of-fold predictions, plus a ``mean`` row (its
+        ``mse`` is the pooled predictions' ``dmse``)."""
         done = ~np.isnan(self.fold_of_line)
         frames = []
         for method, pred in self.predictions.items():
             metrics = per_drug_metrics(self.truth[done], pred[done])
-            frame = pd.DataFrame({"method": method, "drug": self.drugs, "pearson": metrics["pearson"],
-                                  "spearman": metrics["spearman"], "rmse": metrics["rmse"], "n": metrics["n"]})
-            mean = {"method": method, "drug": "mean", "pearson": np.nanmean(metrics["pearson"]),
-                    "spearman": np.nanmean(metrics["spearman"]), "rmse": np.nanmean(metrics["rmse"]),
+            columns = ("pearson", "spearman", "mse", "rmse")
+            frame = pd.DataFrame({"method": method, "drug": self.drugs, **{k: metrics[k] for k in columns},
+                                  "n": metrics["n"]})
+            mean = {"method": method, "drug": "mean", **{k: np.nanmean(metrics[k]) for k in columns},
                     "n": int(metrics["n"].sum())}
             frames.append(pd.concat([frame, pd.DataFrame([mean])], ignore_index=True))
         return pd.concat(frames, ignore_index=True)

@@ -127,7 +127,7 @@ class CLEIT:
     def _regressor(self, n_drugs: int) -> MultiOutputRegressor:
         c = self.config
         return MultiOutputRegressor(c.latent_dim, n_drugs, c.regressor_shared_dim, c.regressor_tower_dims,
-                                    c.dropout).to(self.device)
+                                    c.dropout, c.regressor_activation).to(self.device)
 
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=lr, weight_decay=self.config.weight_decay)
@@ -210,7 +210,7 @@ class CLEIT:
             pred = model(x_val.to(self.device)).cpu()
         metric = self.config.validation_metric
         if metric == "loss":
-            return -float(masked_simse(pred, y_val, self.config.simse_penalty))
+            return -float(masked_simse(pred, y_val, self.config.simse_penalty, self.config.simse_over))
         value = summarize(y_val.numpy(), pred.numpy())[metric]
         return value if np.isfinite(value) else -np.inf
 
@@ -240,7 +240,7 @@ class CLEIT:
             wrapped.train()
             total, batches = 0.0, self._epoch_batches(x.shape[0], c.finetune_batch_size, seed, epoch)
             for idx in batches:
-                loss = masked_simse(wrapped(x[idx]), y[idx], c.simse_penalty)
+                loss = masked_simse(wrapped(x[idx]), y[idx], c.simse_penalty, c.simse_over)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -393,7 +393,8 @@ class CLEIT:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> CLEIT:
         state = load_checkpoint(path)
-        config = state["config"]
+        # checkpoints written before these fields existed were trained with ReLU and the per-line loss
+        config = {"regressor_activation": "relu", "simse_over": "cell_line", **state["config"]}
         cleit = cls(CLEITConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}),
                     seed=state["seed"], device=device)
         for name in ("expression_model", "mutation_model"):

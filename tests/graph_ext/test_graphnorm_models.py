@@ -159,7 +159,9 @@ def test_regular_graphs_collapse_under_instance_norm():
 def test_training_loop_learns_and_reports(single_thread):
     torch.manual_seed(0)
     data = regular_graphs(degrees=(3, 4), num_nodes=10, per_class=8, seed=1)
-    model = GINClassifier(1, 2, hidden=16, norm="graph")
+    # no dropout: with 0.5 on 16 degenerate graphs (constant features) whether 30 epochs reach 100% hinged on
+    # float rounding (PyG's own GraphNorm got there for 13 of 16 seeds); without it, for every seed tried
+    model = GINClassifier(1, 2, hidden=16, norm="graph", dropout=0.0)
     history = train_graph_classifier(model, data, epochs=30, lr=1e-3, batch_size=8, seed=0,
                                      eval_sets={"heldout": data[:4]}, progress=False)
     assert set(history) == {"loss", "train_acc", "heldout_acc"} and len(history["train_acc"]) == 30

@@ -225,3 +225,81 @@ def test_metrics_hand_values_and_skimage_ssim():
     assert psnr(a, b, crop_border=4) != psnr(a, b)
     with pytest.raises(GraftkitError, match="shape"):
         psnr(a, b[:, :20])
+
+
+def _nan_at(shape, index=(0, 1, 2, 3)):
+    x = torch.rand(shape)
+    x[index] = float("nan")
+    return x
+
+
+def test_nan_inputs_raise_at_every_public_entry_point():
+    # upscale with a NaN z or a NaN gaussian_scale returned a NaN image silently
+    from vision_ext.irn.evaluation import evaluate_images
+    from vision_ext.irn.images import to_uint8
+    from vision_ext.irn.training import PatchSampler, TrainConfig, train
+
+    model = IRN(2, blocks_per_step=1, growth_channels=4)
+    lr = torch.rand(1, 3, 4, 4)
+    calls = {
+        "forward": lambda: model(_nan_at((1, 3, 8, 8))),
+        "inverse": lambda: model.inverse(_nan_at((1, 12, 4, 4))),
+        "downscale": lambda: model.downscale(_nan_at((1, 3, 8, 8))),
+        "upscale lr": lambda: model.upscale(_nan_at((1, 3, 4, 4))),
+        "upscale z": lambda: model.upscale(lr, _nan_at((1, 9, 4, 4))),
+        "upscale -inf z": lambda: model.upscale(lr, torch.full((1, 9, 4, 4), -math.inf)),
+        "evaluate_images": lambda: list(evaluate_images(model, [("x", _nan_at((3, 8, 8), (0, 1, 2)))])),
+        "imresize": lambda: imresize(_nan_at((3, 8, 8), (0, 1, 2)), 0.5),
+        "psnr": lambda: psnr(_nan_at((3, 8, 8), (0, 1, 2)), torch.rand(3, 8, 8)),
+        "ssim": lambda: ssim(torch.rand(3, 16, 16), _nan_at((3, 16, 16), (0, 1, 2))),
+        "to_uint8": lambda: to_uint8(_nan_at((3, 8, 8), (0, 1, 2))),
+        "PatchSampler": lambda: PatchSampler([_nan_at((3, 8, 8), (0, 1, 2))], 4, 2),
+        "train": lambda: train(model, [_nan_at((3, 8, 8), (0, 1, 2))], TrainConfig(steps=1, batch_size=1,
+                                                                                 patch_size=4), progress=False),
+    }
+    for name, call in calls.items():
+        with pytest.raises(GraftkitError, match="NaN or infinite"):
+            call()
+        assert name
+    for scale in (math.nan, math.inf, -1.0):
+        with pytest.raises(GraftkitError, match="gaussian_scale"):
+            model.upscale(lr, gaussian_scale=scale)
+
+
+@pytest.mark.parametrize("size", [(-3, -3), (0, 4), (8, 0), (8,), (8, 8, 8), (2.5, 4), (True, 4), "88", 8])
+def test_upscale_size_must_be_two_positive_ints(size):
+    # size=(-3, -3) used to slice to a 13x13 image of a 16x16 upscale
+    model = IRN(2, blocks_per_step=1, growth_channels=4)
+    with pytest.raises(GraftkitError, match="size must be"):
+        model.upscale(torch.rand(1, 3, 8, 8), size=size)
+    with pytest.raises(GraftkitError, match="larger than the upscaled"):
+        model.upscale(torch.rand(1, 3, 8, 8), size=(17, 16))
+    assert model.upscale(torch.rand(1, 3, 8, 8), size=torch.Size([13, 16])).shape == (1, 3, 13, 16)
+
+
+def test_images_outside_the_unit_range_raise_naming_it():
+    # 0-255 images gave a saturated LR image silently
+    from vision_ext.irn.training import PatchSampler
+
+    model = IRN(2, blocks_per_step=1, growth_channels=4)
+    eight_bit = torch.randint(0, 256, (1, 3, 8, 8)).float()
+    for call in (lambda: model.downscale(eight_bit), lambda: model.upscale(eight_bit[..., :4, :4]),
+                 lambda: psnr(eight_bit, eight_bit), lambda: PatchSampler([eight_bit[0]], 4, 2)):
+        with pytest.raises(GraftkitError, match=r"\[0, 1\].*divide by 255"):
+            call()
+    with pytest.raises(GraftkitError, match=r"in \[0, 1\].*got values in \[-0\.4"):
+        model.downscale(torch.rand(1, 3, 8, 8) - 0.5)
+    lr, z = model.downscale(torch.rand(1, 3, 8, 8))  # the bounds themselves are fine
+    model.downscale(torch.zeros(1, 3, 8, 8)), model.downscale(torch.ones(1, 3, 8, 8))
+    assert model.upscale(lr, z).shape == (1, 3, 8, 8)
+
+
+@pytest.mark.slow
+def test_value_checks_do_not_break_fullgraph_compile():
+    model = IRN(2, blocks_per_step=1, growth_channels=4).eval()
+    _randomize(model, std=0.02)
+    x = torch.rand(1, 3, 8, 8)
+    y = torch.compile(model, backend="eager", fullgraph=True)(x)
+    torch.testing.assert_close(y, model(x))
+    restored = torch.compile(model.inverse, backend="eager", fullgraph=True)(y)
+    torch.testing.assert_close(restored, model.inverse(y))

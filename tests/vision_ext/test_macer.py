@@ -254,3 +254,34 @@ def test_bad_smoothing_inputs():
         smooth.certify(torch.full((1, 8, 8), float("nan")), 10, 100, 0.001, 50)
     with pytest.raises(GraftkitError, match="num_classes"):
         Smooth(lenet, 1, 0.25)
+
+
+class NonFinite(nn.Module):
+    """Logits of 3 classes that are ``value`` in row ``row`` of every batch (all rows when None)."""
+
+    def __init__(self, value: float, row: int | None = None) -> None:
+        super().__init__()
+        self.value, self.row = value, row
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 3)
+        if self.row is None:
+            logits.fill_(self.value)
+        else:
+            logits[self.row, 1] = self.value
+        return logits
+
+
+@pytest.mark.parametrize("model", [NonFinite(float("nan")), NonFinite(float("nan"), row=3),
+                                   NonFinite(float("inf"), row=0), NonFinite(-float("inf"))],
+                         ids=["all-nan", "one-nan", "one-inf", "all-minus-inf"])
+def test_non_finite_logits_raise(model):
+    # argmax of NaN logits counted as class 0: a model that outputs NaN got (class 0, radius 0.375)
+    smooth = Smooth(model, 3, sigma=0.25)
+    x = torch.rand(1, 4, 4)
+    images, labels = x[None].repeat(2, 1, 1, 1), torch.zeros(2, dtype=torch.long)
+    calls = [lambda: smooth.certify(x, 10, 100, 0.001, 50), lambda: smooth.predict(x, 100, 0.001, 50),
+             lambda: smooth.sample_counts(x, 100, 50), lambda: certify_dataset(smooth, images, labels, 10, 100)]
+    for call in calls:
+        with pytest.raises(GraftkitError, match="non-finite logits"):
+            call()

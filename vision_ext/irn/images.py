@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from graftkit.errors import GraftkitError
+from vision_ext.irn.checks import check_values
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 _CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1"}
@@ -61,6 +62,7 @@ def to_uint8(image: Tensor) -> np.ndarray:
     """(3, H, W) float in [0, 1] → (H, W, 3) uint8, rounded (values outside [0, 1] are clipped)."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise GraftkitError(f"expected an RGB image (3, H, W), got {tuple(image.shape)}")
+    check_values(image, "the image to save")
     array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return array.permute(1, 2, 0).cpu().numpy()
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from graftkit.errors import GraftkitError
+from vision_ext.irn.checks import check_values
 
 
 def rgb_to_y(image: Tensor) -> Tensor:
@@ -32,6 +33,9 @@ def _prepare(a: Tensor, b: Tensor, crop_border: int, y_channel: bool) -> tuple[T
         raise GraftkitError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     if a.dim() not in (3, 4):
         raise GraftkitError(f"images must be (C, H, W) or (B, C, H, W), got {tuple(a.shape)}")
+    for image, which in ((a, "first"), (b, "second")):
+        # the literature measures 8-bit images: quantize() a network's output before scoring it
+        check_values(image, f"the {which} image", unit_range=True)
     a, b = a.double(), b.double()
     if crop_border:
         if min(a.shape[-2:]) <= 2 * crop_border:

@@ -8,11 +8,14 @@ back to x exactly (up to float error).
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_number
+from vision_ext.irn.checks import check_values
 from vision_ext.irn.configuration_irn import IRNConfig
 
 
@@ -138,6 +141,9 @@ class IRN(nn.Module):
 
     Inputs are float images in [0, 1], shape (B, 3, H, W). ``forward`` needs H, W divisible by ``scale``;
     ``downscale`` pads other sizes by edge replication and ``upscale(..., size=(H, W))`` crops back.
+    NaN or infinite inputs (images, y, z, ``gaussian_scale``) raise ``GraftkitError``, and so do images
+    outside [0, 1] (0–255 ones, say) given to ``downscale``/``upscale`` (the raw flow takes any finite
+    tensor); the value checks are skipped while ``torch.compile``/``torch.export`` trace.
     """
 
     def __init__(self, scale: int | None = None, *, config: IRNConfig | None = None, **overrides: object) -> None:
@@ -189,13 +195,18 @@ class IRN(nn.Module):
             raise GraftkitError(f"{what} must be a float tensor in [0, 1], got dtype {x.dtype}")
 
     def forward(self, x: Tensor) -> Tensor:
-        """Raw flow HR → [LR, z]; H and W must be divisible by ``scale``."""
+        """Raw flow HR → [LR, z] of any finite tensor (a bijection, no range check: ``downscale`` is the
+        call for images); H and W must be divisible by ``scale``."""
         self._check_image(x, "input image", self.config.in_channels)
         if x.shape[-2] % self.scale or x.shape[-1] % self.scale:
             raise GraftkitError(
                 f"image size {tuple(x.shape[-2:])} is not divisible by the scale {self.scale}; "
                 "use downscale(), which pads, or crop the image"
             )
+        check_values(x, "input image")
+        return self._flow(x)
+
+    def _flow(self, x: Tensor) -> Tensor:
         out = x.contiguous(memory_format=self._memory_format())
         for blocks in self.levels:
             out = self.haar(out)
@@ -206,6 +217,10 @@ class IRN(nn.Module):
     def inverse(self, y: Tensor) -> Tensor:
         """Raw inverse flow [LR, z] → HR."""
         self._check_image(y, "flow output y", self.config.in_channels * self.scale**2)
+        check_values(y, "flow output y")
+        return self._inverse_flow(y)
+
+    def _inverse_flow(self, y: Tensor) -> Tensor:
         out = y.contiguous(memory_format=self._memory_format())
         for blocks in reversed(self.levels):
             for block in reversed(blocks):
@@ -220,12 +235,12 @@ class IRN(nn.Module):
         :meth:`upscale` to crop the restored image back.
         """
         self._check_image(hr, "HR image", self.config.in_channels)
-        _check_finite(hr, "HR image")
+        check_values(hr, "HR image", unit_range=True)
         height, width = hr.shape[-2:]
         pad_h, pad_w = -height % self.scale, -width % self.scale
         if pad_h or pad_w:
             hr = F.pad(hr, (0, pad_w, 0, pad_h), mode="replicate")
-        y = self.forward(hr)
+        y = self._flow(hr)
         channels = self.config.in_channels
         return quantize(y[:, :channels]), y[:, channels:]
 
@@ -241,20 +256,30 @@ class IRN(nn.Module):
         """LR (B, 3, h, w) → HR (B, 3, h·s, w·s) (cropped to ``size`` when given).
 
         z: the latent from :meth:`downscale`, or None to sample ``gaussian_scale · N(0, 1)``
-        (``gaussian_scale=0``: z = 0, the distribution's mode).
+        (``gaussian_scale=0``: z = 0, the distribution's mode); ``gaussian_scale`` must be finite and >= 0.
+        size: (height, width), positive and at most the upscaled size.
         """
         self._check_image(lr, "LR image", self.config.in_channels)
-        _check_finite(lr, "LR image")
+        check_number("gaussian_scale", gaussian_scale)
         batch, _, height, width = lr.shape
+        full = (height * self.scale, width * self.scale)
+        if size is not None:
+            if (not isinstance(size, tuple | list) or len(size) != 2
+                    or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in size)):
+                raise GraftkitError(f"size must be (height, width), two positive integers, got {size!r}")
+            if size[0] > full[0] or size[1] > full[1]:
+                raise GraftkitError(f"size {tuple(size)} is larger than the upscaled image {full}")
+        check_values(lr, "LR image", unit_range=True)
         latent_shape = (batch, self.latent_channels, height, width)
         if z is None:
             z = torch.randn(latent_shape, generator=generator, device=lr.device, dtype=lr.dtype) * gaussian_scale
-        elif tuple(z.shape) != latent_shape:
-            raise GraftkitError(f"z must have shape {latent_shape} for this LR image, got {tuple(z.shape)}")
-        hr = self.inverse(torch.cat((lr, z.to(lr.dtype)), dim=1))
+        elif not isinstance(z, Tensor) or tuple(z.shape) != latent_shape:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise GraftkitError(f"z must have shape {latent_shape} for this LR image, got {shape}")
+        else:
+            check_values(z, "z")
+        hr = self._inverse_flow(torch.cat((lr, z.to(lr.dtype)), dim=1))
         if size is not None:
-            if size[0] > hr.shape[-2] or size[1] > hr.shape[-1]:
-                raise GraftkitError(f"size {tuple(size)} is larger than the upscaled image {tuple(hr.shape[-2:])}")
             hr = hr[..., : size[0], : size[1]]
         return hr
 
@@ -270,7 +295,3 @@ def _memory_format(x: Tensor) -> torch.memory_format:
         return torch.channels_last
     return torch.contiguous_format
 
-
-def _check_finite(x: Tensor, what: str) -> None:
-    if not torch.isfinite(x).all():
-        raise GraftkitError(f"{what} contains NaN or infinite values")

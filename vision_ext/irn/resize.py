@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from graftkit.errors import GraftkitError
+from vision_ext.irn.checks import check_values
 
 
 def cubic(x: Tensor) -> Tensor:
@@ -59,6 +60,7 @@ def imresize(image: Tensor, scale: float | None = None, size: tuple[int, int] | 
         raise GraftkitError("imresize needs exactly one of scale or size")
     if image.dim() < 2 or not image.is_floating_point():
         raise GraftkitError(f"imresize needs a float tensor (..., H, W), got {image.dtype} {tuple(image.shape)}")
+    check_values(image, "the image to resize")
     height, width = image.shape[-2:]
     if size is None:
         if not scale > 0:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from graftkit.checkpoint import load_checkpoint, save_checkpoint
 from graftkit.errors import GraftkitError, check_int, check_number
+from vision_ext.irn.checks import check_values
 from vision_ext.irn.configuration_irn import IRNConfig
 from vision_ext.irn.modeling_irn import IRN, quantize
 from vision_ext.irn.resize import imresize
@@ -108,6 +109,11 @@ class PatchSampler:
                  seed: int = 0) -> None:
         if patch_size % scale:
             raise GraftkitError(f"patch_size {patch_size} must be divisible by the scale {scale}")
+        for index, img in enumerate(images):
+            if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3 or not img.is_floating_point():
+                shape = (img.dtype, tuple(img.shape)) if isinstance(img, Tensor) else type(img).__name__
+                raise GraftkitError(f"training image {index} must be a float RGB tensor (3, H, W), got {shape}")
+            check_values(img, f"training image {index}", unit_range=True)
         usable = [img for img in images if min(img.shape[-2:]) >= patch_size]
         if not usable:
             raise GraftkitError(f"no training image is at least {patch_size}×{patch_size}; lower --patch-size")

@@ -94,7 +94,10 @@ class Smooth:
 
     @torch.no_grad()
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int) -> torch.Tensor:
-        """How often f(x + δ) picks each class over ``num`` noise draws: a (num_classes,) int64 tensor."""
+        """How often f(x + δ) picks each class over ``num`` noise draws: a (num_classes,) int64 tensor.
+
+        Raises ``GraftkitError`` when the base classifier returns NaN or infinite logits (no class is picked).
+        """
         self._check_input(x)
         check_int("the number of noise samples", num)
         check_int("batch_size", batch_size)
@@ -111,6 +114,10 @@ class Smooth:
                 if logits.shape != (size, self.num_classes):
                     raise GraftkitError(f"the base classifier returned logits of shape "
                                         f"{tuple(logits.shape)}, expected ({size}, {self.num_classes})")
+                if not torch.isfinite(logits).all():
+                    # argmax would count a NaN row as class 0 and certify a model that outputs garbage
+                    raise GraftkitError(f"the base classifier returned non-finite logits (NaN or inf) on "
+                                        f"noisy samples {start}-{start + size - 1} of {num}")
                 counts += torch.bincount(logits.argmax(1), minlength=self.num_classes)
         finally:
             self.base_classifier.train(was_training)
