@@ -176,14 +176,27 @@ def test_non_finite_bert_output_is_an_error(world):
         model(**batch(task)["net_input"])
 
 
-def test_bert_output_layer_selects_that_hidden_state(world):
-    _, task, model = build(world, "--bert-output-layer", "1")
+@pytest.mark.parametrize("layer, hidden_state", [(0, 1), (1, 2), (-1, 2), (-2, 1)])
+def test_bert_output_layer_counts_layer_outputs_as_bert_nmt(world, layer, hidden_state):
+    """bert-nmt indexes BERT's layer outputs only: N = 0 is the first layer's output, -1 the last, -L the first.
+
+    The tiny BERT has 2 layers, so HF's hidden_states are (embeddings, layer 1, layer 2).
+    """
+    _, task, model = build(world, "--bert-output-layer", str(layer))
     model.eval()
     ids = batch(task)["net_input"]["bert_input"]
     memory = model.encoder.encode_bert(ids)
     states = model.encoder.bert(input_ids=ids, attention_mask=ids.ne(model.encoder.bert_pad_idx).long(),
                                 output_hidden_states=True).hidden_states
-    torch.testing.assert_close(memory.out, states[1].transpose(0, 1))
+    assert len(states) == 3
+    torch.testing.assert_close(memory.out, states[hidden_state].transpose(0, 1))
+    assert not torch.allclose(memory.out, states[0].transpose(0, 1)), "the embeddings are never selected"
+
+
+@pytest.mark.parametrize("layer", ["2", "-3"])
+def test_bert_output_layer_out_of_range_names_the_valid_range(world, layer):
+    with pytest.raises(GraftkitError, match=r"--bert-output-layer .*\(use -2\.\.1"):
+        build(world, "--bert-output-layer", layer)
 
 
 def test_two_different_vocabularies_train(world):
