@@ -63,7 +63,6 @@ def _prepare(args: argparse.Namespace) -> int:
     load_plugins()
     from plugins.bert_fused.bert_side import (
         BertTokenizing,
-        bert_data_prefix,
         bert_max_length,
         load_bert_tokenizer,
         prepare_bert_side,
@@ -75,13 +74,11 @@ def _prepare(args: argparse.Namespace) -> int:
     tokenizer = load_bert_tokenizer(args.bert_model)
     tokenizing = BertTokenizing(tokenizer, bert_max_length(args.bert_model, tokenizer, args.max_length))
     remove_bpe = None if args.remove_bpe in ("", "none") else args.remove_bpe
-    for split, prefix in _splits(args):
-        source = prefix.with_name(f"{prefix.name}.{args.source_lang}")
-        before = tokenizing.truncated
-        n = prepare_bert_side(tokenizing, source, bert_data_prefix(args.destdir, split, args.source_lang),
-                              remove_bpe)
-        cut = tokenizing.truncated - before
-        print(f"{split}: {n} sentences from {source}"
-              + (f"; WARNING: {cut} longer than {tokenizing.max_length} BERT tokens were truncated" if cut else ""))
+    sources = {split: prefix.with_name(f"{prefix.name}.{args.source_lang}") for split, prefix in _splits(args)}
+    prepared = prepare_bert_side(tokenizing, sources, args.destdir, args.source_lang, remove_bpe)
+    for split, done in prepared.items():
+        print(f"{split}: {done.sentences} sentences from {done.source}"
+              + (f"; WARNING: {done.truncated} longer than {tokenizing.max_length} BERT tokens were truncated"
+                 if done.truncated else ""))
     write_info(args.destdir, tokenizer, str(Path(args.bert_model).resolve()), tokenizing.max_length)
     return 0

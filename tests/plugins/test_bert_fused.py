@@ -457,3 +457,25 @@ def test_prepare_writes_the_bert_side_and_truncates_with_a_count(world, tmp_path
     assert max(len(task.dataset("valid")[i]["bert_source"]) for i in range(8)) == 6
     assert main(["bertnmt", "prepare", "--bert-model", str(tmp_path / "no-bert"), "--source-lang", "src",
                  "--validpref", str(raw / "valid"), "--destdir", str(data)]) == 2
+
+
+def test_prepare_with_an_empty_source_fails_and_keeps_the_earlier_output(world, tmp_path, capsys):
+    """An empty split is an error, and no split is replaced unless every split is written (all or nothing)."""
+    from graftkit.cli import main
+
+    data, raw = tmp_path / "bin", world["raw"]
+    data.mkdir()
+    prepare = ["bertnmt", "prepare", "--bert-model", str(world["bert"]), "--source-lang", "src", "--destdir",
+               str(data)]
+    assert main([*prepare, "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid")]) == 0
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    assert {"train.bert.src.bin", "train.bert.src.idx", "valid.bert.src.bin"} <= set(before)
+    empty = tmp_path / "empty"
+    (tmp_path / "empty.src").write_text("")
+    capsys.readouterr()
+    for splits in (["--trainpref", str(empty)], ["--validpref", str(raw / "valid"), "--testpref", str(empty)]):
+        assert main([*prepare, *splits]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"graftkit: error: source text is empty: {empty}.src (nothing was written)\n"
+        assert captured.out == ""
+        assert {p.name: p.read_bytes() for p in data.iterdir()} == before
