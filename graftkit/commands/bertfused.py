@@ -11,7 +11,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int
 
 
 def load_plugins() -> None:
@@ -69,6 +69,7 @@ def _prepare(args: argparse.Namespace) -> int:
         write_info,
     )
 
+    check_int("--max-length", args.max_length, minimum=0)
     if not args.destdir.is_dir():
         raise GraftkitError(f"--destdir not found: {args.destdir} (run fairseq-preprocess first)")
     tokenizer = load_bert_tokenizer(args.bert_model)

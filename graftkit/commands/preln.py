@@ -20,7 +20,9 @@ def _depths(text: str) -> list[int]:
 
 def _gradnorm(args: argparse.Namespace) -> int:
     from graftkit import preln_gradnorm as gn
+    from graftkit.checkpoint import check_writable
 
+    check_writable(args.out, folder=True, what="--out")
     settings = gn.GradNormSettings(d_model=args.d_model, heads=args.heads, seq_len=args.seq_len,
                                    batch=args.batch, loss=args.loss)
     result = gn.measure(args.depths, args.seeds, settings, progress=not args.json)
@@ -38,8 +40,10 @@ def _gradnorm(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from graftkit.checkpoint import check_writable
     from plugins.convert_preln import convert_fairseq_roberta_to_preln_bert
 
+    check_writable(args.out, folder=True, what="OUT")
     out = convert_fairseq_roberta_to_preln_bert(args.checkpoint, args.out)
     print(f"wrote {out} (load with hf_models.PreLNBertForMaskedLM.from_pretrained, or "
           "AutoModelForMaskedLM.from_pretrained(..., trust_remote_code=True))")
