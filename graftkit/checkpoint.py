@@ -101,5 +101,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for a corrupt or foreign file
-        # `from None`: torch's message (advice to load with weights_only=False included) must not reach the user
-        raise GraftkitError(f"cannot read {path}: not a {kind} ({_why_unreadable(path, err)})") from None
+        raise unreadable_checkpoint(path, err, kind) from None
+
+
+def unreadable_checkpoint(path: str | os.PathLike, err: Exception, kind: str) -> GraftkitError:
+    """The error for a file that ``torch.load`` could not read: raise it ``from None``, so that torch's message,
+    with its advice to load with ``weights_only=False``, never reaches the user."""
+    path = Path(path)
+    return GraftkitError(f"cannot read {path}: not a {kind} ({_why_unreadable(path, err)})")

@@ -25,6 +25,7 @@ from fairseq.models.transformer import (
 )
 from torch import Tensor
 
+from graftkit.checkpoint import unreadable_checkpoint
 from graftkit.errors import GraftkitError
 from plugins.bert_fused.bert_side import bert_hidden_size, load_bert_model
 from plugins.bert_fused.modules import (
@@ -201,7 +202,10 @@ def warm_start_from_nmt(model: BertFusedModel, path: str | os.PathLike) -> list[
     """
     if not os.path.isfile(path):
         raise GraftkitError(f"--warmup-from-nmt checkpoint not found: {path}")
-    nmt = checkpoint_utils.load_checkpoint_to_cpu(str(path))["model"]
+    try:
+        nmt = checkpoint_utils.load_checkpoint_to_cpu(str(path))["model"]
+    except Exception as err:  # torch raises several types for a corrupt or foreign file
+        raise unreadable_checkpoint(path, err, "fairseq checkpoint") from None
     own = model.state_dict()
     unexpected = sorted(k for k in nmt if k not in own)
     if any(k.startswith(BERT_PREFIX) or ".bert_attn." in k for k in nmt):

@@ -1,4 +1,4 @@
-import argparse
+import fractions
 import os
 import pickle
 import random
@@ -52,8 +52,8 @@ def _unreadable_files(tmp_path):
     }
     for name, (data, _) in cases.items():
         (tmp_path / name).write_bytes(data)
-    torch.save({"settings": argparse.Namespace(lr=1.0)}, tmp_path / "object.pt")
-    cases["object.pt"] = (None, "it holds a Python object of type argparse.Namespace")
+    torch.save({"ratio": fractions.Fraction(1, 3)}, tmp_path / "object.pt")
+    cases["object.pt"] = (None, "it holds a Python object of type fractions.Fraction")
     return {tmp_path / name: reason for name, (_, reason) in cases.items()}
 
 
@@ -69,11 +69,11 @@ def test_unreadable_files_say_why_and_never_advise_weights_only_false(tmp_path):
 
 
 def test_allowed_classes_are_loaded_and_nothing_else(tmp_path):
-    torch.save({"settings": argparse.Namespace(lr=1.0)}, tmp_path / "ns.pt")
-    state = load_checkpoint(tmp_path / "ns.pt", allowed_classes=[argparse.Namespace])
-    assert state["settings"].lr == 1.0
-    with pytest.raises(GraftkitError, match="argparse.Namespace"):
-        load_checkpoint(tmp_path / "ns.pt")  # the allowance does not outlive the call
+    torch.save({"ratio": fractions.Fraction(1, 3)}, tmp_path / "fraction.pt")
+    state = load_checkpoint(tmp_path / "fraction.pt", allowed_classes=[fractions.Fraction])
+    assert state["ratio"] == fractions.Fraction(1, 3)
+    with pytest.raises(GraftkitError, match="fractions.Fraction"):
+        load_checkpoint(tmp_path / "fraction.pt")  # the allowance does not outlive the call
 
 
 def test_check_writable_refuses_what_atomic_write_could_not_write(tmp_path):

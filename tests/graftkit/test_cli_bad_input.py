@@ -9,6 +9,7 @@ case. ``{name}`` in a case's argv is a path in that folder; ``{new}`` a path in 
 from __future__ import annotations
 
 import argparse
+import fractions
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def world(tmp_path_factory) -> Path:
     (root / "a_file").write_text("not a folder\n")
     (root / "empty_dir").mkdir()
     torch.save({"weights": torch.zeros(2)}, root / "foreign.pt")  # a torch file of nobody we know
-    torch.save({"settings": argparse.Namespace(lr=1)}, root / "object.pt")
+    torch.save({"ratio": fractions.Fraction(1, 3)}, root / "object.pt")  # not loaded: could be any class
     torch.save(torch.zeros(3), root / "tensor.pt")
 
     # MACER: tiny .npz data sets and a trained checkpoint (one epoch of LeNet on 16 8x8 images)
@@ -291,7 +292,7 @@ CASES = [
     ("certify/model-random-bytes", _with(MACER_CERTIFY, "--model", "{random.bin}"), "not a graftkit checkpoint"),
     ("certify/model-empty", _with(MACER_CERTIFY, "--model", "{empty.bin}"),
      "not a graftkit checkpoint (the file is empty)"),
-    ("certify/model-python-object", _with(MACER_CERTIFY, "--model", "{object.pt}"), "argparse.Namespace"),
+    ("certify/model-python-object", _with(MACER_CERTIFY, "--model", "{object.pt}"), "fractions.Fraction"),
     ("certify/model-other", _with(MACER_CERTIFY, "--model", "{irn/irn.pt}"), "macer train"),
     ("certify/model-tensor", _with(MACER_CERTIFY, "--model", "{tensor.pt}"), "macer train"),
     ("certify/data-garbage", _with(MACER_CERTIFY, "--data", "{random.bin}"), "random.bin"),

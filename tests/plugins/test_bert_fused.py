@@ -254,6 +254,11 @@ def test_warm_start_mismatch_is_an_error_not_a_silent_skip(world, tmp_path):
         build(world, "--warmup-from-nmt", str(ckpt))
     with pytest.raises(GraftkitError, match="not found"):
         build(world, "--warmup-from-nmt", str(tmp_path / "missing.pt"))
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(GraftkitError) as info:
+        build(world, "--warmup-from-nmt", str(tmp_path / "random.pt"))
+    assert str(info.value) == (f"cannot read {tmp_path / 'random.pt'}: not a fairseq checkpoint "
+                               "(not a file written by torch.save)")  # and never torch's weights_only advice
 
 
 # --- decoding --------------------------------------------------------------------------------------------
