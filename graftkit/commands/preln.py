@@ -7,21 +7,22 @@ import argparse
 import json
 from pathlib import Path
 
+from graftkit.errors import GraftkitError
+
 
 def _depths(text: str) -> list[int]:
     try:
-        depths = [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"depths must be comma-separated integers, got {text!r}") from None
-    if len(set(depths)) < 2 or min(depths) < 1:
-        raise argparse.ArgumentTypeError(f"give two or more distinct positive depths, got {text!r}")
-    return depths
 
 
 def _gradnorm(args: argparse.Namespace) -> int:
     from graftkit import preln_gradnorm as gn
     from graftkit.checkpoint import check_writable
 
+    if len(set(args.depths)) < 2 or min(args.depths) < 1:
+        raise GraftkitError(f"--depths: give two or more distinct positive depths, got {args.depths}")
     check_writable(args.out, folder=True, what="--out")
     settings = gn.GradNormSettings(d_model=args.d_model, heads=args.heads, seq_len=args.seq_len,
                                    batch=args.batch, loss=args.loss)

@@ -156,6 +156,8 @@ CASES = [
     ("reproduce/out-is-file", ["reproduce", "graphnorm", "--out", "{a_file}", "--no-progress"], "a_file"),
     ("reproduce/out-unwritable", ["reproduce", "graphnorm", "--out", "/proc/nope", "--no-progress"], "/proc/nope"),
     # preln gradnorm
+    ("gradnorm/depths-negative", ["preln", "gradnorm", "--depths=-2,4", "--out", "{new}"], "--depths"),
+    ("gradnorm/depths-one", ["preln", "gradnorm", "--depths", "4", "--out", "{new}"], "--depths"),
     ("gradnorm/seeds-0", ["preln", "gradnorm", "--depths", "2,4", "--seeds", "0", "--out", "{new}"], "seeds"),
     ("gradnorm/d-model-negative", ["preln", "gradnorm", "--depths", "2,4", "--d-model", "-8", "--out", "{new}"],
      "d_model"),
