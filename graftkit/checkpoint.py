@@ -95,8 +95,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise GraftkitError(f"{kind} not found: {path}")
+    # only the classes not allowed yet: leaving the context removes them again, and must not remove one that
+    # was allowed process-wide before (fairseq_compat allows argparse.Namespace for fairseq's own loading)
+    extra = [cls for cls in allowed_classes if cls not in torch.serialization.get_safe_globals()]
     try:
-        with torch.serialization.safe_globals(list(allowed_classes)), warnings.catch_warnings():
+        with torch.serialization.safe_globals(extra), warnings.catch_warnings():
             # a plain pickle makes torch warn about its protocol before failing: one error line is enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)

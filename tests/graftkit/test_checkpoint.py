@@ -76,6 +76,13 @@ def test_allowed_classes_are_loaded_and_nothing_else(tmp_path):
         load_checkpoint(tmp_path / "fraction.pt")  # the allowance does not outlive the call
 
 
+def test_allowing_a_class_keeps_what_was_allowed_process_wide(tmp_path):
+    torch.save({"ratio": fractions.Fraction(1, 3)}, tmp_path / "fraction.pt")
+    with torch.serialization.safe_globals([fractions.Fraction]):  # allowed before, as fairseq_compat does
+        load_checkpoint(tmp_path / "fraction.pt", allowed_classes=[fractions.Fraction])
+        assert fractions.Fraction in torch.serialization.get_safe_globals()
+
+
 def test_check_writable_refuses_what_atomic_write_could_not_write(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("keep")
