@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from graftkit.checkpoint import load_checkpoint
 from graftkit.errors import GraftkitError
 
 _ENCODER = "encoder.sentence_encoder."
@@ -37,14 +38,8 @@ _LAYER_NAMES = {
 
 def _load(checkpoint_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(checkpoint_path)
-    if not path.is_file():
-        raise GraftkitError(f"fairseq checkpoint not found: {path}")
     # fairseq stores its settings as an argparse.Namespace: allow exactly that class, nothing else
-    torch.serialization.add_safe_globals([argparse.Namespace])
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a corrupt or foreign file
-        raise GraftkitError(f"cannot read fairseq checkpoint {path}: {err}") from err
+    state = load_checkpoint(path, kind="fairseq checkpoint", allowed_classes=[argparse.Namespace])
     if not isinstance(state, dict) or "model" not in state:
         raise GraftkitError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
     cfg = (state.get("cfg") or {}).get("model") or state.get("args")

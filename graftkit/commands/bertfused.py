@@ -11,7 +11,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int
 
 
 def load_plugins() -> None:
@@ -63,25 +63,23 @@ def _prepare(args: argparse.Namespace) -> int:
     load_plugins()
     from plugins.bert_fused.bert_side import (
         BertTokenizing,
-        bert_data_prefix,
         bert_max_length,
         load_bert_tokenizer,
         prepare_bert_side,
         write_info,
     )
 
+    check_int("--max-length", args.max_length, minimum=0)
     if not args.destdir.is_dir():
         raise GraftkitError(f"--destdir not found: {args.destdir} (run fairseq-preprocess first)")
     tokenizer = load_bert_tokenizer(args.bert_model)
     tokenizing = BertTokenizing(tokenizer, bert_max_length(args.bert_model, tokenizer, args.max_length))
     remove_bpe = None if args.remove_bpe in ("", "none") else args.remove_bpe
-    for split, prefix in _splits(args):
-        source = prefix.with_name(f"{prefix.name}.{args.source_lang}")
-        before = tokenizing.truncated
-        n = prepare_bert_side(tokenizing, source, bert_data_prefix(args.destdir, split, args.source_lang),
-                              remove_bpe)
-        cut = tokenizing.truncated - before
-        print(f"{split}: {n} sentences from {source}"
-              + (f"; WARNING: {cut} longer than {tokenizing.max_length} BERT tokens were truncated" if cut else ""))
+    sources = {split: prefix.with_name(f"{prefix.name}.{args.source_lang}") for split, prefix in _splits(args)}
+    prepared = prepare_bert_side(tokenizing, sources, args.destdir, args.source_lang, remove_bpe)
+    for split, done in prepared.items():
+        print(f"{split}: {done.sentences} sentences from {done.source}"
+              + (f"; WARNING: {done.truncated} longer than {tokenizing.max_length} BERT tokens were truncated"
+                 if done.truncated else ""))
     write_info(args.destdir, tokenizer, str(Path(args.bert_model).resolve()), tokenizing.max_length)
     return 0

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_int
 
 METRIC_COLUMNS = ("dpearsonr", "dpearsonr_abs", "cpearsonr", "cpearsonr_abs", "dspearmanr", "dmse")
 
@@ -21,7 +21,7 @@ def _write_csv(frame, path: Path) -> None:
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from graftkit.checkpoint import atomic_write
+    from graftkit.checkpoint import atomic_write, check_writable
     from graftkit.runtime import single_thread
     from omics_ext.cleit import CLEITConfig, align_levels, cross_validate, read_matrix, read_mutation, read_responses
     from omics_ext.cleit.pipeline import METHODS
@@ -36,6 +36,10 @@ def _run(args: argparse.Namespace) -> int:
             run_folds = [int(f) for f in args.run_folds.split(",")]
         except ValueError:
             raise GraftkitError(f"--run-folds must be comma-separated fold numbers, got {args.run_folds!r}") from None
+    check_int("--seed", args.seed, minimum=0)
+    check_int("--finetune-epochs", args.finetune_epochs)  # 0 would report an untrained head's predictions
+    out = Path(args.out)
+    check_writable(out, folder=True, what="--out")  # before the folds train, not after
     config = CLEITConfig(expression_pretrain_epochs=args.pretrain_epochs, transmission_epochs=args.transmission_epochs,
                          finetune_epochs=args.finetune_epochs, lr=args.lr, patience=args.patience)
     dataset = align_levels(read_matrix(args.expression, "expression"), read_mutation(args.mutation),
@@ -46,7 +50,6 @@ def _run(args: argparse.Namespace) -> int:
     with single_thread():
         result = cross_validate(dataset, config, n_folds=args.folds, folds=run_folds, methods=methods,
                                 seed=args.seed, progress=not args.no_progress)
-    out = Path(args.out)
     summary = result.summary()
     summary_frame = pd.DataFrame([{"method": m, **{k: summary[m][k] for k in METRIC_COLUMNS}} for m in summary])
     _write_csv(summary_frame, out / "summary.csv")
@@ -65,11 +68,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    from graftkit.checkpoint import atomic_write
+    from graftkit.checkpoint import atomic_write, check_writable
     from omics_ext.cleit import make_synthetic
 
-    ds = make_synthetic(n_samples=args.samples, seed=args.seed)
+    check_int("--samples", args.samples)
+    check_int("--seed", args.seed, minimum=0)
     out = Path(args.out)
+    check_writable(out, folder=True, what="--out")
+    ds = make_synthetic(n_samples=args.samples, seed=args.seed)
     for name, frame in (("expression.csv", ds.expression), ("mutation.csv", ds.mutation.astype(int))):
         atomic_write(out / name, lambda handle, f=frame: handle.write(f.to_csv(index_label="sample").encode()))
     long = ds.responses.stack().rename("auc").reset_index()

@@ -28,6 +28,17 @@ def _add_model_arg(parser: argparse.ArgumentParser) -> None:
                         help="IRN checkpoint written by `graftkit irn train` (default: irn.pt)")
 
 
+def _check_image_output(path: Path) -> None:
+    """Before any work: ``path`` has an image suffix we can write and its folder is writable."""
+    from graftkit.checkpoint import check_writable
+    from vision_ext.irn.images import IMAGE_SUFFIXES
+
+    check_writable(path, what="OUT")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise GraftkitError(f"OUT {path}: unsupported image format {path.suffix!r}; use one of "
+                            f"{', '.join(IMAGE_SUFFIXES)}")
+
+
 def _load_folder(folder: Path) -> list[tuple[str, object]]:
     from vision_ext.irn.images import list_images, load_image
 
@@ -37,9 +48,13 @@ def _load_folder(folder: Path) -> list[tuple[str, object]]:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from graftkit.checkpoint import check_writable
     from vision_ext.irn import IRN
     from vision_ext.irn.training import TrainConfig, train
 
+    if args.out.exists() and not args.resume:
+        raise GraftkitError(f"{args.out} exists: pass --resume to continue it, or choose another --out")
+    check_writable(args.out, what="--out")
     torch.manual_seed(args.seed)
     images = [image for _, image in _load_folder(args.images)]
     model = IRN(args.scale, blocks_per_step=args.blocks, growth_channels=args.growth_channels)
@@ -60,6 +75,7 @@ def _downscale(args: argparse.Namespace) -> int:
     from vision_ext.irn.images import load_image, save_image
     from vision_ext.irn.training import load_irn
 
+    _check_image_output(args.output)
     model = load_irn(args.model)
     hr = load_image(args.input)
     if min(hr.shape[-2:]) < model.scale:
@@ -79,6 +95,7 @@ def _upscale(args: argparse.Namespace) -> int:
 
     if not args.gaussian_scale >= 0:
         raise GraftkitError(f"--gaussian-scale must be >= 0, got {args.gaussian_scale}")
+    _check_image_output(args.output)
     model = load_irn(args.model)
     lr = load_image(args.input)
     size = read_size_tag(args.input)

@@ -22,21 +22,31 @@ def _setup(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     name = args.device
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise GraftkitError(f"unknown --device {name!r}: {err}") from err
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if device.type != "cpu" and not (backend is not None and backend.is_available()):
+        raise GraftkitError(f"--device {name}: this torch {torch.__version__} has no usable {device.type} device "
+                            "(use --device cpu)")
+    if device.index is not None and device.index >= backend.device_count():
+        raise GraftkitError(f"--device {name}: there are only {backend.device_count()} {device.type} device(s)")
+    return device
 
 
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from graftkit.errors import GraftkitError
+    from graftkit.checkpoint import check_writable
+    from graftkit.errors import GraftkitError, check_int
     from vision_ext.macer import MacerConfig, TrainSettings, train_smoothed
     from vision_ext.macer.data import load_images
     from vision_ext.models import build_model
 
     config = MacerConfig(objective=args.objective, sigma=args.sigma, k=args.k, lbd=args.lbd, beta=args.beta,
                          gamma=args.gamma, warmup_epochs=args.warmup_epochs)
+    for milestone in args.milestones:
+        check_int("--milestones (epochs after which the learning rate drops)", milestone, minimum=1)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                              weight_decay=args.weight_decay, milestones=args.milestones, seed=args.seed)
     images, labels = load_images(args.data, "train")
@@ -47,8 +57,10 @@ def _train(args: argparse.Namespace) -> int:
             "input_size": int(images.shape[2])}
     if args.out.exists() and not args.resume:
         raise GraftkitError(f"{args.out} exists: pass --resume to continue it, or choose another --out")
+    check_writable(args.out, what="--out")
+    device = _setup(args)
     torch.manual_seed(args.seed)
-    model = build_model(**spec).to(_setup(args))
+    model = build_model(**spec).to(device)
     history = train_smoothed(model, images, labels, config, settings, checkpoint=args.out, resume=args.resume,
                              model_spec=spec, progress=not args.no_progress)
     if history:
@@ -59,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _certify(args: argparse.Namespace) -> int:
-    from graftkit.checkpoint import load_checkpoint
+    from graftkit.checkpoint import check_writable, load_checkpoint
     from graftkit.errors import GraftkitError
     from vision_ext.macer import Smooth
     from vision_ext.macer.data import load_images
@@ -68,8 +80,11 @@ def _certify(args: argparse.Namespace) -> int:
     from vision_ext.models import build_model
 
     device = _setup(args)
+    plot = args.plot or args.out.with_suffix(".png")
+    check_writable(args.out, what="--out")
+    check_writable(plot, what="--plot")
     state = load_checkpoint(args.model, map_location=device)
-    spec = state.get("model_spec")
+    spec = state.get("model_spec") if isinstance(state, dict) else None
     if not spec or "model" not in state:
         raise GraftkitError(f"{args.model} is not a checkpoint of `graftkit macer train` (no model_spec)")
     model = build_model(**spec).to(device)
@@ -92,7 +107,6 @@ def _certify(args: argparse.Namespace) -> int:
         row["idx"] *= args.skip
     write_certify_tsv(rows, args.out)
     summary = summarize_certification(rows)
-    plot = args.plot or args.out.with_suffix(".png")
     plot_certified_accuracy({f"σ={sigma}": signed_radii(rows)}, plot,
                             title=f"{args.model.name}: n={args.n}, α={args.alpha}, {len(rows)} images")
     print(f"certified {len(rows)} images, σ={sigma}, n0={args.n0}, n={args.n}, α={args.alpha}")

@@ -7,20 +7,23 @@ import argparse
 import json
 from pathlib import Path
 
+from graftkit.errors import GraftkitError
+
 
 def _depths(text: str) -> list[int]:
     try:
-        depths = [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"depths must be comma-separated integers, got {text!r}") from None
-    if len(set(depths)) < 2 or min(depths) < 1:
-        raise argparse.ArgumentTypeError(f"give two or more distinct positive depths, got {text!r}")
-    return depths
 
 
 def _gradnorm(args: argparse.Namespace) -> int:
     from graftkit import preln_gradnorm as gn
+    from graftkit.checkpoint import check_writable
 
+    if len(set(args.depths)) < 2 or min(args.depths) < 1:
+        raise GraftkitError(f"--depths: give two or more distinct positive depths, got {args.depths}")
+    check_writable(args.out, folder=True, what="--out")
     settings = gn.GradNormSettings(d_model=args.d_model, heads=args.heads, seq_len=args.seq_len,
                                    batch=args.batch, loss=args.loss)
     result = gn.measure(args.depths, args.seeds, settings, progress=not args.json)
@@ -38,8 +41,10 @@ def _gradnorm(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from graftkit.checkpoint import check_writable
     from plugins.convert_preln import convert_fairseq_roberta_to_preln_bert
 
+    check_writable(args.out, folder=True, what="OUT")
     out = convert_fairseq_roberta_to_preln_bert(args.checkpoint, args.out)
     print(f"wrote {out} (load with hf_models.PreLNBertForMaskedLM.from_pretrained, or "
           "AutoModelForMaskedLM.from_pretrained(..., trust_remote_code=True))")

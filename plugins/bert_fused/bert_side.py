@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,27 +107,63 @@ class BertTokenizing:
         return torch.tensor(ids, dtype=torch.long)
 
 
-def prepare_bert_side(tokenizing: BertTokenizing, source_file: str | os.PathLike, out_prefix: str,
-                      remove_bpe: str | None = "subword_nmt") -> int:
-    """Tokenize every line of ``source_file`` (de-BPE'd first) and write ``out_prefix.{bin,idx}`` atomically.
+@dataclass
+class PreparedSplit:
+    """What ``prepare_bert_side`` wrote for one split: its source file, sentence and truncation counts."""
 
-    Returns the number of sentences written.
-    """
-    source_file = Path(source_file)
-    if not source_file.is_file():
-        raise GraftkitError(f"source text not found: {source_file}")
-    tmp_bin, tmp_idx = f"{out_prefix}.tmp.bin", f"{out_prefix}.tmp.idx"
-    builder = indexed_dataset.make_builder(tmp_bin, impl="mmap", vocab_size=len(tokenizing.tokenizer))
+    source: Path
+    sentences: int
+    truncated: int
+
+
+def _tokenize_source(tokenizing: BertTokenizing, source_file: Path, out_prefix: str, remove_bpe: str | None) -> int:
+    builder = indexed_dataset.make_builder(indexed_dataset.data_file_path(out_prefix), impl="mmap",
+                                           vocab_size=len(tokenizing.tokenizer))
     n = 0
     with source_file.open(encoding="utf-8") as lines:
         for line in lines:
             text = data_utils.post_process(line.strip(), remove_bpe) if remove_bpe else line.strip()
             builder.add_item(tokenizing(text))
             n += 1
-    builder.finalize(tmp_idx)
-    os.replace(tmp_bin, indexed_dataset.data_file_path(out_prefix))
-    os.replace(tmp_idx, indexed_dataset.index_file_path(out_prefix))
+    builder.finalize(indexed_dataset.index_file_path(out_prefix))
     return n
+
+
+def prepare_bert_side(tokenizing: BertTokenizing, sources: dict[str, Path], data_dir: str | os.PathLike,
+                      src_lang: str, remove_bpe: str | None = "subword_nmt") -> dict[str, PreparedSplit]:
+    """Tokenize each split's ``sources[split]`` (de-BPE'd first) into ``<data_dir>/<split>.bert.<src>.{bin,idx}``.
+
+    All or nothing: every split is written into a staging folder inside ``data_dir`` first and renamed into
+    place only once all of them are complete and non-empty, so a missing, empty or unreadable source leaves the
+    files of an earlier run untouched (fairseq-train cannot read an empty split anyway).
+    """
+    missing = [str(f) for f in sources.values() if not Path(f).is_file()]
+    if missing:
+        raise GraftkitError(f"source text not found: {', '.join(missing)}")
+    empty = [str(f) for f in sources.values() if Path(f).stat().st_size == 0]
+    if empty:
+        raise GraftkitError(f"source text is empty: {', '.join(empty)} (nothing was written)")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".bert_side.", dir=data_dir))
+    except OSError as err:
+        raise GraftkitError(f"cannot write to {data_dir}: {err.strerror}") from err
+    try:
+        prepared = {}
+        for split, source in sources.items():
+            before = tokenizing.truncated
+            try:
+                n = _tokenize_source(tokenizing, Path(source), bert_data_prefix(staging, split, src_lang),
+                                     remove_bpe)
+            except UnicodeDecodeError as err:
+                raise GraftkitError(f"{source} is not UTF-8 text ({err.reason} at byte {err.start})") from err
+            prepared[split] = PreparedSplit(Path(source), n, tokenizing.truncated - before)
+        for split in sources:
+            for path_of in (indexed_dataset.data_file_path, indexed_dataset.index_file_path):
+                os.replace(path_of(bert_data_prefix(staging, split, src_lang)),
+                           path_of(bert_data_prefix(data_dir, split, src_lang)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return prepared
 
 
 def write_info(data_dir: str | os.PathLike, tokenizer, bert_path: str, max_length: int) -> None:

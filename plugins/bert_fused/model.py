@@ -25,6 +25,7 @@ from fairseq.models.transformer import (
 )
 from torch import Tensor
 
+from graftkit.checkpoint import unreadable_checkpoint
 from graftkit.errors import GraftkitError
 from plugins.bert_fused.bert_side import bert_hidden_size, load_bert_model
 from plugins.bert_fused.modules import (
@@ -56,11 +57,15 @@ class BertFusedEncoder(TransformerEncoderBase):
         self.bert = bert = load_bert_model(cfg.bert_model_path)
         self.bert_pad_idx = cfg.bert_pad_idx
         self.finetune_bert = bool(cfg.finetune_bert)
-        n_hidden = bert.config.num_hidden_layers + 1  # hidden_states[0] is the embedding output
-        if not -n_hidden <= cfg.bert_output_layer < n_hidden:
+        n_layers = bert.config.num_hidden_layers
+        if not -n_layers <= cfg.bert_output_layer < n_layers:
             raise GraftkitError(f"--bert-output-layer {cfg.bert_output_layer} is out of range for a BERT with "
-                                f"{n_hidden - 1} layers (use -{n_hidden}..{n_hidden - 1}; -1 = last)")
+                                f"{n_layers} layers (use -{n_layers}..{n_layers - 1}; 0 = first layer's output, "
+                                "-1 = last)")
+        # bert-nmt indexes the list of layer outputs (no embeddings); HF's hidden_states has the embedding output
+        # first, so a non-negative N is HF's N + 1 and a negative N is the same index in both.
         self.bert_output_layer = cfg.bert_output_layer
+        self.bert_hidden_state = cfg.bert_output_layer + 1 if cfg.bert_output_layer >= 0 else cfg.bert_output_layer
         self.bert.requires_grad_(self.finetune_bert)
         self.train(self.training)
 
@@ -84,9 +89,9 @@ class BertFusedEncoder(TransformerEncoderBase):
         padding_mask = bert_input.eq(self.bert_pad_idx)
         with torch.set_grad_enabled(self.finetune_bert and torch.is_grad_enabled()):
             out = self.bert(input_ids=bert_input, attention_mask=(~padding_mask).long(),
-                            output_hidden_states=self.bert_output_layer != -1)
-            hidden = out.last_hidden_state if self.bert_output_layer == -1 else \
-                out.hidden_states[self.bert_output_layer]
+                            output_hidden_states=self.bert_hidden_state != -1)
+            hidden = out.last_hidden_state if self.bert_hidden_state == -1 else \
+                out.hidden_states[self.bert_hidden_state]
         if not torch.isfinite(hidden).all():
             raise GraftkitError("BERT produced non-finite outputs (NaN/inf): check the --bert-model weights")
         return BertMemory(hidden.transpose(0, 1).contiguous(), padding_mask)
@@ -147,7 +152,9 @@ class BertFusedModel(TransformerModel):
         parser.add_argument("--finetune-bert", action="store_true",
                             help="train BERT's parameters too (default: BERT frozen)")
         parser.add_argument("--bert-output-layer", type=int, metavar="N",
-                            help="which BERT hidden state to fuse: 0 = embeddings, -1 = last layer (default)")
+                            help="which BERT layer's output to fuse, counted as bert-nmt does (layer outputs "
+                                 "only, never the embeddings): 0 = first layer, L-1 or -1 = last (default), "
+                                 "-L = first; valid -L..L-1 for an L-layer BERT")
         parser.add_argument("--warmup-from-nmt", metavar="CKPT",
                             help="initialise from a trained transformer checkpoint with the same dictionaries; "
                                  "only the bert_attn weights may be missing from it")
@@ -195,7 +202,10 @@ def warm_start_from_nmt(model: BertFusedModel, path: str | os.PathLike) -> list[
     """
     if not os.path.isfile(path):
         raise GraftkitError(f"--warmup-from-nmt checkpoint not found: {path}")
-    nmt = checkpoint_utils.load_checkpoint_to_cpu(str(path))["model"]
+    try:
+        nmt = checkpoint_utils.load_checkpoint_to_cpu(str(path))["model"]
+    except Exception as err:  # torch raises several types for a corrupt or foreign file
+        raise unreadable_checkpoint(path, err, "fairseq checkpoint") from None
     own = model.state_dict()
     unexpected = sorted(k for k in nmt if k not in own)
     if any(k.startswith(BERT_PREFIX) or ".bert_attn." in k for k in nmt):

@@ -78,3 +78,25 @@ def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert {"cleit_dpearsonr", "mutation_mlp_dpearsonr", "mutation_ae_dpearsonr"} <= set(outcome.metrics)
     (figure,) = outcome.figures
     assert figure.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("out", ["/proc/nope", "existing-file", "existing-file/run"])
+def test_cli_run_checks_the_output_folder_before_any_training(tmp_path, capsys, monkeypatch, out):
+    """An unwritable --out, or one naming a file, used to surface in atomic_write after every fold had trained."""
+    import omics_ext.cleit
+
+    data = tmp_path / "data"
+    assert main(["cleit", "synthetic", "--out", str(data), "--samples", "30"]) == 0
+    (tmp_path / "existing-file").write_text("keep\n")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the output was checked")
+
+    monkeypatch.setattr(omics_ext.cleit, "cross_validate", no_training)
+    out_path = out if out.startswith("/") else str(tmp_path / out)
+    capsys.readouterr()
+    code = main(["cleit", "run", "--expression", str(data / "expression.csv"), "--mutation",
+                 str(data / "mutation.csv"), "--response", str(data / "response.csv"), "--out", out_path])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("graftkit: error: ") and err.count("\n") == 1, err
+    assert (tmp_path / "existing-file").read_text() == "keep\n"

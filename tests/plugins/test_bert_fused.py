@@ -176,14 +176,27 @@ def test_non_finite_bert_output_is_an_error(world):
         model(**batch(task)["net_input"])
 
 
-def test_bert_output_layer_selects_that_hidden_state(world):
-    _, task, model = build(world, "--bert-output-layer", "1")
+@pytest.mark.parametrize("layer, hidden_state", [(0, 1), (1, 2), (-1, 2), (-2, 1)])
+def test_bert_output_layer_counts_layer_outputs_as_bert_nmt(world, layer, hidden_state):
+    """bert-nmt indexes BERT's layer outputs only: N = 0 is the first layer's output, -1 the last, -L the first.
+
+    The tiny BERT has 2 layers, so HF's hidden_states are (embeddings, layer 1, layer 2).
+    """
+    _, task, model = build(world, "--bert-output-layer", str(layer))
     model.eval()
     ids = batch(task)["net_input"]["bert_input"]
     memory = model.encoder.encode_bert(ids)
     states = model.encoder.bert(input_ids=ids, attention_mask=ids.ne(model.encoder.bert_pad_idx).long(),
                                 output_hidden_states=True).hidden_states
-    torch.testing.assert_close(memory.out, states[1].transpose(0, 1))
+    assert len(states) == 3
+    torch.testing.assert_close(memory.out, states[hidden_state].transpose(0, 1))
+    assert not torch.allclose(memory.out, states[0].transpose(0, 1)), "the embeddings are never selected"
+
+
+@pytest.mark.parametrize("layer", ["2", "-3"])
+def test_bert_output_layer_out_of_range_names_the_valid_range(world, layer):
+    with pytest.raises(GraftkitError, match=r"--bert-output-layer .*\(use -2\.\.1"):
+        build(world, "--bert-output-layer", layer)
 
 
 def test_two_different_vocabularies_train(world):
@@ -241,6 +254,11 @@ def test_warm_start_mismatch_is_an_error_not_a_silent_skip(world, tmp_path):
         build(world, "--warmup-from-nmt", str(ckpt))
     with pytest.raises(GraftkitError, match="not found"):
         build(world, "--warmup-from-nmt", str(tmp_path / "missing.pt"))
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(GraftkitError) as info:
+        build(world, "--warmup-from-nmt", str(tmp_path / "random.pt"))
+    assert str(info.value) == (f"cannot read {tmp_path / 'random.pt'}: not a fairseq checkpoint "
+                               "(not a file written by torch.save)")  # and never torch's weights_only advice
 
 
 # --- decoding --------------------------------------------------------------------------------------------
@@ -444,3 +462,25 @@ def test_prepare_writes_the_bert_side_and_truncates_with_a_count(world, tmp_path
     assert max(len(task.dataset("valid")[i]["bert_source"]) for i in range(8)) == 6
     assert main(["bertnmt", "prepare", "--bert-model", str(tmp_path / "no-bert"), "--source-lang", "src",
                  "--validpref", str(raw / "valid"), "--destdir", str(data)]) == 2
+
+
+def test_prepare_with_an_empty_source_fails_and_keeps_the_earlier_output(world, tmp_path, capsys):
+    """An empty split is an error, and no split is replaced unless every split is written (all or nothing)."""
+    from graftkit.cli import main
+
+    data, raw = tmp_path / "bin", world["raw"]
+    data.mkdir()
+    prepare = ["bertnmt", "prepare", "--bert-model", str(world["bert"]), "--source-lang", "src", "--destdir",
+               str(data)]
+    assert main([*prepare, "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid")]) == 0
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    assert {"train.bert.src.bin", "train.bert.src.idx", "valid.bert.src.bin"} <= set(before)
+    empty = tmp_path / "empty"
+    (tmp_path / "empty.src").write_text("")
+    capsys.readouterr()
+    for splits in (["--trainpref", str(empty)], ["--validpref", str(raw / "valid"), "--testpref", str(empty)]):
+        assert main([*prepare, *splits]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"graftkit: error: source text is empty: {empty}.src (nothing was written)\n"
+        assert captured.out == ""
+        assert {p.name: p.read_bytes() for p in data.iterdir()} == before

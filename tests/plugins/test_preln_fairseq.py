@@ -176,7 +176,13 @@ def test_cli_convert_and_its_errors(preln_roberta, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["preln", "convert", str(tmp_path / "junk.pt"), str(tmp_path / "y")]) == 2
-    assert "cannot read fairseq checkpoint" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"graftkit: error: cannot read {tmp_path / 'junk.pt'}: not a fairseq "
+                                       "checkpoint (not a file written by torch.save)\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert main(["preln", "convert", str(tmp_path / "empty.pt"), str(tmp_path / "y")]) == 2
+    assert capsys.readouterr().err == (f"graftkit: error: cannot read {tmp_path / 'empty.pt'}: not a fairseq "
+                                       "checkpoint (the file is empty)\n")
+    assert not (tmp_path / "y").exists()
 
 
 def test_converter_rejects_what_prelnbert_cannot_represent(preln_roberta, tmp_path):
