@@ -8,10 +8,12 @@ Dropout is applied to each sub-layer's output before the residual sum; FFN(x) = 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .activations import activation
 from .attention import SelfAttention
@@ -70,12 +72,20 @@ class Encoder(nn.Module):
     """A stack of ``num_hidden_layers`` :class:`EncoderLayer`; Pre-LN adds ``final_layer_norm``.
 
     ``attention_scale`` overrides the 1/sqrt(head_dim) logit scale of every layer.
+
+    Activation checkpointing: with ``gradient_checkpointing`` set (HF's ``gradient_checkpointing_enable()``
+    sets it and ``_gradient_checkpointing_func``), each layer's activations are recomputed in the backward pass
+    instead of stored, in training mode with gradients on; the gradients are the same (dropout's random state
+    is replayed).
     """
+
+    gradient_checkpointing = False
 
     def __init__(self, config: Any, attention_scale: float | None = None) -> None:
         super().__init__()
         validate_encoder_config(config)
         self.config = config
+        self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
         self.layers = nn.ModuleList(EncoderLayer(config, attention_scale)
                                     for _ in range(config.num_hidden_layers))
         if config.layer_norm_position == "pre":
@@ -90,8 +100,13 @@ class Encoder(nn.Module):
                              f"got {tuple(hidden_states.shape)}")
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, attention_bias, output_attentions)
+            if recompute:
+                hidden_states, weights = self._gradient_checkpointing_func(layer.__call__, hidden_states,
+                                                                           attention_bias, output_attentions)
+            else:
+                hidden_states, weights = layer(hidden_states, attention_bias, output_attentions)
             if all_hidden is not None:
                 all_hidden.append(hidden_states)
             if all_attentions is not None:

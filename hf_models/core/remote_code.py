@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-CORE_MODULES = ("activations", "attention", "config", "embeddings", "encoder", "heads", "modeling",
+CORE_MODULES = ("activations", "attention", "checks", "config", "embeddings", "encoder", "heads", "modeling",
                 "remote_code")
 _CORE_IMPORT = re.compile(r"^(\s*)from \.\.core\.(\w+) import", flags=re.MULTILINE)
 
