@@ -28,6 +28,7 @@ from .remote_code import remote_auto_map, write_remote_code
 __all__ = [
     "ACTIVATIONS", "ATTENTION_IMPLEMENTATIONS", "LAYER_NORM_POSITIONS", "Embeddings", "Encoder",
     "EncoderLayer", "EncoderOutput", "FeedForward", "MaskedLMHead", "Pooler", "SelfAttention", "activation",
-    "check_index_ranges", "checking_values", "classifier_dropout", "combine_biases", "padding_bias", "remote_auto_map", "sequence_classification_loss",
-    "token_cross_entropy", "validate_encoder_config", "write_remote_code",
+    "check_index_ranges", "checking_values", "classifier_dropout", "combine_biases", "padding_bias",
+    "remote_auto_map", "sequence_classification_loss", "token_cross_entropy", "validate_encoder_config",
+    "write_remote_code",
 ]
