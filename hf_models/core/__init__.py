@@ -1,4 +1,5 @@
-"""The encoder core shared by graftkit's HF models (Pre-LN, TUPE, TNF, MC-BERT): plain torch.
+"""The encoder core shared by graftkit's HF models (Pre-LN, TUPE, TNF, MC-BERT): plain torch, plus
+transformers' ``GradientCheckpointingLayer`` under each encoder layer (``gradient_checkpointing_enable()``).
 
 - :class:`Embeddings`: word + learned absolute position + token type, split into ``sum_embeddings`` and
   ``finalize`` so a method can mix into the sum (TNF) or drop absolute positions (TUPE).

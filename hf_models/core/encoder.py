@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .activations import activation
 from .attention import SelfAttention
@@ -41,11 +42,18 @@ class FeedForward(nn.Module):
         return self.output(self.activation(self.intermediate(x)))
 
 
-class EncoderLayer(nn.Module):
-    """One Transformer encoder layer; ``layer_norm_position`` picks where its two LayerNorms sit."""
+class EncoderLayer(GradientCheckpointingLayer):
+    """One Transformer encoder layer; ``layer_norm_position`` picks where its two LayerNorms sit.
+
+    Activation checkpointing is transformers' :class:`GradientCheckpointingLayer`: once
+    ``gradient_checkpointing_enable()`` (or ``layer.gradient_checkpointing = True``) is set, the layer's
+    activations are recomputed in the backward pass, in training mode with gradients on; the gradients are
+    the same (dropout's random state is replayed). Call it with ``hidden_states`` positional.
+    """
 
     def __init__(self, config: Any, attention_scale: float | None = None) -> None:
         super().__init__()
+        self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)  # HF replaces it on enable
         self.pre_norm = config.layer_norm_position == "pre"
         self.attention = SelfAttention(config, scale=attention_scale)
         self.attention_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -71,21 +79,14 @@ class EncoderLayer(nn.Module):
 class Encoder(nn.Module):
     """A stack of ``num_hidden_layers`` :class:`EncoderLayer`; Pre-LN adds ``final_layer_norm``.
 
-    ``attention_scale`` overrides the 1/sqrt(head_dim) logit scale of every layer.
-
-    Activation checkpointing: with ``gradient_checkpointing`` set (HF's ``gradient_checkpointing_enable()``
-    sets it and ``_gradient_checkpointing_func``), each layer's activations are recomputed in the backward pass
-    instead of stored, in training mode with gradients on; the gradients are the same (dropout's random state
-    is replayed).
+    ``attention_scale`` overrides the 1/sqrt(head_dim) logit scale of every layer. Each layer can recompute
+    its activations in the backward pass (activation checkpointing, see :class:`EncoderLayer`).
     """
-
-    gradient_checkpointing = False
 
     def __init__(self, config: Any, attention_scale: float | None = None) -> None:
         super().__init__()
         validate_encoder_config(config)
         self.config = config
-        self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
         self.layers = nn.ModuleList(EncoderLayer(config, attention_scale)
                                     for _ in range(config.num_hidden_layers))
         if config.layer_norm_position == "pre":
@@ -100,13 +101,8 @@ class Encoder(nn.Module):
                              f"got {tuple(hidden_states.shape)}")
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
-        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            if recompute:
-                hidden_states, weights = self._gradient_checkpointing_func(layer.__call__, hidden_states,
-                                                                           attention_bias, output_attentions)
-            else:
-                hidden_states, weights = layer(hidden_states, attention_bias, output_attentions)
+            hidden_states, weights = layer(hidden_states, attention_bias, output_attentions)
             if all_hidden is not None:
                 all_hidden.append(hidden_states)
             if all_attentions is not None:

@@ -175,8 +175,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     data = batch()
     labels = data["input_ids"].masked_fill(data["attention_mask"] == 0, -100)
     layer_calls = []
-    for layer in model.bert.encoder.layers:  # counts forward runs (module hooks do not see the recomputation)
-        layer.forward = lambda *args, _forward=layer.forward: layer_calls.append(1) or _forward(*args)
+    for layer in model.bert.encoder.layers:  # counts each layer's feed-forward runs, recomputations included
+        ffn = layer.feed_forward
+        ffn.forward = lambda *args, _forward=ffn.forward: layer_calls.append(1) or _forward(*args)
 
     def gradients() -> dict[str, torch.Tensor]:
         model.zero_grad()
@@ -189,14 +190,18 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     with warnings.catch_warnings():  # transformers 5 renames it activation_checkpointing_enable; both work
         warnings.simplefilter("ignore", FutureWarning)
         model.gradient_checkpointing_enable()
-    assert model.bert.encoder.gradient_checkpointing
+    assert all(layer.gradient_checkpointing for layer in model.bert.encoder.layers)
     checkpointed = gradients()
     assert len(layer_calls) == 2 + 4  # each layer ran again in the backward pass
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
     model.activation_checkpointing_disable()
-    assert not model.bert.encoder.gradient_checkpointing
+    assert not any(layer.gradient_checkpointing for layer in model.bert.encoder.layers)
+    model.activation_checkpointing_enable(every_n_layers=2)  # HF's option: only layer 0 recomputes
+    layer_calls.clear()
+    gradients()
+    assert len(layer_calls) == 2 + 1
 
 
 @pytest.mark.parametrize("cls", HEADS)
@@ -397,7 +402,7 @@ def test_hf_trainer_with_gradient_checkpointing(tmp_path):
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)
     with single_thread():
         Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
-    assert model.bert.encoder.gradient_checkpointing
+    assert model.bert.encoder.layers[0].gradient_checkpointing
     assert not torch.equal(model.bert.encoder.layers[0].feed_forward.output.weight, before)
 
 
