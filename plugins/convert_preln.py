@@ -115,10 +115,84 @@ def _hf_state_dict(weights: dict[str, torch.Tensor], config) -> dict[str, torch.
     return out
 
 
-def convert_fairseq_roberta_to_preln_bert(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write ``out_dir`` (``save_pretrained`` folder: config.json, model.safetensors, remote code) holding the
-    ``PreLNBertForMaskedLM`` equivalent of the fairseq RoBERTa checkpoint; returns ``out_dir``.
+_SPECIAL_SYMBOLS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq Dictionary's first four ids
+_MASK = "<mask>"  # appended by fairseq's masked_lm task after the dictionary file's symbols
 
+
+def _read_fairseq_dictionary(path: Path) -> list[str]:
+    """The symbols of a fairseq ``dict.txt`` (lines ``<symbol> <count> [#fairseq:overwrite]``), in file order."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeError) as err:
+        raise GraftkitError(f"cannot read fairseq dictionary {path}: {err}") from err
+    symbols = []
+    for number, line in enumerate(lines, 1):
+        fields = line.rstrip().rsplit(" ", 2 if line.rstrip().endswith(" #fairseq:overwrite") else 1)
+        if len(fields) < 2 or not fields[1].isdigit():
+            raise GraftkitError(f"{path}:{number} is not a fairseq dictionary line ('<symbol> <count>'): {line!r}")
+        symbols.append(fields[0])
+    return symbols
+
+
+def fairseq_dictionary_tokenizer(dictionary: str | os.PathLike, vocab_size: int, model_max_length: int):
+    """A ``transformers`` fast tokenizer with the ids of a fairseq masked-LM model's dictionary.
+
+    It tokenizes as ``fairseq-preprocess`` did: split on whitespace, each word looked up in the dictionary
+    (``<unk>`` otherwise), ``<s>`` before and ``</s>`` after (RoBERTa's ``<s> A </s></s> B </s>`` for pairs);
+    ids are fairseq's (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, the file's symbols, ``<mask>`` last).
+    Text must be preprocessed (BPE, normalization) as the training data was. ``vocab_size`` (the model's
+    embedding rows) must equal the dictionary's size plus ``<mask>``.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(dictionary)
+    symbols = [*_SPECIAL_SYMBOLS, *_read_fairseq_dictionary(path), _MASK]
+    if len(symbols) != vocab_size:
+        raise GraftkitError(f"fairseq dictionary {path} gives {len(symbols)} ids (4 special symbols, "
+                            f"{len(symbols) - 5} from the file, <mask>), but the model has {vocab_size} token "
+                            "embeddings: not the dictionary this model was trained with")
+    words = [s for s in symbols[len(_SPECIAL_SYMBOLS):-1] if not s.startswith("madeupword")]
+    if words and all(s.isdigit() for s in words):
+        raise GraftkitError(f"fairseq dictionary {path} holds GPT-2 BPE ids (as fairseq's RoBERTa): a tokenizer "
+                            "for it needs the GPT-2 BPE files, which the converter does not take; convert "
+                            "with --no-tokenizer and tokenize with the BPE the model was trained with")
+    # a symbol listed twice (#fairseq:overwrite) maps to its last id, as in fairseq's Dictionary
+    vocab = {symbol: index for index, symbol in enumerate(symbols)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # fairseq's tokenize_line: split on \s+
+    bos, eos = vocab["<s>"], vocab["</s>"]
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        cls_token="<s>", sep_token="</s>", mask_token=_MASK, model_max_length=model_max_length,
+        model_input_names=["input_ids", "attention_mask"])
+
+
+def _dictionary_of(checkpoint_path: Path, cfg: dict[str, Any]) -> Path:
+    """``dict.txt`` of the data the checkpoint was trained on (its ``data`` setting), else beside it."""
+    data = str(cfg.get("data") or "")
+    candidates = [Path(data.split(os.pathsep)[0]) / "dict.txt"] if data else []
+    candidates.append(checkpoint_path.parent / "dict.txt")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise GraftkitError(f"no fairseq dictionary found for the tokenizer (looked for "
+                        f"{' and '.join(map(str, candidates))}): give it with --dict DICT, or convert without a "
+                        "tokenizer with --no-tokenizer")
+
+
+def convert_fairseq_roberta_to_preln_bert(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike,
+                                          dictionary: str | os.PathLike | None = None,
+                                          tokenizer: bool = True) -> Path:
+    """Write ``out_dir`` (``save_pretrained`` folder: config.json, model.safetensors, remote code, and the
+    tokenizer from the fairseq dictionary) holding the ``PreLNBertForMaskedLM`` equivalent of the fairseq
+    RoBERTa checkpoint; returns ``out_dir``.
+
+    ``dictionary``: the fairseq ``dict.txt`` (default: the one in the checkpoint's training data folder, or
+    beside the checkpoint); ``tokenizer=False`` writes the weights only. With the tokenizer the folder works
+    with ``AutoTokenizer.from_pretrained`` and ``pipeline("fill-mask", model=out_dir)``.
     The folder is written beside ``out_dir`` and renamed into place, so an interrupted conversion leaves
     nothing half-written; an existing non-empty ``out_dir`` is refused.
     """
@@ -129,6 +203,11 @@ def convert_fairseq_roberta_to_preln_bert(checkpoint_path: str | os.PathLike, ou
         raise GraftkitError(f"output folder {out} exists and is not empty")
     weights, cfg = _load(checkpoint_path)
     config = preln_config_from_fairseq(weights, cfg)
+    hf_tokenizer = None
+    if tokenizer:
+        dictionary = Path(dictionary) if dictionary is not None else _dictionary_of(Path(checkpoint_path), cfg)
+        hf_tokenizer = fairseq_dictionary_tokenizer(dictionary, config.vocab_size,
+                                                    config.max_position_embeddings)
     model = PreLNBertForMaskedLM(config)
     try:
         missing, unexpected = model.load_state_dict(_hf_state_dict(weights, config), strict=False)
@@ -140,6 +219,8 @@ def convert_fairseq_roberta_to_preln_bert(checkpoint_path: str | os.PathLike, ou
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp)
+        if hf_tokenizer is not None:
+            hf_tokenizer.save_pretrained(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

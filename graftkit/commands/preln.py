@@ -45,9 +45,11 @@ def _convert(args: argparse.Namespace) -> int:
     from plugins.convert_preln import convert_fairseq_roberta_to_preln_bert
 
     check_writable(args.out, folder=True, what="OUT")
-    out = convert_fairseq_roberta_to_preln_bert(args.checkpoint, args.out)
+    out = convert_fairseq_roberta_to_preln_bert(args.checkpoint, args.out, dictionary=args.dict,
+                                                tokenizer=not args.no_tokenizer)
     print(f"wrote {out} (load with hf_models.PreLNBertForMaskedLM.from_pretrained, or "
-          "AutoModelForMaskedLM.from_pretrained(..., trust_remote_code=True))")
+          "AutoModelForMaskedLM.from_pretrained(..., trust_remote_code=True)"
+          f"{'' if args.no_tokenizer else '; its tokenizer with AutoTokenizer.from_pretrained'})")
     return 0
 
 
@@ -78,8 +80,16 @@ def register(subparsers) -> None:
     c = sub.add_parser("convert", help="fairseq RoBERTa checkpoint -> HF PreLNBertForMaskedLM folder",
                        description="Convert a fairseq RoBERTa checkpoint (e.g. --arch roberta_preln_base, or "
                                    "any roberta arch with --encoder-normalize-before) into a save_pretrained "
-                                   "folder of hf_models.PreLNBertForMaskedLM with identical outputs.")
+                                   "folder of hf_models.PreLNBertForMaskedLM with identical outputs, and a "
+                                   "tokenizer with the fairseq dictionary's ids (whitespace-split words, as "
+                                   "fairseq-preprocess), so AutoTokenizer and pipeline('fill-mask') work.")
     c.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
     c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty)")
+    tokenizer = c.add_mutually_exclusive_group()
+    tokenizer.add_argument("--dict", type=Path, metavar="DICT",
+                           help="fairseq dictionary (dict.txt) for the tokenizer written beside the weights "
+                                "(default: dict.txt of the checkpoint's training data, or beside CKPT)")
+    tokenizer.add_argument("--no-tokenizer", action="store_true",
+                           help="write the weights only (e.g. a GPT-2 BPE dictionary: tokenize as in training)")
     c.set_defaults(func=_convert)
 

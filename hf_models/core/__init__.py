@@ -1,4 +1,5 @@
-"""The encoder core shared by graftkit's HF models (Pre-LN, TUPE, TNF, MC-BERT): plain torch.
+"""The encoder core shared by graftkit's HF models (Pre-LN, TUPE, TNF, MC-BERT): plain torch, plus
+transformers' ``GradientCheckpointingLayer`` under each encoder layer (``gradient_checkpointing_enable()``).
 
 - :class:`Embeddings`: word + learned absolute position + token type, split into ``sum_embeddings`` and
   ``finalize`` so a method can mix into the sum (TNF) or drop absolute positions (TUPE).
@@ -9,6 +10,8 @@
   ``PreTrainedModel`` base and the masked-LM / sequence / token classification models over any base model):
   HF's plumbing, written once for every model on the core.
 - :func:`write_remote_code`: makes a saved folder loadable with ``trust_remote_code=True``.
+- :mod:`.checks`: checks on input values (:func:`check_index_ranges`), skipped while ``torch.compile`` /
+  ``torch.export`` trace (:func:`checking_values`), so every model on the core compiles with ``fullgraph=True``.
 
 Model modules import from the submodules (``from ..core.encoder import Encoder``), which the remote-code
 writer rewrites; code outside ``hf_models`` may import from this package.
@@ -16,6 +19,7 @@ writer rewrites; code outside ``hf_models`` may import from this package.
 
 from .activations import ACTIVATIONS, activation
 from .attention import ATTENTION_IMPLEMENTATIONS, SelfAttention, combine_biases, padding_bias
+from .checks import check_index_ranges, checking_values
 from .config import LAYER_NORM_POSITIONS, validate_encoder_config
 from .embeddings import Embeddings
 from .encoder import Encoder, EncoderLayer, EncoderOutput, FeedForward
@@ -25,6 +29,7 @@ from .remote_code import remote_auto_map, write_remote_code
 __all__ = [
     "ACTIVATIONS", "ATTENTION_IMPLEMENTATIONS", "LAYER_NORM_POSITIONS", "Embeddings", "Encoder",
     "EncoderLayer", "EncoderOutput", "FeedForward", "MaskedLMHead", "Pooler", "SelfAttention", "activation",
-    "classifier_dropout", "combine_biases", "padding_bias", "remote_auto_map", "sequence_classification_loss",
-    "token_cross_entropy", "validate_encoder_config", "write_remote_code",
+    "check_index_ranges", "checking_values", "classifier_dropout", "combine_biases", "padding_bias",
+    "remote_auto_map", "sequence_classification_loss", "token_cross_entropy", "validate_encoder_config",
+    "write_remote_code",
 ]

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import checking_values
+
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
@@ -28,7 +30,8 @@ def attention_implementation(config: Any) -> str:
 def padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """``[batch, key]`` 1/0 mask -> additive ``[batch, 1, 1, key]`` bias: 0 to keep, dtype's minimum to drop.
 
-    Returns None when there is nothing to mask, so the kernel runs without a mask.
+    Returns None when there is nothing to mask, so the kernel runs without a mask; while compiling or
+    exporting it always returns the bias (knowing that would read the mask's values: a graph break).
     """
     if attention_mask is None:
         return None
@@ -36,7 +39,7 @@ def padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> tor
         raise ValueError(f"attention_mask must have shape [batch, seq_len], "
                          f"got {tuple(attention_mask.shape)}")
     keep = attention_mask.bool()
-    if bool(keep.all()):
+    if checking_values() and bool(keep.all()):
         return None
     bias = torch.zeros(keep.shape, dtype=dtype, device=attention_mask.device)
     bias.masked_fill_(~keep, torch.finfo(dtype).min)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 from .activations import ACTIVATIONS
@@ -13,7 +15,8 @@ def validate_encoder_config(config: Any) -> None:
     """Raise a ValueError naming the field when an encoder setting is unusable.
 
     Read fields: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, hidden_act,
-    hidden_dropout_prob, attention_probs_dropout_prob, layer_norm_eps, layer_norm_position.
+    hidden_dropout_prob, attention_probs_dropout_prob, layer_norm_eps, layer_norm_position, and
+    initializer_range when the config has one (the models' weight init reads it).
     """
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         value = getattr(config, name)
@@ -31,5 +34,27 @@ def validate_encoder_config(config: Any) -> None:
         value = getattr(config, name)
         if not 0 <= value < 1:
             raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    if not config.layer_norm_eps > 0:
-        raise ValueError(f"layer_norm_eps must be positive, got {config.layer_norm_eps!r}")
+    if not 0 < config.layer_norm_eps < math.inf:  # also false for NaN
+        raise ValueError(f"layer_norm_eps must be positive and finite, got {config.layer_norm_eps!r}")
+    initializer_range = getattr(config, "initializer_range", 0.0)
+    if not 0 <= initializer_range < math.inf:
+        raise ValueError(f"initializer_range (the init's standard deviation) must be >= 0 and finite, "
+                         f"got {initializer_range!r}")
+
+
+def padding_index(config: Any) -> int | None:
+    """The word-embedding row of the padding token: ``pad_token_id``, or None when unset or negative."""
+    pad_token_id = getattr(config, "pad_token_id", None)
+    return pad_token_id if pad_token_id is not None and pad_token_id >= 0 else None
+
+
+def accept_negative_pad_token_id(config: Any) -> None:
+    """Set a negative ``pad_token_id`` (``-1`` in some Hub configs) to None, with a warning.
+
+    transformers loads such configs with a warning; here they mean "no padding token", so the word
+    embeddings get no padding row (torch would read ``padding_idx=-1`` as the last row).
+    """
+    if config.pad_token_id is not None and config.pad_token_id < 0:
+        warnings.warn(f"pad_token_id={config.pad_token_id} is outside the vocabulary: treated as no padding "
+                      "token (pad_token_id=None)", stacklevel=3)
+        config.pad_token_id = None

@@ -13,6 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checks import check_index_ranges
+from .config import padding_index
+
 
 def positions_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position of each token counted over the real (mask 1) tokens only: ``[batch, seq]`` long.
@@ -24,15 +27,20 @@ def positions_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class Embeddings(nn.Module):
-    """Reads vocab_size, hidden_size, max_position_embeddings, type_vocab_size (0: none), pad_token_id,
-    layer_norm_eps, hidden_dropout_prob and embedding_layer_norm (default True) from ``config``."""
+    """Reads vocab_size, hidden_size, max_position_embeddings, type_vocab_size (0: none), pad_token_id (None
+    or negative: no padding row), layer_norm_eps, hidden_dropout_prob and embedding_layer_norm (default True)
+    from ``config``.
+
+    Bad input raises a ValueError naming it: ids outside their tables, an empty sequence, a sequence longer
+    than the position table; the checks that read tensor values are skipped while compiling or exporting.
+    """
 
     def __init__(self, config: Any, position_embeddings: bool = True) -> None:
         super().__init__()
         self.vocab_size = config.vocab_size
         self.max_positions = config.max_position_embeddings if position_embeddings else None
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=getattr(config, "pad_token_id", None))
+                                            padding_idx=padding_index(config))
         self.position_embeddings = (nn.Embedding(config.max_position_embeddings, config.hidden_size)
                                     if position_embeddings else None)
         self.token_type_embeddings = (nn.Embedding(config.type_vocab_size, config.hidden_size)
@@ -43,31 +51,39 @@ class Embeddings(nn.Module):
 
     def sum_embeddings(self, input_ids: torch.Tensor | None = None,
                        token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                       inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """tok + pos + type, [batch, seq, hidden]; give exactly one of ``input_ids`` / ``inputs_embeds``."""
+                       inputs_embeds: torch.Tensor | None = None,
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tok + pos + type, [batch, seq, hidden]; give exactly one of ``input_ids`` / ``inputs_embeds``.
+
+        Without ``position_ids``, positions are counted over the real tokens of ``attention_mask``
+        (:func:`positions_from_attention_mask`, as HF RoBERTa), so a left-padded sequence gets the same
+        positions as its right-padded twin; without a mask they are 0..seq-1.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            if input_ids.dim() != 2:
-                raise ValueError(f"input_ids must have shape [batch, seq_len], got {tuple(input_ids.shape)}")
-            if input_ids.numel():
-                low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one device sync
-                if low < 0 or high >= self.vocab_size:
-                    raise ValueError(f"input_ids must lie in [0, vocab_size={self.vocab_size}), "
-                                     f"got values in [{low}, {high}]")
-            inputs_embeds = self.word_embeddings(input_ids)
-        batch, length = inputs_embeds.shape[:2]
-        x = inputs_embeds
+        if input_ids is not None and input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape [batch, seq_len], got {tuple(input_ids.shape)}")
+        shape = tuple(input_ids.shape if input_ids is not None else inputs_embeds.shape[:2])
+        if shape[1] == 0:
+            raise ValueError(f"the input has no tokens (shape {shape}): give at least one token per sequence")
+        if attention_mask is not None and tuple(attention_mask.shape) != shape:
+            raise ValueError(f"attention_mask must have shape {shape}, got {tuple(attention_mask.shape)}")
+        if self.position_embeddings is not None and position_ids is None and shape[1] > self.max_positions:
+            raise ValueError(f"sequence length {shape[1]} exceeds max_position_embeddings={self.max_positions}: "
+                             "truncate the input (e.g. the tokenizer's truncation=True)")
+        type_vocab_size = (self.token_type_embeddings.num_embeddings
+                           if self.token_type_embeddings is not None else 0)
+        check_index_ranges(
+            ("input_ids", input_ids, self.vocab_size, f"vocab_size={self.vocab_size}"),
+            ("token_type_ids", token_type_ids, max(type_vocab_size, 1),
+             f"type_vocab_size={type_vocab_size}" if type_vocab_size else "1: the model has no token types"),
+            ("position_ids", position_ids if self.position_embeddings is not None else None, self.max_positions,
+             f"max_position_embeddings={self.max_positions}"))
+        x = self.word_embeddings(input_ids) if input_ids is not None else inputs_embeds
         if self.position_embeddings is not None:
             if position_ids is None:
-                if length > self.max_positions:
-                    raise ValueError(f"sequence length {length} exceeds max_position_embeddings="
-                                     f"{self.max_positions}: truncate the input "
-                                     "(e.g. the tokenizer's truncation=True)")
-                position_ids = torch.arange(length, device=x.device)[None, :]
-            elif position_ids.numel() and int(position_ids.max()) >= self.max_positions:
-                raise ValueError(f"position_ids reach {int(position_ids.max())}, beyond "
-                                 f"max_position_embeddings={self.max_positions}")
+                position_ids = (positions_from_attention_mask(attention_mask) if attention_mask is not None
+                                else torch.arange(shape[1], device=x.device)[None, :])
             x = x + self.position_embeddings(position_ids)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
@@ -81,6 +97,7 @@ class Embeddings(nn.Module):
         return self.dropout(self.layer_norm(embeddings))
 
     def forward(self, input_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        return self.finalize(self.sum_embeddings(input_ids, token_type_ids, position_ids, inputs_embeds))
+                position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.finalize(self.sum_embeddings(input_ids, token_type_ids, position_ids, inputs_embeds,
+                                                 attention_mask))

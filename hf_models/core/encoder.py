@@ -8,10 +8,13 @@ Dropout is applied to each sub-layer's output before the residual sum; FFN(x) = 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .activations import activation
 from .attention import SelfAttention
@@ -39,11 +42,18 @@ class FeedForward(nn.Module):
         return self.output(self.activation(self.intermediate(x)))
 
 
-class EncoderLayer(nn.Module):
-    """One Transformer encoder layer; ``layer_norm_position`` picks where its two LayerNorms sit."""
+class EncoderLayer(GradientCheckpointingLayer):
+    """One Transformer encoder layer; ``layer_norm_position`` picks where its two LayerNorms sit.
+
+    Activation checkpointing is transformers' :class:`GradientCheckpointingLayer`: once
+    ``gradient_checkpointing_enable()`` (or ``layer.gradient_checkpointing = True``) is set, the layer's
+    activations are recomputed in the backward pass, in training mode with gradients on; the gradients are
+    the same (dropout's random state is replayed). Call it with ``hidden_states`` positional.
+    """
 
     def __init__(self, config: Any, attention_scale: float | None = None) -> None:
         super().__init__()
+        self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)  # HF replaces it on enable
         self.pre_norm = config.layer_norm_position == "pre"
         self.attention = SelfAttention(config, scale=attention_scale)
         self.attention_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -69,7 +79,8 @@ class EncoderLayer(nn.Module):
 class Encoder(nn.Module):
     """A stack of ``num_hidden_layers`` :class:`EncoderLayer`; Pre-LN adds ``final_layer_norm``.
 
-    ``attention_scale`` overrides the 1/sqrt(head_dim) logit scale of every layer.
+    ``attention_scale`` overrides the 1/sqrt(head_dim) logit scale of every layer. Each layer can recompute
+    its activations in the backward pass (activation checkpointing, see :class:`EncoderLayer`).
     """
 
     def __init__(self, config: Any, attention_scale: float | None = None) -> None:

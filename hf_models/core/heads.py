@@ -24,6 +24,9 @@ class Pooler(nn.Module):
         self.activation = nn.Tanh()
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.shape[1] == 0:
+            raise ValueError(f"the pooler reads the first token, but the sequence is empty "
+                             f"(hidden_states of shape {tuple(hidden_states.shape)})")
         return self.activation(self.dense(hidden_states[:, 0]))
 
 

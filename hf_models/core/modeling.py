@@ -29,7 +29,8 @@ def maybe_tuple(output: Any, return_dict: bool | None, config: Any) -> Any:
 
 class EncoderPreTrainedModel(PreTrainedModel):
     """Weight init (HF's default: normal(0, initializer_range), zero biases, LayerNorm (1, 0), the padding
-    row zeroed, as BERT), SDPA support, and saving that makes the folder loadable with ``trust_remote_code``.
+    row zeroed, as BERT), SDPA support, activation checkpointing (``gradient_checkpointing_enable()``, in each
+    of the core's encoder layers), and saving that makes the folder loadable with ``trust_remote_code``.
 
     A model package sets ``auto_classes`` (Auto class name -> its class) once its classes exist;
     ``save_pretrained`` writes them as ``auto_map`` and copies their code beside the weights.
@@ -37,6 +38,7 @@ class EncoderPreTrainedModel(PreTrainedModel):
 
     main_input_name = "input_ids"
     _supports_sdpa = True
+    supports_gradient_checkpointing = True  # the core's EncoderLayer is a GradientCheckpointingLayer
     _no_split_modules = ["Embeddings", "EncoderLayer"]
     auto_classes: ClassVar[dict[str, type]] = {}
 

@@ -2,7 +2,7 @@
 
 HF's remote-code loader wants a flat folder whose modules import each other with single-dot relative imports.
 graftkit's model modules import the core as ``from ..core.<module> import ...``; the copies written here say
-``from .<module> import ...`` instead, and the core's modules (which only import each other and torch) are
+``from .<module> import ...`` instead, and the core's modules (which import each other, torch and transformers) are
 copied beside them unchanged. Inside a loaded remote-code folder the rewrite is a no-op, so a model loaded
 that way saves a working folder again.
 """
@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-CORE_MODULES = ("activations", "attention", "config", "embeddings", "encoder", "heads", "modeling",
+CORE_MODULES = ("activations", "attention", "checks", "config", "embeddings", "encoder", "heads", "modeling",
                 "remote_code")
 _CORE_IMPORT = re.compile(r"^(\s*)from \.\.core\.(\w+) import", flags=re.MULTILINE)
 

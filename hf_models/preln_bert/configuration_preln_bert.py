@@ -3,7 +3,7 @@
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
-from ..core.config import validate_encoder_config
+from ..core.config import accept_negative_pad_token_id, validate_encoder_config
 
 
 @strict
@@ -21,7 +21,8 @@ class PreLNBertConfig(PreTrainedConfig):
     type_vocab_size (`int`, defaults to 2): 0 for no token-type embeddings.
 
     Raises ValueError naming the field when a value is unusable (e.g. hidden_size not divisible by
-    num_attention_heads, an unknown layer_norm_position).
+    num_attention_heads, an unknown layer_norm_position, an infinite layer_norm_eps). A negative
+    pad_token_id (``-1``, found in Hub configs) loads with a warning and means no padding token (None).
 
     ```python
     >>> from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
@@ -51,6 +52,7 @@ class PreLNBertConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         validate_encoder_config(self)
+        accept_negative_pad_token_id(self)
         if self.vocab_size < 1:
             raise ValueError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
         if self.max_position_embeddings < 1:

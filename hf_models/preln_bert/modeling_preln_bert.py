@@ -36,7 +36,8 @@ class PreLNBertModel(PreLNBertPreTrainedModel):
     """Embeddings -> Pre-LN (or Post-LN) encoder -> optional pooler.
 
     ``hidden_states`` (when asked) are the embedding output and each layer's output; with Pre-LN the last
-    entry is before the final LayerNorm and ``last_hidden_state`` after it.
+    entry is before the final LayerNorm and ``last_hidden_state`` after it. Without ``position_ids``, positions
+    are counted over the tokens ``attention_mask`` keeps, so left- and right-padded batches agree.
     """
 
     def __init__(self, config: PreLNBertConfig, add_pooling_layer: bool = True) -> None:
@@ -67,10 +68,8 @@ class PreLNBertModel(PreLNBertPreTrainedModel):
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)
-        embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
-        if attention_mask is not None and attention_mask.shape != embedded.shape[:2]:
-            raise ValueError(f"attention_mask must have shape {tuple(embedded.shape[:2])}, "
-                             f"got {tuple(attention_mask.shape)}")
+        # positions follow the mask (left padding counts from the first real token, as HF RoBERTa)
+        embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, attention_mask)
         encoded = self.encoder(embedded, padding_bias(attention_mask, embedded.dtype),
                                output_attentions=bool(output_attentions),
                                output_hidden_states=bool(output_hidden_states))

@@ -75,7 +75,9 @@ def test_final_layer_norm_only_for_pre_ln():
     torch.testing.assert_close(out.last_hidden_state, enc.final_layer_norm(out.hidden_states[-1]))
 
 
-def _copy_bert_weights(ours: nn.Module, theirs: nn.Module) -> None:
+def _copy_bert_weights(ours: nn.Module, theirs: nn.Module, position_offset: int = 0) -> None:
+    """Load HF BERT-family weights into the core's modules; ``position_offset`` skips the first position rows
+    (RoBERTa's position t is row padding_idx + 1 + t, the core's is row t)."""
     rename = [
         (r"embeddings\.LayerNorm", "embeddings.layer_norm"),
         (r"encoder\.layer\.(\d+)\.attention\.self\.", r"encoder.layers.\1.attention."),
@@ -92,7 +94,7 @@ def _copy_bert_weights(ours: nn.Module, theirs: nn.Module) -> None:
             continue
         for pattern, repl in rename:
             name = re.sub(pattern, repl, name)
-        mapped[name] = tensor
+        mapped[name] = tensor[position_offset:] if name == "embeddings.position_embeddings.weight" else tensor
     ours.load_state_dict(mapped, strict=True)
 
 
@@ -104,7 +106,7 @@ class _Ours(nn.Module):
         self.pooler.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, ids, mask, position_ids=None, output_attentions=False):
-        x = self.embeddings(ids, position_ids=position_ids)
+        x = self.embeddings(ids, position_ids=position_ids, attention_mask=mask)
         return self.encoder(x, padding_bias(mask, x.dtype), output_attentions=output_attentions)
 
 
@@ -145,6 +147,29 @@ def test_pre_ln_equals_hf_roberta_prelayernorm():
     got = ours(ids, mask, position_ids=position_ids).last_hidden_state
     keep = mask.bool()
     torch.testing.assert_close(got[keep], expected[keep], atol=1e-5, rtol=1e-5)
+
+
+def test_left_padding_positions_follow_the_mask_as_hf_roberta():
+    from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormModel
+
+    theirs = RobertaPreLayerNormModel(RobertaPreLayerNormConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=22, pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5)).eval()
+    randomize_(theirs, seed=4)
+    ours = _Ours(encoder_config(layer_norm_eps=1e-5, type_vocab_size=1)).eval()
+    _copy_bert_weights(ours, theirs, position_offset=2)  # padding_idx 1 + 1
+    gen = torch.Generator().manual_seed(4)
+    long, short = torch.randint(2, 50, (7,), generator=gen), torch.randint(2, 50, (4,), generator=gen)
+    pads = torch.ones(3, dtype=torch.long)
+    right = torch.stack([long, torch.cat([short, pads])])
+    left = torch.stack([long, torch.cat([pads, short])])
+    with torch.no_grad():
+        out = {name: ours(ids, ids.ne(1).long()).last_hidden_state for name, ids in (("left", left), ("right", right))}
+        expected = theirs(left, attention_mask=left.ne(1).long()).last_hidden_state  # RoBERTa: positions from ids
+    keep = left.ne(1)
+    torch.testing.assert_close(out["left"][keep], expected[keep], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["left"][1, 3:], out["right"][1, :4], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["left"][0], out["right"][0])
 
 
 @pytest.mark.parametrize("position", ["post", "pre"])
@@ -239,6 +264,49 @@ def test_embeddings_bad_input():
         emb(torch.tensor([[3, 4]]), position_ids=torch.tensor([[0, 20]]))
     with pytest.raises(ValueError, match="input_ids must have shape"):
         emb(torch.tensor([3, 4]))
+    ids = torch.tensor([[3, 4]])
+    for bad_types in ([[0, 2]], [[-1, 0]]):  # type_vocab_size=2
+        with pytest.raises(ValueError, match=r"token_type_ids must lie in \[0, type_vocab_size=2\)"):
+            emb(ids, token_type_ids=torch.tensor(bad_types))
+    with pytest.raises(ValueError, match=r"position_ids must lie in \[0, max_position_embeddings=20\), "
+                                         r"got values in \[-1, 0\]"):
+        emb(ids, position_ids=torch.tensor([[-1, 0]]))
+    no_types = Embeddings(encoder_config(type_vocab_size=0))
+    torch.testing.assert_close(no_types(ids, token_type_ids=torch.zeros_like(ids)), no_types(ids))
+    with pytest.raises(ValueError, match="token_type_ids must lie in .0, 1: the model has no token types"):
+        no_types(ids, token_type_ids=torch.ones_like(ids))
+    with pytest.raises(ValueError, match=r"the input has no tokens \(shape \(2, 0\)\)"):
+        emb(torch.zeros(2, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"the input has no tokens"):
+        emb(inputs_embeds=torch.zeros(2, 0, 32))
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(1, 2\), got \(1, 3\)"):
+        emb(ids, attention_mask=torch.ones(1, 3))
+    assert emb(torch.zeros(0, 4, dtype=torch.long)).shape == (0, 4, 32)  # an empty batch is fine
+
+
+def test_value_checks_are_skipped_while_compiling():
+    from hf_models.core.checks import check_index_ranges, checking_values
+
+    assert checking_values()
+    seen = []
+
+    def probe(ids):
+        seen.append(checking_values())
+        check_index_ranges(("ids", ids, 5, "size=5"))  # would read values (a graph break) if it ran
+        return padding_bias(ids.ne(0).long(), torch.float32)  # always a tensor while compiling
+
+    ids = torch.tensor([[1, 2, 3]])
+    compiled = torch.compile(probe, fullgraph=True, backend="eager")
+    assert compiled(ids).shape == (1, 1, 1, 3) and seen == [False]
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, size=5\), got values in \[1, 7\]"):
+        check_index_ranges(("ids", torch.tensor([1, 7]), 5, "size=5"), ("none", None, 1, "-"))
+
+
+def test_pooler_rejects_an_empty_sequence():
+    from hf_models.core import Pooler
+
+    with pytest.raises(ValueError, match="the pooler reads the first token, but the sequence is empty"):
+        Pooler(encoder_config())(torch.zeros(2, 0, 32))
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -248,6 +316,10 @@ def test_embeddings_bad_input():
     ("num_hidden_layers", 0, "num_hidden_layers must be a positive integer"),
     ("hidden_dropout_prob", 1.5, "hidden_dropout_prob must be in"),
     ("layer_norm_eps", 0.0, "layer_norm_eps must be positive"),
+    ("layer_norm_eps", float("inf"), "layer_norm_eps must be positive and finite, got inf"),
+    ("layer_norm_eps", float("nan"), "layer_norm_eps must be positive and finite, got nan"),
+    ("initializer_range", -0.02, r"initializer_range \(the init's standard deviation\) must be >= 0"),
+    ("initializer_range", float("inf"), "initializer_range .* finite"),
 ])
 def test_bad_config_names_the_field(field, value, message):
     cfg = encoder_config(**{field: value})

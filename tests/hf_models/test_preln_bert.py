@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,30 @@ def test_config_defaults_and_validation():
         PreLNBertConfig(vocab_size=10, pad_token_id=10)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         PreLNBertConfig(max_position_embeddings=0)
+
+
+def test_config_rejects_unusable_numbers():
+    with pytest.raises(ValueError, match="layer_norm_eps must be positive and finite"):
+        PreLNBertConfig(layer_norm_eps=float("inf"))
+    with pytest.raises(ValueError, match="initializer_range"):
+        PreLNBertConfig(initializer_range=-0.02)
+
+
+def test_hub_config_with_pad_token_id_minus_one_loads_as_no_padding(tmp_path):
+    from transformers import AutoConfig
+
+    with pytest.warns(UserWarning, match="pad_token_id=-1 .* no padding token"):
+        config = PreLNBertConfig(**TINY, pad_token_id=-1)
+    assert config.pad_token_id is None
+    PreLNBertConfig(**TINY).save_pretrained(tmp_path)
+    text = (tmp_path / "config.json").read_text()
+    (tmp_path / "config.json").write_text(text.replace('"pad_token_id": 0', '"pad_token_id": -1'))
+    with pytest.warns(UserWarning, match="pad_token_id=-1"):
+        loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, PreLNBertConfig) and loaded.pad_token_id is None
+    model = PreLNBertModel(loaded)
+    assert model.embeddings.word_embeddings.padding_idx is None  # not torch's "-1 = the last row"
+    assert model.embeddings.word_embeddings.weight[-1].abs().sum() > 0
 
 
 def test_registered_with_auto_classes():
@@ -118,6 +143,104 @@ def test_padding_does_not_change_real_tokens():
     padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
     long = model(padded, attention_mask=(padded != 0).long()).last_hidden_state
     torch.testing.assert_close(long[:, :6], short, atol=1e-5, rtol=1e-5)
+
+
+def test_left_and_right_padding_give_the_same_outputs_on_real_tokens():
+    torch.manual_seed(0)
+    model = PreLNBertForTokenClassification(PreLNBertConfig(**TINY, num_labels=3)).eval()
+    ids = torch.randint(5, 60, (1, 6))
+    pads = torch.zeros(1, 4, dtype=torch.long)
+    right, left = torch.cat([ids, pads], dim=1), torch.cat([pads, ids], dim=1)
+    with torch.no_grad():
+        right_out = model(right, attention_mask=right.ne(0).long()).logits
+        left_out = model(left, attention_mask=left.ne(0).long()).logits
+    torch.testing.assert_close(left_out[:, 4:], right_out[:, :6], atol=1e-5, rtol=1e-5)
+
+
+def test_bad_ids_and_empty_input_are_clear_errors():
+    model = PreLNBertForSequenceClassification(PreLNBertConfig(**TINY, num_labels=2)).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match=r"token_type_ids must lie in \[0, type_vocab_size=2\)"):
+        model(ids, token_type_ids=torch.tensor([[0, 1, 2]]))
+    with pytest.raises(ValueError, match=r"position_ids must lie in \[0, max_position_embeddings=16\)"):
+        model(ids, position_ids=torch.tensor([[-1, 0, 1]]))
+    for cls in HEADS:  # a [batch, 0] input: no tokens to encode or pool
+        with pytest.raises(ValueError, match="the input has no tokens"):
+            cls(PreLNBertConfig(**TINY))(torch.zeros(2, 0, dtype=torch.long))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = PreLNBertForMaskedLM(PreLNBertConfig(**TINY)).train()  # dropout on: its masks must be replayed
+    data = batch()
+    labels = data["input_ids"].masked_fill(data["attention_mask"] == 0, -100)
+    layer_calls = []
+    for layer in model.bert.encoder.layers:  # counts each layer's feed-forward runs, recomputations included
+        ffn = layer.feed_forward
+        ffn.forward = lambda *args, _forward=ffn.forward: layer_calls.append(1) or _forward(*args)
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(1)
+        model(**data, labels=labels).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = gradients()
+    assert len(layer_calls) == 2
+    with warnings.catch_warnings():  # transformers 5 renames it activation_checkpointing_enable; both work
+        warnings.simplefilter("ignore", FutureWarning)
+        model.gradient_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.bert.encoder.layers)
+    checkpointed = gradients()
+    assert len(layer_calls) == 2 + 4  # each layer ran again in the backward pass
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+    model.activation_checkpointing_disable()
+    assert not any(layer.gradient_checkpointing for layer in model.bert.encoder.layers)
+    model.activation_checkpointing_enable(every_n_layers=2)  # HF's option: only layer 0 recomputes
+    layer_calls.clear()
+    gradients()
+    assert len(layer_calls) == 2 + 1
+
+
+@pytest.mark.parametrize("cls", HEADS)
+def test_export_and_compile_give_the_eager_outputs(cls):
+    torch.manual_seed(0)
+    model = cls(PreLNBertConfig(**TINY, num_labels=3)).eval()
+    data = batch()
+    data["attention_mask"][1, :3] = 0  # one left-padded row: positions come from the mask
+    with torch.no_grad():
+        expected = model(**data)
+        exported = torch.export.export(model, (), kwargs=data).module()(**data)
+        torch._dynamo.reset()
+        # backend="eager": dynamo's graph capture is what a data-dependent branch breaks; inductor adds minutes
+        compiled = torch.compile(model, fullgraph=True, backend="eager")(**data)
+    for got in (exported, compiled):
+        assert type(got) is type(expected)
+        torch.testing.assert_close(got[0], expected[0], atol=1e-6, rtol=1e-6)
+        if cls is PreLNBertModel:
+            torch.testing.assert_close(got.pooler_output, expected.pooler_output, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_strict_export_with_dynamic_shapes_and_aot_compile():
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    model = PreLNBertForMaskedLM(PreLNBertConfig(**TINY)).eval()
+    data = batch()
+    dynamic = {name: {0: Dim.AUTO, 1: Dim.AUTO} for name in data}
+    program = torch.export.export(model, (), kwargs=data, dynamic_shapes=dynamic, strict=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    ids = torch.randint(5, 60, (2, 7))
+    for mask in (torch.ones(2, 7, dtype=torch.long), torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])):
+        with torch.no_grad():
+            expected = model(ids, attention_mask=mask).logits
+            torch.testing.assert_close(program.module()(input_ids=ids, attention_mask=mask).logits, expected,
+                                       atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(compiled(ids, attention_mask=mask).logits, expected, atol=1e-6, rtol=1e-6)
 
 
 def test_masked_lm_head_is_tied_and_loss_is_cross_entropy():
@@ -260,6 +383,27 @@ def test_trains_with_hf_trainer_and_mlm_collator(tmp_path):
         Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
     after = probe_loss()
     assert after < before - 0.3, (before, after)  # measured: 6.06 -> 5.49 after 40 steps at 2e-3
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers 5 renames it activation_checkpointing
+def test_hf_trainer_with_gradient_checkpointing(tmp_path):
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from graftkit.runtime import single_thread
+
+    torch.manual_seed(0)
+    tokenizer, rows = _mlm_dataset(32, 16)
+    model = PreLNBertForMaskedLM(PreLNBertConfig(**{**TINY, "vocab_size": len(tokenizer)},
+                                                 pad_token_id=tokenizer.pad_token_id))
+    before = model.bert.encoder.layers[0].feed_forward.output.weight.detach().clone()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8,
+                             gradient_checkpointing=True, report_to=[], save_strategy="no", use_cpu=True,
+                             disable_tqdm=True, seed=0)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)
+    with single_thread():
+        Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
+    assert model.bert.encoder.layers[0].gradient_checkpointing
+    assert not torch.equal(model.bert.encoder.layers[0].feed_forward.output.weight, before)
 
 
 _DDP_SCRIPT = textwrap.dedent("""

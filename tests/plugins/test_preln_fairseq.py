@@ -152,6 +152,80 @@ def test_converted_preln_roberta_gives_the_same_outputs(preln_roberta, tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]  # no temporary folder left
 
 
+def test_converted_folder_tokenizes_as_fairseq_and_fills_masks(preln_roberta, tmp_path):
+    from fairseq.data import Dictionary
+    from transformers import AutoTokenizer, pipeline
+
+    import hf_models  # noqa: F401  (registers preln_bert with the Auto classes)
+    from plugins.convert_preln import convert_fairseq_roberta_to_preln_bert
+
+    checkpoint, data = preln_roberta
+    out = convert_fairseq_roberta_to_preln_bert(checkpoint, tmp_path / "hf")  # dict.txt found via the checkpoint
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    dictionary = Dictionary.load(str(data / "dict.txt"))
+    mask_id = dictionary.add_symbol("<mask>")  # as fairseq's masked_lm task does
+
+    def fairseq_ids(line: str) -> list[int]:  # what fairseq-preprocess + masked_lm feed the model
+        return [dictionary.bos()] + dictionary.encode_line(line, add_if_not_exist=False).tolist()
+
+    sentence = (data.parent / "train.txt").read_text().splitlines()[0]  # every word in the dictionary
+    assert tokenizer(sentence + " zxqvw")["input_ids"] == fairseq_ids(sentence + " zxqvw")
+    assert fairseq_ids("zxqvw")[1] == dictionary.unk()
+    assert (tokenizer.mask_token_id, tokenizer.pad_token_id, len(tokenizer)) == (mask_id, dictionary.pad(),
+                                                                                len(dictionary))
+    words = sentence.split()[:8]
+    words[3] = "<mask>"
+    masked = " ".join(words)
+    predictions = pipeline("fill-mask", model=str(out), top_k=5)(masked)
+    fairseq_model = _fairseq_model(checkpoint, data)
+    with torch.no_grad():
+        probs = fairseq_model(torch.tensor([fairseq_ids(masked)]))[0][0, 4].softmax(-1)
+    top = probs.topk(5)
+    assert [p["token"] for p in predictions] == top.indices.tolist()
+    assert [p["score"] for p in predictions] == pytest.approx(top.values.tolist(), abs=1e-6)
+    assert predictions[0]["sequence"] == masked.replace("<mask>", dictionary[top.indices[0]])
+
+
+def test_tokenizer_from_a_fairseq_dictionary_and_its_errors(tmp_path):
+    from plugins.convert_preln import _dictionary_of, fairseq_dictionary_tokenizer
+
+    (tmp_path / "dict.txt").write_text("the 9\ncat 4\nsat 2 #fairseq:overwrite\nmadeupword0000 0\n")
+    tokenizer = fairseq_dictionary_tokenizer(tmp_path / "dict.txt", vocab_size=9, model_max_length=32)
+    # <s> 0, <pad> 1, </s> 2, <unk> 3, the file's symbols from 4, <mask> last; whitespace split as fairseq
+    assert tokenizer("the  cat\tdog sat")["input_ids"] == [0, 4, 5, 3, 6, 2]
+    assert tokenizer("the", "cat")["input_ids"] == [0, 4, 2, 2, 5, 2]  # RoBERTa's pair template
+    assert tokenizer("the <mask>")["input_ids"] == [0, 4, 8, 2]
+    assert tokenizer.model_max_length == 32 and "token_type_ids" not in tokenizer("the")
+    with pytest.raises(GraftkitError, match="gives 9 ids .* the model has 10 token embeddings"):
+        fairseq_dictionary_tokenizer(tmp_path / "dict.txt", vocab_size=10, model_max_length=32)
+    (tmp_path / "gpt2.txt").write_text("13 850314647\n262 800385005\n")
+    with pytest.raises(GraftkitError, match="GPT-2 BPE ids .* --no-tokenizer"):
+        fairseq_dictionary_tokenizer(tmp_path / "gpt2.txt", vocab_size=7, model_max_length=32)
+    (tmp_path / "bad.txt").write_text("the\n")
+    with pytest.raises(GraftkitError, match="bad.txt:1 is not a fairseq dictionary line"):
+        fairseq_dictionary_tokenizer(tmp_path / "bad.txt", vocab_size=6, model_max_length=32)
+    with pytest.raises(GraftkitError, match="cannot read fairseq dictionary"):
+        fairseq_dictionary_tokenizer(tmp_path / "missing.txt", vocab_size=6, model_max_length=32)
+    (tmp_path / "ckpt").mkdir()
+    with pytest.raises(GraftkitError, match="no fairseq dictionary found .* --dict DICT.*--no-tokenizer"):
+        _dictionary_of(tmp_path / "ckpt" / "checkpoint.pt", {"data": str(tmp_path / "gone")})
+    assert _dictionary_of(tmp_path / "ckpt" / "checkpoint.pt", {"data": str(tmp_path)}) == tmp_path / "dict.txt"
+
+
+def test_cli_convert_tokenizer_options(preln_roberta, tmp_path, capsys):
+    from graftkit.cli import main
+
+    checkpoint, data = preln_roberta
+    assert main(["preln", "convert", str(checkpoint), str(tmp_path / "bare"), "--no-tokenizer"]) == 0
+    assert not (tmp_path / "bare" / "tokenizer.json").exists() and (tmp_path / "bare" / "config.json").exists()
+    assert main(["preln", "convert", str(checkpoint), str(tmp_path / "hf"), "--dict", str(data / "dict.txt")]) == 0
+    assert "AutoTokenizer" in capsys.readouterr().out and (tmp_path / "hf" / "tokenizer.json").is_file()
+    (tmp_path / "short.txt").write_text("the 3\n")
+    assert main(["preln", "convert", str(checkpoint), str(tmp_path / "x"), "--dict", str(tmp_path / "short.txt")]) == 2
+    assert "not the dictionary this model was trained with" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
 @pytest.mark.slow
 def test_converted_post_ln_roberta_gives_the_same_outputs(preln_roberta, tmp_path):
     from plugins.convert_preln import convert_fairseq_roberta_to_preln_bert
