@@ -137,3 +137,25 @@ _NARRATIVE = re.compile(r"load average|quiet machine|shared machine|loaded machi
 def test_pages_state_figures_without_narrative(page: Path) -> None:
     hits = [line for line in page.read_text().splitlines() if _NARRATIVE.search(line)]
     assert not hits, f"{page.name}: {hits}"
+
+
+def test_readme_verdict_table_is_in_the_tools_format() -> None:
+    """The README's `make demo` table is pasted from `graftkit report --markdown`: same header, known rows."""
+    from graftkit.registry import load_all
+    from graftkit.report import verdict_table_markdown
+
+    header = verdict_table_markdown({"experiments": {}}).splitlines()
+    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    start = lines.index(header[0])
+    assert lines[start + 1] == header[1]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    assert rows, "README.md: the verdict table has no rows"
+    registered = load_all()
+    for row in rows:
+        name, method, verdict, seconds = (cell.strip() for cell in row.strip("|").split("|"))
+        assert name in registered and registered[name].method == method, row
+        assert verdict in {"supported", "not supported", "undecided", "error"} and float(seconds) >= 0, row
