@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from graftkit.registry import load_all
-    from graftkit.report import reproduce, verdict_word
+    from graftkit.report import reproduce, verdict_table_markdown, verdict_word
 
     registry = load_all()
     unknown = [n for n in args.names if n not in registry and n not in {m.key for m in METHODS}]
@@ -44,9 +45,12 @@ def _reproduce(args: argparse.Namespace) -> int:
     config = {"names": args.names, "mode": mode, "seed": args.seed, "out": str(args.out), "argv": sys.argv[1:]}
     run_dir, results = reproduce(chosen, mode, args.seed, args.out, config, progress=not args.no_progress)
 
-    print(f"\n{'experiment':<28} {'verdict':<15} {'seconds':>8}")
-    for name, rec in results["experiments"].items():
-        print(f"{name:<28} {verdict_word(rec['supported'], rec.get('error')):<15} {rec['seconds']:>8.1f}")
+    if args.markdown:
+        print("\n" + verdict_table_markdown(results), end="")
+    else:
+        print(f"\n{'experiment':<28} {'verdict':<15} {'seconds':>8}")
+        for name, rec in results["experiments"].items():
+            print(f"{name:<28} {verdict_word(rec['supported'], rec.get('error')):<15} {rec['seconds']:>8.1f}")
     if not chosen:
         print("(no experiments registered yet)")
     print(f"\nreport: {run_dir / 'report.md'} (latest: {args.out / 'latest'})")
@@ -54,6 +58,27 @@ def _reproduce(args: argparse.Namespace) -> int:
     if failed:
         print(f"graftkit: error: experiments failed: {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from graftkit.report import load_results, verdict_table_markdown
+
+    results = load_results(args.run_dir)
+    if args.markdown:
+        print(verdict_table_markdown(results), end="")
+    else:
+        print((args.run_dir / "report.md").read_text() if (args.run_dir / "report.md").is_file()
+              else verdict_table_markdown(results), end="")
+    return 0
+
+
+def _fairseq_user_dir(args: argparse.Namespace) -> int:
+    # find_spec, not import: importing the plugins imports fairseq (seconds), and only the folder is wanted
+    spec = importlib.util.find_spec("plugins")
+    if spec is None or not spec.submodule_search_locations:
+        raise GraftkitError("graftkit's fairseq plugins are not installed (pip install graftkit)")
+    print(Path(next(iter(spec.submodule_search_locations))).resolve())
     return 0
 
 
@@ -77,7 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports"), help="report root folder (default: reports)")
     p.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--markdown", action="store_true", help="print the verdict table as Markdown")
     p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("report", help="print an earlier run's report (or its verdict table as Markdown)",
+                       description="Print RUN_DIR/report.md, or with --markdown only the verdict table, "
+                                   "from RUN_DIR/results.json (e.g. reports/latest).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder written by graftkit reproduce")
+    p.add_argument("--markdown", action="store_true", help="only the verdict table, as Markdown")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("fairseq-user-dir", help="print the folder to pass to fairseq's --user-dir",
+                       description="Print the installed folder of graftkit's fairseq plugins, for "
+                                   'fairseq-train --user-dir "$(graftkit fairseq-user-dir)" from any folder.')
+    p.set_defaults(func=_fairseq_user_dir)
 
     for m in METHODS:
         if m.has_commands:

@@ -143,13 +143,33 @@ def _table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     return columns, [[_format_cell(row.get(c)) for c in columns] for row in rows]
 
 
-def render_markdown(results: dict[str, Any]) -> str:
-    lines = [f"# graftkit reproduce — {results['mode']} run", "",
-             f"Commit `{results['commit']}`, started {results['started']}, seed {results['seed']}.", "",
-             "| experiment | method | verdict | seconds |", "|---|---|---|---|"]
+def verdict_table_markdown(results: dict[str, Any]) -> str:
+    """The verdict table of a run as Markdown (what the README pastes): experiment, method, verdict, seconds."""
+    lines = ["| experiment | method | verdict | seconds |", "|---|---|---|---|"]
     for name, rec in results["experiments"].items():
         lines.append(f"| {name} | {rec['method']} | {verdict_word(rec['supported'], rec.get('error'))} "
                      f"| {rec['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def load_results(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/results.json`` of an earlier ``graftkit reproduce`` (``run_dir`` may be ``reports/latest``)."""
+    path = Path(run_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GraftkitError(f"no results.json in {run_dir} (give a folder written by graftkit reproduce)") from None
+    except (OSError, ValueError) as err:
+        raise GraftkitError(f"cannot read {path}: {err}") from None
+    if not isinstance(results, dict) or not isinstance(results.get("experiments"), dict):
+        raise GraftkitError(f"{path} is not a graftkit results file (no 'experiments' table)")
+    return results
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    lines = [f"# graftkit reproduce — {results['mode']} run", "",
+             f"Commit `{results['commit']}`, started {results['started']}, seed {results['seed']}.", "",
+             *verdict_table_markdown(results).splitlines()]
     for name, rec in results["experiments"].items():
         lines += ["", f"## {name}", "", f"**Paper's claim.** {rec['claim']}", "",
                   f"**Verdict rule.** {rec['rule']}", "",

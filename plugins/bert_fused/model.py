@@ -236,19 +236,30 @@ def _bert_fused_defaults(args) -> None:
     args.warmup_from_nmt = getattr(args, "warmup_from_nmt", None)
 
 
+def _require_bert_fused_task(args) -> None:
+    """Stop while the arguments are parsed (before any data is read) when the task cannot feed BERT."""
+    task = getattr(args, "task", None)
+    if task is not None and task != "translation_bert_fused":
+        raise GraftkitError(f"--arch {args.arch} needs --task translation_bert_fused (with --bert-model), "
+                            f"got --task {task}")
+
+
 @register_model_architecture("bert_fused", "bert_fused")
 def bert_fused_base(args) -> None:
+    _require_bert_fused_task(args)
     _bert_fused_defaults(args)
     base_architecture(args)
 
 
 @register_model_architecture("bert_fused", "bert_fused_iwslt_de_en")
 def bert_fused_iwslt_de_en(args) -> None:
+    _require_bert_fused_task(args)
     _bert_fused_defaults(args)
     transformer_iwslt_de_en(args)
 
 
 @register_model_architecture("bert_fused", "bert_fused_wmt_en_de")
 def bert_fused_wmt_en_de(args) -> None:
+    _require_bert_fused_task(args)
     _bert_fused_defaults(args)
     transformer_wmt_en_de(args)

@@ -19,7 +19,7 @@ from fairseq.modules import MultiheadAttention  # noqa: E402
 from fairseq.sequence_generator import SequenceGenerator  # noqa: E402
 
 from plugins.bert_fused.bert_side import load_bert_tokenizer  # noqa: E402
-from plugins.bert_fused.model import warm_start_from_nmt  # noqa: E402
+from plugins.bert_fused.model import BertFusedModel, warm_start_from_nmt  # noqa: E402
 from plugins.bert_fused.modules import drop_net_weights  # noqa: E402
 from plugins.bert_fused.toy import binarize, save_tiny_bert, write_toy_pair  # noqa: E402
 
@@ -142,10 +142,15 @@ def test_bad_drop_net_output_layer_and_task_are_clear_errors(world):
         build(world, "--drop-net", "1.5")
     with pytest.raises(GraftkitError, match="bert-output-layer"):
         build(world, "--bert-output-layer", "7")
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(world["data"]), "--cpu", "--task", "translation", "--arch", "bert_fused", *DIMS])
+    # the arch stops while the arguments are parsed, before any data is read
     with pytest.raises(GraftkitError, match="needs --task translation_bert_fused"):
-        tasks.setup_task(args).build_model(args)
+        options.parse_args_and_arch(options.get_training_parser(), [
+            "/nonexistent", "--cpu", "--task", "translation", "--arch", "bert_fused", *DIMS])
+    # and the model itself refuses a task that cannot feed BERT
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(world["data"]), "--cpu", "--task", "translation", "--arch", "transformer", *DIMS])
+    with pytest.raises(GraftkitError, match="needs --task translation_bert_fused"):
+        BertFusedModel.build_model(args, tasks.setup_task(args))
 
 
 # --- BERT: frozen by default, its output layer, two vocabularies ---------------------------------------------
