@@ -66,6 +66,7 @@ def test_gradnorm_experiment_quick_supports_the_theory(tmp_path: Path):
     assert all((tmp_path / f).is_file() for f in record["figures"])
 
 
+@pytest.mark.slow
 def test_warmup_grid_reports_every_cell_and_judges_the_cell_chosen_in_advance(tmp_path: Path, monkeypatch):
     tiny = preln.WarmupGrid(depths=(1, 2), lrs=(2e-3,), judged=(2, 2e-3), hidden=16, steps=2, eval_every=2)
     monkeypatch.setattr(preln, "QUICK_GRID", tiny)
