@@ -18,12 +18,14 @@ def test_verdict_needs_a_held_out_gain_over_the_transformer_and_the_untrained_be
 def test_experiment_runs_every_arm_and_seed_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     from graftkit.experiments import bertfused as experiment
     from graftkit.registry import RunContext, load_all
+    from graftkit.runtime import single_thread
 
     tiny = {"mono": 200, "mlm_steps": 2, "train": 40, "test": 12, "base_epochs": 1, "more_epochs": 1, "seeds": 1}
     monkeypatch.setitem(experiment.SIZES, "quick", tiny)
     stages: list[str] = []
-    outcome = load_all()["bertfused-nmt"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path,
-                                                         on_progress=stages.append))
+    with single_thread():  # as `graftkit reproduce` runs it; two threads crawl on a shared machine
+        outcome = load_all()["bertfused-nmt"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path,
+                                                             on_progress=stages.append))
     arms = ["transformer_warmstart", "transformer", "bert_fused", "bert_fused_pnet0.5", "bert_fused_pnet0",
             "untrained_bert"]
     for arm in arms:
