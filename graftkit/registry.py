@@ -20,15 +20,25 @@ Mode = Literal["quick", "full"]
 
 @dataclass
 class RunContext:
-    """What an experiment gets: the mode, a seed, and a folder for its figures and artefacts."""
+    """What an experiment gets: the mode, a seed, a folder for its figures and artefacts, and a progress line.
+
+    ``on_progress`` receives short texts naming where the run is (arm, seed, epoch or step); ``graftkit
+    reproduce`` shows them beside the experiment's bar. Experiments call :meth:`progress`, never it directly.
+    """
 
     mode: Mode
     seed: int
     out_dir: Path
+    on_progress: Callable[[str], None] | None = None
 
     @property
     def quick(self) -> bool:
         return self.mode == "quick"
+
+    def progress(self, stage: str, done: int | None = None, total: int | None = None) -> None:
+        """Say where the run is: ``stage`` names the arm (and seed), ``done``/``total`` count its steps."""
+        if self.on_progress is not None:
+            self.on_progress(stage if done is None else f"{stage} {done}/{total}")
 
     def figure_path(self, name: str) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +51,9 @@ class Outcome:
 
     ``metrics`` are the numbers the verdict rule reads (JSON-serialisable scalars); ``table`` the rows of the
     results table; ``figures`` PNG files under ``ctx.out_dir``; ``data`` says what data was used and whether it
-    is real or synthetic; ``notes`` how the run differs from the paper (scale, settings).
+    is real or synthetic; ``notes`` how the run differs from the paper (scale, settings); ``caveats`` what a
+    reader must keep in mind before trusting the verdict (limits of the design, ties, values at a cap), each
+    a sentence, computed from this run's measurements where they depend on them.
     """
 
     metrics: dict[str, Any]
@@ -49,6 +61,7 @@ class Outcome:
     figures: list[Path] = field(default_factory=list)
     data: str = ""
     notes: str = ""
+    caveats: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,13 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dict[str, Any]:
-    """Run one experiment and return its record; an exception is recorded, not raised."""
-    ctx = RunContext(mode=mode, seed=seed, out_dir=run_dir / exp.name)
+def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path,
+                   on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one experiment and return its record; an exception is recorded, not raised.
+
+    ``on_progress`` gets the experiment's progress texts (see ``RunContext.progress``).
+    """
+    ctx = RunContext(mode=mode, seed=seed, out_dir=run_dir / exp.name, on_progress=on_progress)
     root = logging.getLogger()
     root_level, root_handlers = root.level, list(root.handlers)
     start = time.perf_counter()
@@ -80,10 +85,11 @@ def run_experiment(exp: Experiment, mode: Mode, seed: int, run_dir: Path) -> dic
             figures=[str(Path(f).resolve().relative_to(run_dir.resolve())) for f in outcome.figures],
             data=outcome.data,
             notes=outcome.notes,
+            caveats=list(outcome.caveats),
             warnings=sorted({f"{w.category.__name__}: {str(w.message).strip()}" for w in caught}),
         )
     except Exception as err:  # a failing experiment must not lose the others' results
-        record.update(supported=None, metrics={}, table=[], figures=[], data="", notes="", warnings=[],
+        record.update(supported=None, metrics={}, table=[], figures=[], data="", notes="", caveats=[], warnings=[],
                       error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     finally:  # hosts such as fairseq reconfigure logging when they are used; one experiment must not leak it
         root.setLevel(root_level)
@@ -177,6 +183,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                   f"**Data.** {rec['data']}", "", f"**Run.** {rec['mode']} mode, {rec['seconds']:.1f} s."]
         if rec["notes"]:
             lines += ["", f"**Notes.** {rec['notes']}"]
+        if rec.get("caveats"):
+            lines += ["", "**Caveats.**", ""] + [f"- {c}" for c in rec["caveats"]]
         if rec["warnings"]:
             lines += ["", f"**Warnings raised** ({len(rec['warnings'])} distinct, all in results.json): "
                       + "; ".join(w.splitlines()[0][:160] for w in rec["warnings"][:5])]
@@ -214,6 +222,9 @@ def render_html(results: dict[str, Any]) -> str:
                   f"<p><b>Run.</b> {e(rec['mode'])} mode, {rec['seconds']:.1f} s.</p>"]
         if rec["notes"]:
             parts.append(f"<p><b>Notes.</b> {e(rec['notes'])}</p>")
+        if rec.get("caveats"):
+            parts.append("<p><b>Caveats.</b></p><ul>" + "".join(f"<li>{e(c)}</li>" for c in rec["caveats"])
+                         + "</ul>")
         if rec["warnings"]:
             parts.append(f"<details><summary>{len(rec['warnings'])} distinct warnings raised</summary><ul>"
                          + "".join(f"<li>{e(w)}</li>" for w in rec["warnings"]) + "</ul></details>")
@@ -257,6 +268,24 @@ def reproduce(experiments: list[Experiment], mode: Mode, seed: int, out_root: Pa
     bar = tqdm(experiments, desc="reproduce", unit="exp", disable=not progress or not experiments)
     for exp in bar:
         bar.set_postfix_str(exp.name)
-        results["experiments"][exp.name] = run_experiment(exp, mode, seed, run_dir)
+        show = _progress_line(bar, exp.name) if progress else None
+        results["experiments"][exp.name] = run_experiment(exp, mode, seed, run_dir, show)
         write_report(run_dir, results, config)
     return run_dir, results
+
+
+def _progress_line(bar: Any, name: str, min_interval: float = 0.5) -> Callable[[str], None]:
+    """Show an experiment's progress texts after its name on ``bar``, redrawn at most every ``min_interval`` s.
+
+    The bar was created before the experiment's console was redirected, so it still draws on the terminal.
+    """
+    last = -math.inf
+
+    def show(text: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= min_interval:
+            last = now
+            bar.set_postfix_str(f"{name}: {text}")
+
+    return show

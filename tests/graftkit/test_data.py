@@ -1,8 +1,10 @@
+import random
+
 import pytest
 import torch
 
 from graftkit.data.images import digits, photo
-from graftkit.data.parallel import ToyLanguagePair, write_parallel_raw
+from graftkit.data.parallel import SynonymToyPair, ToyLanguagePair, write_parallel_raw
 from graftkit.data.text import SPECIAL_TOKENS, WordVocab, english_sentences, split_corpus, words
 from graftkit.errors import GraftkitError
 
@@ -87,3 +89,27 @@ def test_images():
     assert photo("astronaut").shape == (512, 512, 3) and photo("china").shape == (427, 640, 3)
     with pytest.raises(GraftkitError, match="unknown photo 'lena'"):
         photo("lena")
+
+
+def test_synonym_pair_hides_the_held_out_second_stems_from_training_and_tests_on_them():
+    pair = SynonymToyPair(lexicon_seed=0)
+    assert len(pair.held_out) == len(pair.nouns) // 2
+    assert not set(pair.synonyms.values()) & set(pair.nouns.values())  # two distinct stems per concept
+    hidden = {pair.synonyms[n] for n in pair.held_out}
+
+    def stems(pairs):
+        return {w.removesuffix("en") for src, _ in pairs for w in src.split()}
+
+    train, train_flags = pair.sample_split(400, "train", seed=1)
+    test, test_flags = pair.sample_split(400, "test", seed=2)
+    mono = pair.monolingual_source(400, seed=3)
+    assert not stems(train) & hidden and not any(train_flags)
+    assert not {pair.nouns[n] for n in pair.held_out} & stems(test)  # the test uses their second stem only
+    assert hidden <= stems(test) and hidden <= stems((s, "") for s in mono)
+    for (src, _), flag in zip(test, test_flags, strict=True):
+        assert flag == bool({w.removesuffix("en") for w in src.split()} & hidden)
+    # the target side does not depend on which stem the source used
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    assert pair.sentence_with_flag(rng_a, "train")[1] == pair.sentence_with_flag(rng_b, "test")[1]
+    with pytest.raises(GraftkitError, match="mode must be one of"):
+        pair.sample_split(3, "valid")

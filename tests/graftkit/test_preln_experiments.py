@@ -64,3 +64,28 @@ def test_gradnorm_experiment_quick_supports_the_theory(tmp_path: Path):
     assert record["supported"] is True
     assert record["metrics"]["alpha_post"] > record["metrics"]["alpha_pre"]
     assert all((tmp_path / f).is_file() for f in record["figures"])
+
+
+@pytest.mark.slow
+def test_warmup_grid_reports_every_cell_and_judges_the_cell_chosen_in_advance(tmp_path: Path, monkeypatch):
+    tiny = preln.WarmupGrid(depths=(1, 2), lrs=(2e-3,), judged=(2, 2e-3), hidden=16, steps=2, eval_every=2)
+    monkeypatch.setattr(preln, "QUICK_GRID", tiny)
+    stages = []
+    outcome = preln.warmup(preln.RunContext("quick", 0, tmp_path, stages.append))
+    assert len(outcome.table) == 2 * 3  # every cell, every arm
+    assert stages[-1].endswith("run 6/6")
+    m = outcome.metrics
+    assert m["cells"] == 2 and 0 <= m["cells_showing_effect"] <= 2
+    judged = [r for r in outcome.table if r["judged cell"]]
+    assert {(r["layers"], r["lr"]) for r in judged} == {(2, 2e-3)}
+    assert m["target_loss"] == m["target_loss_L2_lr0.002"] == judged[0]["final_valid_loss"]
+    assert all(r["steps_to_target"] == "never reached" or isinstance(r["steps_to_target"], int)
+               for r in outcome.table)
+    assert all(f.is_file() for f in outcome.figures)
+
+
+def test_the_effect_in_a_cell_needs_pre_ln_to_reach_the_target_first():
+    assert preln._effect_in_cell({"pre_nowarmup": 40, "post_nowarmup": None})
+    assert preln._effect_in_cell({"pre_nowarmup": 40, "post_nowarmup": 60})
+    assert not preln._effect_in_cell({"pre_nowarmup": 40, "post_nowarmup": 40})
+    assert not preln._effect_in_cell({"pre_nowarmup": None, "post_nowarmup": None})

@@ -89,3 +89,31 @@ def test_an_experiment_cannot_leak_logging_configuration(tmp_path, empty_registr
 
     reproduce(list(empty_registry.values()), "quick", 0, tmp_path, {}, progress=False)
     assert (root.level, root.handlers) == before
+
+
+def test_progress_inside_an_experiment_reaches_the_caller_and_caveats_reach_the_report(tmp_path, empty_registry):
+    from graftkit.report import run_experiment
+
+    @experiment("staged", method="graphnorm", claim="c", rule="r", verdict=lambda m: True)
+    def run(ctx: RunContext) -> Outcome:
+        ctx.progress("arm gaussian σ=0.25, epoch", 3, 8)
+        ctx.progress("certify")
+        return Outcome(metrics={}, caveats=["70% of points sit at the radius cap"])
+
+    seen: list[str] = []
+    record = run_experiment(empty_registry["staged"], "quick", 0, tmp_path, seen.append)
+    assert seen == ["arm gaussian σ=0.25, epoch 3/8", "certify"]
+    assert record["caveats"] == ["70% of points sit at the radius cap"]
+    run_dir, _ = reproduce(list(empty_registry.values()), "quick", 0, tmp_path, {}, progress=False)
+    assert "- 70% of points sit at the radius cap" in (run_dir / "report.md").read_text()
+    assert "<li>70% of points sit at the radius cap</li>" in (run_dir / "report.html").read_text()
+
+
+def test_reproduce_shows_the_experiments_own_progress_beside_its_name(tmp_path, empty_registry, capsys):
+    @experiment("staged", method="graphnorm", claim="c", rule="r", verdict=lambda m: True)
+    def run(ctx: RunContext) -> Outcome:
+        ctx.progress("fold", 2, 10)
+        return Outcome(metrics={})
+
+    reproduce(list(empty_registry.values()), "quick", 0, tmp_path, {}, progress=True)
+    assert "staged: fold 2/10" in capsys.readouterr().err

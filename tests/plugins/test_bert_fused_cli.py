@@ -101,18 +101,3 @@ def test_fairseq_distributed_training_with_two_cpu_processes(trained):
     assert "distributed init (rank 1)" in logs[0] + logs[1]
     assert "num_updates 3" in logs[0]
     assert (root / "ddp" / "checkpoint_last.pt").is_file()
-
-
-@pytest.mark.slow
-def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
-    from graftkit.experiments import bertfused as experiment
-    from graftkit.registry import RunContext, load_all
-
-    tiny = {"mono": 200, "mlm_steps": 2, "train": 40, "test": 8, "base_epochs": 1, "more_epochs": 1}
-    monkeypatch.setitem(experiment.SIZES, "quick", tiny)
-    outcome = load_all()["bertfused-nmt"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path))
-    expected = {"bleu_transformer", "bleu_transformer_continued", "bleu_bert_fused_pnet1", "bleu_bert_fused_pnet0"}
-    assert expected <= set(outcome.metrics)
-    assert all(0.0 <= outcome.metrics[name] <= 100.0 for name in expected)
-    (figure,) = outcome.figures
-    assert figure.stat().st_size > 1000

@@ -11,12 +11,13 @@ from graftkit.registry import load_all
 def test_registered_with_a_rule_that_reads_the_metrics():
     exp = load_all()["td-seeds-and-augmentation"]
     assert exp.method == "td"
-    base = {"none_disagreement": 0.03, "none_td_normalized": 0.14, "decisive_augmentations": 2,
+    base = {"none_disagreement_heldout": 0.03, "none_td_normalized_heldout": 0.14, "decisive_augmentations": 2,
             "discordant_augmentations": 0}
     assert exp.verdict(base) is True
     assert exp.verdict({**base, "discordant_augmentations": 1}) is False
     assert exp.verdict({**base, "decisive_augmentations": 0}) is False
-    assert exp.verdict({**base, "none_disagreement": 0.001}) is False
+    assert exp.verdict({**base, "none_disagreement_heldout": 0.001}) is False
+    assert exp.verdict({**base, "none_td_normalized_heldout": 0.01}) is False
 
 
 def test_augment_shifts_by_whole_pixels_with_zero_fill_and_adds_noise():
@@ -38,3 +39,30 @@ def test_train_lenet_learns():
     with torch.no_grad():
         accuracy = float((net(images[1400:]).argmax(1) == labels[1400:]).float().mean())
     assert accuracy > 0.5 and not net.training
+
+
+def test_held_out_td_equals_the_in_sample_td_when_both_splits_are_the_same_data():
+    from vision_ext.td import transferred_discrepancy
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 6, generator=g), torch.randn(300, 5, generator=g)
+    labels = torch.randint(0, 4, (300,), generator=g)
+    held = td_experiment.held_out_td(a, b, labels, a, b, labels)
+    peer = transferred_discrepancy(a, b, labels)
+    assert abs(held.normalized - peer.normalized) < 1e-9
+    assert held.disagreement == peer.disagreement and held.accuracy_a == peer.accuracy_a
+
+
+def test_held_out_td_is_zero_for_a_rotated_copy_and_larger_out_of_sample_for_unrelated_features():
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 3, (400,), generator=g)
+    signal = torch.nn.functional.pad(torch.nn.functional.one_hot(labels, 3).double(), (0, 5))
+    a = signal + 0.8 * torch.randn(400, 8, generator=g, dtype=torch.float64)
+    rotation = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=torch.float64))[0]
+    same = td_experiment.held_out_td(a[:200], a[:200] @ rotation, labels[:200], a[200:], a[200:] @ rotation,
+                                     labels[200:])
+    assert same.normalized < 1e-9 and same.disagreement == 0
+    noise = torch.randn(400, 8, generator=g, dtype=torch.float64)  # carries nothing about the labels
+    held = td_experiment.held_out_td(a[:200], noise[:200], labels[:200], a[200:], noise[200:], labels[200:])
+    in_sample = td_experiment.held_out_td(a[200:], noise[200:], labels[200:], a[200:], noise[200:], labels[200:])
+    assert held.normalized > in_sample.normalized  # a head fit on noise only matches by overfitting
