@@ -103,8 +103,8 @@ class TupePositionalBias(nn.Module):
             special_q, special_k = self._project(self.embeddings.weight[:2])  # rows 0 and 1: [heads, 2, d]
             theta = (special_q * special_k).sum(-1)  # [heads, 2]: θ1 = row 0 · row 0, θ2 = row 1 · row 1
             cls_to_others, others_to_cls = theta[:, 0, None, None], theta[:, 1, None, None]
-            bias = torch.where(is_cls[:, None, None, :], others_to_cls.to(bias.dtype), bias)
-            bias = torch.where(is_cls[:, None, :, None], cls_to_others.to(bias.dtype), bias)
+            bias = torch.where(is_cls[:, None, None, :], others_to_cls, bias)
+            bias = torch.where(is_cls[:, None, :, None], cls_to_others, bias)
         if self.relative_bias is not None:
             bucket = relative_position_bucket(position_ids[:, None, :] - position_ids[:, :, None],
                                               self.num_buckets, self.max_distance)
