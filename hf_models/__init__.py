@@ -19,6 +19,14 @@ from .preln_bert import (
     PreLNBertModel,
     PreLNBertPreTrainedModel,
 )
+from .tupe import (
+    TupeConfig,
+    TupeForMaskedLM,
+    TupeForSequenceClassification,
+    TupeForTokenClassification,
+    TupeModel,
+    TupePreTrainedModel,
+)
 
 AutoConfig.register(PreLNBertConfig.model_type, PreLNBertConfig, exist_ok=True)
 AutoModel.register(PreLNBertConfig, PreLNBertModel, exist_ok=True)
@@ -26,6 +34,11 @@ AutoModelForMaskedLM.register(PreLNBertConfig, PreLNBertForMaskedLM, exist_ok=Tr
 AutoModelForSequenceClassification.register(PreLNBertConfig, PreLNBertForSequenceClassification,
                                             exist_ok=True)
 AutoModelForTokenClassification.register(PreLNBertConfig, PreLNBertForTokenClassification, exist_ok=True)
+AutoConfig.register(TupeConfig.model_type, TupeConfig, exist_ok=True)
+AutoModel.register(TupeConfig, TupeModel, exist_ok=True)
+AutoModelForMaskedLM.register(TupeConfig, TupeForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(TupeConfig, TupeForSequenceClassification, exist_ok=True)
+AutoModelForTokenClassification.register(TupeConfig, TupeForTokenClassification, exist_ok=True)
 
 __all__ = [
     "PreLNBertConfig",
@@ -34,4 +47,10 @@ __all__ = [
     "PreLNBertForTokenClassification",
     "PreLNBertModel",
     "PreLNBertPreTrainedModel",
+    "TupeConfig",
+    "TupeForMaskedLM",
+    "TupeForSequenceClassification",
+    "TupeForTokenClassification",
+    "TupeModel",
+    "TupePreTrainedModel",
 ]
