@@ -19,6 +19,7 @@ from .preln_bert import (
     PreLNBertModel,
     PreLNBertPreTrainedModel,
 )
+from .tnf import TnfConfig, TnfForMaskedLM
 
 AutoConfig.register(PreLNBertConfig.model_type, PreLNBertConfig, exist_ok=True)
 AutoModel.register(PreLNBertConfig, PreLNBertModel, exist_ok=True)
@@ -26,6 +27,8 @@ AutoModelForMaskedLM.register(PreLNBertConfig, PreLNBertForMaskedLM, exist_ok=Tr
 AutoModelForSequenceClassification.register(PreLNBertConfig, PreLNBertForSequenceClassification,
                                             exist_ok=True)
 AutoModelForTokenClassification.register(PreLNBertConfig, PreLNBertForTokenClassification, exist_ok=True)
+AutoConfig.register(TnfConfig.model_type, TnfConfig, exist_ok=True)
+AutoModelForMaskedLM.register(TnfConfig, TnfForMaskedLM, exist_ok=True)
 
 __all__ = [
     "PreLNBertConfig",
@@ -34,4 +37,6 @@ __all__ = [
     "PreLNBertForTokenClassification",
     "PreLNBertModel",
     "PreLNBertPreTrainedModel",
+    "TnfConfig",
+    "TnfForMaskedLM",
 ]
