@@ -7,7 +7,7 @@ from .notes import FIRST_NOTE_MODES, check_fraction
 
 #: Fields a TNF config adds to its backbone's (dropped when the backbone is exported).
 TNF_FIELDS = ("num_rare_words", "note_weight", "note_momentum", "note_half_window", "first_note",
-              "mix_masked_words", "rare_vocabulary_fingerprint")
+              "mix_masked_words")
 
 
 @strict
@@ -23,7 +23,6 @@ class TnfConfig(PreLNBertConfig):
         its first note is copied in; `"ema"`: ND starts random (N(0, initializer_range²)), all mixed at once.
     mix_masked_words (`bool`, defaults to False): also mix notes into rare words that have a prediction
         target among their tokens (the note would name the hidden word).
-    rare_vocabulary_fingerprint (`str`, optional): the tokenizer fingerprint of the rare-word vocabulary.
     """
 
     model_type = "tnf"
@@ -35,7 +34,6 @@ class TnfConfig(PreLNBertConfig):
     note_half_window: int = 16
     first_note: str = "replace"
     mix_masked_words: bool = False
-    rare_vocabulary_fingerprint: str | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.num_rare_words, bool) or self.num_rare_words < 1:
