@@ -273,6 +273,7 @@ def test_build_vocab_command(corpus_and_tokenizer, tmp_path, capsys):
 
 
 def test_collator_and_trainer(corpus_and_tokenizer, tmp_path):
+    from safetensors.torch import load_file
     from transformers import Trainer, TrainingArguments
 
     sentences, tokenizer = corpus_and_tokenizer
@@ -289,9 +290,12 @@ def test_collator_and_trainer(corpus_and_tokenizer, tmp_path):
     model = TnfForMaskedLM(TnfConfig(**{**SIZE, "vocab_size": len(tokenizer)}, num_rare_words=len(vocab),
                                      pad_token_id=tokenizer.pad_token_id))
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=16,
-                             save_strategy="no", report_to=[], use_cpu=True, logging_steps=1, seed=0)
+                             save_steps=4, report_to=[], use_cpu=True, logging_steps=1, seed=0)
     Trainer(model=model, args=args, train_dataset=examples, data_collator=collator).train()
     assert model.notes.has_note.sum() > 0  # notes were taken during the Trainer's steps
+    saved = load_file(tmp_path / "checkpoint-4" / "model.safetensors")  # the Trainer's checkpoint holds them
+    assert torch.equal(saved["notes.notes"], model.notes.notes)
+    assert torch.equal(saved["notes.has_note"], model.notes.has_note)
 
 
 def test_inputs_embeds_route_gives_the_formula_on_hf_bert():
