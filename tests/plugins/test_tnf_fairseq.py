@@ -99,3 +99,41 @@ def test_bad_settings(data_bin):
     with pytest.raises(GraftkitError, match="no dictionary word"):
         TASK_REGISTRY["masked_lm_tnf"].setup_task(MaskedLMTnfConfig(data=str(data_bin), tnf_min_count=10 ** 6,
                                                                     tnf_max_count=10 ** 7))
+
+
+def test_fairseq_input_is_the_formula_and_eval_is_the_backbone(data_bin):
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    import plugins  # noqa: F401
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(data_bin), *TINY, "--dropout", "0"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model).eval()
+    encoder = model.encoder.sentence_encoder
+    rare = [i for i in range(len(task.dictionary)) if task.rare_index[i] >= 0]
+    tokens = torch.tensor([[0, rare[0], 5, rare[1], 2], [0, 6, rare[2], 8, 2]])
+    notes = model.tnf_notes
+    notes.notes.normal_()
+    notes.has_note[task.rare_index[rare[1]]] = True
+    notes.has_note[task.rare_index[rare[2]]] = True
+    spans = task.rare_spans(tokens)
+    sums = []
+    encoder.layernorm_embedding.register_forward_pre_hook(lambda module, inputs: sums.append(inputs[0]))
+    with torch.no_grad():
+        plain = model(tokens, features_only=True)[0]
+        task._step = {"encoder": encoder, "notes": notes, "spans": spans, "labels": None}
+        try:
+            model(tokens, features_only=True)
+        finally:
+            task._step = None
+        tok, pos = encoder.embed_tokens(tokens), encoder.embed_positions(tokens)
+    expected = tok + pos
+    for b, i, token in ((0, 3, rare[1]), (1, 2, rare[2])):  # rare[0] has no note yet: unchanged
+        expected[b, i] = 0.5 * (tok[b, i] + pos[b, i]) + 0.5 * notes.notes[task.rare_index[token]]
+    torch.testing.assert_close(sums[1], expected)
+    assert torch.equal(sums[0], tok + pos) and not torch.equal(sums[1], sums[0])
+    with torch.no_grad():
+        assert torch.equal(model(tokens, features_only=True)[0], plain)  # no step: the plain backbone
