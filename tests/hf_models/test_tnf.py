@@ -96,7 +96,7 @@ def test_only_rare_spans_with_notes_are_mixed_exactly(monkeypatch):
     assert torch.equal(sums[0][~changed], plain[~changed])  # untouched tokens are bit-identical
 
 
-def test_masked_words_are_mixed_when_asked(monkeypatch):
+def test_masked_words_are_mixed_when_asked():
     model = _model(mix_masked_words=True).train()
     ids, mask, spans, labels = _batch()
     model.notes.has_note.fill_(True)
