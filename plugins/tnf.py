@@ -27,8 +27,9 @@ from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
 from graftkit.errors import GraftkitError
-from hf_models.tnf.notes import FIRST_NOTE_MODES, NoteDictionary, check_fraction, note_inputs_embeds
-from hf_models.tnf.vocabulary import check_rare_range
+
+# hf_models (the note math) is imported inside the task's methods: importing it loads transformers, which
+# every other task of `--user-dir plugins` should not pay for.
 
 
 @dataclass
@@ -51,6 +52,9 @@ class MaskedLMTnfTask(MaskedLMTask):
     cfg: MaskedLMTnfConfig
 
     def __init__(self, cfg: MaskedLMTnfConfig, dictionary=None) -> None:
+        from hf_models.tnf.notes import FIRST_NOTE_MODES, check_fraction
+        from hf_models.tnf.vocabulary import check_rare_range
+
         super().__init__(cfg, dictionary)
         check_rare_range(cfg.tnf_min_count, cfg.tnf_max_count)
         check_fraction("--tnf-note-weight (λ)", cfg.tnf_note_weight)
@@ -70,6 +74,8 @@ class MaskedLMTnfTask(MaskedLMTask):
         self._step: dict | None = None  # the current training step's spans, while its forward runs
 
     def build_model(self, cfg, from_checkpoint=False):
+        from hf_models.tnf.notes import NoteDictionary
+
         model = super().build_model(cfg, from_checkpoint)
         encoder = model.encoder.sentence_encoder
         model.tnf_notes = NoteDictionary(int((self.rare_index >= 0).sum()), encoder.embed_tokens.embedding_dim,
@@ -80,6 +86,8 @@ class MaskedLMTnfTask(MaskedLMTask):
         return model
 
     def _mix_notes(self, module, inputs, token_embeds):
+        from hf_models.tnf.notes import note_inputs_embeds
+
         if self._step is None:
             return None
         step = self._step
@@ -106,7 +114,7 @@ class MaskedLMTnfTask(MaskedLMTask):
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         inner = model.module if hasattr(model, "module") else model
-        notes: NoteDictionary = inner.tnf_notes
+        notes = inner.tnf_notes
         source, target = sample["net_input"]["src_tokens"], sample["target"]
         pad = self.dictionary.pad()
         original = torch.where(target.ne(pad), target, source)  # the masked positions' true tokens
