@@ -27,6 +27,7 @@ from .tupe import (
     TupeModel,
     TupePreTrainedModel,
 )
+from .tnf import TnfConfig, TnfForMaskedLM
 
 AutoConfig.register(PreLNBertConfig.model_type, PreLNBertConfig, exist_ok=True)
 AutoModel.register(PreLNBertConfig, PreLNBertModel, exist_ok=True)
@@ -39,6 +40,8 @@ AutoModel.register(TupeConfig, TupeModel, exist_ok=True)
 AutoModelForMaskedLM.register(TupeConfig, TupeForMaskedLM, exist_ok=True)
 AutoModelForSequenceClassification.register(TupeConfig, TupeForSequenceClassification, exist_ok=True)
 AutoModelForTokenClassification.register(TupeConfig, TupeForTokenClassification, exist_ok=True)
+AutoConfig.register(TnfConfig.model_type, TnfConfig, exist_ok=True)
+AutoModelForMaskedLM.register(TnfConfig, TnfForMaskedLM, exist_ok=True)
 
 __all__ = [
     "PreLNBertConfig",
@@ -53,4 +56,6 @@ __all__ = [
     "TupeForTokenClassification",
     "TupeModel",
     "TupePreTrainedModel",
+    "TnfConfig",
+    "TnfForMaskedLM",
 ]

@@ -9,3 +9,4 @@ from plugins import fairseq_compat  # noqa: F401
 from plugins import bert_fused  # noqa: E402,F401  (BERT-fused NMT)
 from plugins import preln  # noqa: E402,F401  (Pre-LN architectures)
 from plugins import tupe  # noqa: E402,F401  (TUPE-A / TUPE-R masked-LM models)
+from plugins import tnf  # noqa: E402,F401  (TNF: the masked_lm_tnf task)

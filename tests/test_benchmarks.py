@@ -22,6 +22,8 @@ RUNS = {
                         "--rounds", "1", "--steps", "1"], "RobertaPreLayerNormModel (HF)"),
     "bench_tupe.py": (["--hidden", "32", "--layers", "1", "--heads", "2", "--batch", "2", "--seq-lens", "16,32",
                        "--rounds", "1", "--steps", "1"], "TupeModel R (graftkit)"),
+    "bench_tnf.py": (["--hidden", "32", "--layers", "1", "--heads", "2", "--batch", "2", "--seq-len", "16",
+                      "--rounds", "1", "--steps", "1", "--rare-words", "50"], "time ratio TNF / BERT"),
     "bench_td.py": (["--n", "500", "--dim", "16", "--tasks", "1", "--repeats", "1"], "speed-up (best vs best)"),
 }
 

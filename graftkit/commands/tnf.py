@@ -1,0 +1,56 @@
+"""`graftkit tnf build-vocab`: the rare-word vocabulary of TNF, counted over a corpus with the run's tokenizer."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from graftkit.errors import GraftkitError
+
+
+def _build_vocab(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from hf_models.tnf.vocabulary import FILE_NAME, RareVocabulary, check_rare_range
+
+    check_rare_range(args.min_count, args.max_count)
+    missing = [str(p) for p in args.corpus if not p.is_file()]
+    if missing:
+        raise GraftkitError(f"corpus file not found: {', '.join(missing)}")
+    if not (args.tokenizer / "tokenizer.json").is_file() and not (args.tokenizer / "tokenizer_config.json").is_file():
+        raise GraftkitError(f"no tokenizer in {args.tokenizer} (a save_pretrained folder of a fast tokenizer)")
+    out = args.out or args.tokenizer / FILE_NAME
+    if out.exists() and not args.force:
+        raise GraftkitError(f"{out} exists: pass --force to replace it")
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+
+    def lines():
+        for path in args.corpus:
+            with path.open(encoding="utf-8") as f:
+                yield from (line for line in f if line.strip())
+
+    vocab = RareVocabulary.build(tokenizer, lines(), args.min_count, args.max_count,
+                                 corpus={"files": [str(p) for p in args.corpus]})
+    vocab.save(out)
+    print(f"wrote {out}: {len(vocab)} rare words (count in [{args.min_count}, {args.max_count}]) of "
+          f"{vocab.corpus['distinct_words']} distinct words, {vocab.corpus['words']} words in "
+          f"{vocab.corpus['texts']} lines")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("tnf", help="Taking Notes on the Fly: rare-word vocabulary",
+                              description="TNF (Wu et al., ICLR 2021).")
+    sub = p.add_subparsers(dest="tnf_command", metavar="COMMAND", required=True)
+    b = sub.add_parser("build-vocab", help="rare words of a corpus (count in a range), saved beside the tokenizer",
+                       description="Count the tokenizer's words (its normalizer and pre-tokenizer) over the "
+                                   "corpus lines and keep those with min-count <= count <= max-count. Writes "
+                                   "versioned JSON with the tokenizer's fingerprint (default: "
+                                   "TOKENIZER/tnf_rare_words.json).")
+    b.add_argument("--tokenizer", type=Path, required=True, help="folder of a fast tokenizer (save_pretrained)")
+    b.add_argument("--corpus", type=Path, nargs="+", required=True, help="text files, one text per line")
+    b.add_argument("--min-count", type=int, default=100, help="rarest count kept (default 100, the paper's)")
+    b.add_argument("--max-count", type=int, default=500, help="most frequent count kept (default 500, the paper's)")
+    b.add_argument("--out", type=Path, default=None, help="output JSON (default: TOKENIZER/tnf_rare_words.json)")
+    b.add_argument("--force", action="store_true", help="replace an existing output file")
+    b.set_defaults(func=_build_vocab)

@@ -1,0 +1,178 @@
+r"""Taking Notes on the Fly (Wu et al., ICLR 2021): the note dictionary, written once in plain torch.
+
+Used by both hosts: :class:`hf_models.tnf.TnfForMaskedLM` (HF) and the fairseq task ``masked_lm_tnf``
+(``plugins/tnf.py``).
+
+Rare-word occurrences reach the model as a span tensor ``rare_spans`` [batch, max_spans, 3] (long): each row
+is (rare-word index w, first token s, last token t) of one occurrence, t inclusive; padding rows are -1.
+Spans of one sequence must not overlap.
+
+- Input (training only): for every token of a span whose word has a note,
+  e_i = (1 - λ)(tok_i + pos_i) + λ ND[w] (+ the token-type term, outside the mix); other tokens unchanged.
+  :func:`note_inputs_embeds` expresses this through a host's ``inputs_embeds`` (the host adds pos itself).
+- Update after the forward: Note(w, x) = mean of the detached final-layer outputs over the window
+  [s - k, t + k], clipped to the sequence's real (attention mask 1) tokens; the notes of one step's
+  occurrences of w are averaged (over every rank under DDP: the per-word sums and counts are all-reduced),
+  then ND[w] <- (1 - γ) ND[w] + γ Note.
+
+Every step runs on index tensors (one batched matmul for the windows, ``index_add_`` for the per-word sums):
+no Python loop over words or spans.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+FIRST_NOTE_MODES = ("replace", "ema")
+
+
+def check_spans(spans: torch.Tensor, seq_len: int, num_words: int) -> None:
+    """Raise a ValueError naming the problem when ``spans`` is not a valid [batch, max_spans, 3] span tensor.
+
+    Skipped while compiling (the checks read tensor values)."""
+    if torch.compiler.is_compiling():
+        return
+    if spans.dim() != 3 or spans.shape[-1] != 3 or spans.dtype != torch.long:
+        raise ValueError(f"rare_spans must be a long tensor [batch, max_spans, 3], got {spans.dtype} "
+                         f"{tuple(spans.shape)}")
+    real = spans[..., 0] >= 0
+    if not real.any():
+        return
+    words, starts, ends = spans[real].unbind(-1)
+    if int(words.max()) >= num_words:
+        raise ValueError(f"rare_spans name word {int(words.max())}, beyond the {num_words} rare words of the "
+                         "note dictionary (a rare-word vocabulary of another size?)")
+    if int(starts.min()) < 0 or int(ends.max()) >= seq_len or bool((ends < starts).any()):
+        raise ValueError(f"rare_spans must satisfy 0 <= start <= end < seq_len={seq_len}")
+    if int(span_token_mask(spans, seq_len).sum(1).max()) > 1:
+        raise ValueError("rare_spans of one sequence overlap")
+
+
+def span_token_mask(spans: torch.Tensor, seq_len: int, widen: int = 0) -> torch.Tensor:
+    """[batch, max_spans, seq_len] bool: token j lies in [s - widen, t + widen] of a real span."""
+    positions = torch.arange(seq_len, device=spans.device)
+    inside = (positions >= (spans[..., 1:2] - widen)) & (positions <= (spans[..., 2:3] + widen))
+    return inside & (spans[..., :1] >= 0)
+
+
+def window_means(hidden: torch.Tensor, spans: torch.Tensor, attention_mask: torch.Tensor | None,
+                 half_window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The note of every real span: mean of ``hidden`` [batch, seq, d] over [s - k, t + k] ∩ real tokens.
+
+    Returns (words [n], notes [n, d] float32) in span order (batch-major)."""
+    window = span_token_mask(spans, hidden.shape[1], widen=half_window)
+    if attention_mask is not None:
+        window = window & attention_mask.bool()[:, None, :]
+    weights = window.to(torch.float32)
+    sums = torch.bmm(weights, hidden.detach().to(torch.float32))  # [batch, spans, d]
+    real = spans[..., 0] >= 0
+    counts = weights.sum(-1)[real].clamp_min(1.0)  # a span always covers its own (real) tokens
+    return spans[..., 0][real], sums[real] / counts[:, None]
+
+
+def note_inputs_embeds(token_embeds: torch.Tensor, position_embeds: torch.Tensor | None,
+                       notes: torch.Tensor, mix: torch.Tensor, weight: float) -> torch.Tensor:
+    """``inputs_embeds`` for a host that adds ``position_embeds`` (and token types) itself.
+
+    Where ``mix`` [batch, seq] is true: tok + λ(ND - tok - pos), so that after the host adds pos the sum is
+    (1 - λ)(tok + pos) + λ ND; elsewhere ``token_embeds`` unchanged (so the host's output is bit-identical
+    there). Give ``position_embeds=None`` for a host without additive absolute positions."""
+    base = token_embeds if position_embeds is None else token_embeds + position_embeds
+    mixed = token_embeds + weight * (notes.to(token_embeds.dtype) - base)
+    return torch.where(mix[..., None], mixed, token_embeds)
+
+
+class NoteDictionary(nn.Module):
+    """ND: one note per rare word, a buffer (never trained by backprop), saved in the module's state dict.
+
+    Args:
+        num_words: rare words R (rows of ND).
+        dim: note size, the host's hidden size (final-layer outputs and input embeddings share it).
+        momentum: γ in ND[w] <- (1 - γ) ND[w] + γ Note, in [0, 1].
+        half_window: k, the note window [s - k, t + k], >= 0.
+        first_note: ``"replace"``: ND starts empty, a word is mixed only once it has a note, and its first
+            note is copied in (no EMA against an arbitrary start); ``"ema"``: ND starts at
+            N(0, init_std²) and every word is mixed and EMA-updated from the first step.
+        init_std: the start's standard deviation for ``"ema"``.
+        sync_ranks: all-reduce each step's per-word note sums and counts when torch.distributed is
+            initialized with more than one rank, so every rank holds the same ND.
+    """
+
+    def __init__(self, num_words: int, dim: int, momentum: float = 0.1, half_window: int = 16,
+                 first_note: str = "replace", init_std: float = 0.02, sync_ranks: bool = True) -> None:
+        super().__init__()
+        for name, value in (("num_words", num_words), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_fraction("note_momentum (γ)", momentum)
+        if isinstance(half_window, bool) or not isinstance(half_window, int) or half_window < 0:
+            raise ValueError(f"note_half_window (k) must be an integer >= 0, got {half_window!r}")
+        if first_note not in FIRST_NOTE_MODES:
+            raise ValueError(f"first_note must be one of {FIRST_NOTE_MODES}, got {first_note!r}")
+        self.momentum, self.half_window, self.first_note = momentum, half_window, first_note
+        self.sync_ranks = sync_ranks
+        start = torch.zeros(num_words, dim) if first_note == "replace" else torch.randn(num_words, dim) * init_std
+        self.register_buffer("notes", start)
+        self.register_buffer("has_note", torch.full((num_words,), first_note == "ema"))
+
+    @property
+    def num_words(self) -> int:
+        return self.notes.shape[0]
+
+    def token_notes(self, spans: torch.Tensor, seq_len: int,
+                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mix [batch, seq] bool, notes [batch, seq, d]) for the input.
+
+        A token is mixed when it lies in a span whose word has a note; with ``labels`` given, a span any of
+        whose tokens is a prediction target (label != -100) is not mixed: its note names the hidden word."""
+        inside = span_token_mask(spans, seq_len)  # [batch, spans, seq]
+        words = spans[..., 0].clamp_min(0)
+        usable = self.has_note[words] & (spans[..., 0] >= 0)
+        if labels is not None:
+            usable = usable & ~(inside & (labels != -100)[:, None, :]).any(-1)
+        mix = (inside & usable[..., None]).any(1)
+        token_word = (inside.long() * words[..., None]).sum(1)  # spans do not overlap: one word per token
+        return mix, self.notes[token_word]
+
+    @torch.no_grad()
+    def update(self, hidden: torch.Tensor, spans: torch.Tensor, attention_mask: torch.Tensor | None) -> int:
+        """Take this step's notes from ``hidden`` (final-layer outputs) and apply the EMA; returns how many
+        words were updated (on every rank alike)."""
+        words, notes = window_means(hidden, spans, attention_mask, self.half_window)
+        distributed = (self.sync_ranks and dist.is_available() and dist.is_initialized()
+                       and dist.get_world_size() > 1)
+        if distributed:  # the union of the step's words over the ranks, in the same order everywhere
+            present = torch.zeros(self.num_words, dtype=torch.int32, device=self.notes.device)
+            present[words] = 1
+            dist.all_reduce(present)
+            updated = present.nonzero().squeeze(1)
+        else:
+            updated = torch.unique(words)
+        if updated.numel() == 0:
+            return 0
+        slot = torch.searchsorted(updated, words)
+        totals = torch.zeros(len(updated), notes.shape[1] + 1, device=self.notes.device)
+        totals[:, :-1].index_add_(0, slot, notes.to(self.notes.device))
+        totals[:, -1].index_add_(0, slot, torch.ones_like(slot, dtype=totals.dtype))
+        if distributed:
+            dist.all_reduce(totals)
+        mean = totals[:, :-1] / totals[:, -1:]
+        new = (1 - self.momentum) * self.notes[updated] + self.momentum * mean
+        if self.first_note == "replace":
+            new = torch.where(self.has_note[updated][:, None], new, mean)
+        self.notes[updated] = new
+        self.has_note[updated] = True
+        return len(updated)
+
+    def extra_repr(self) -> str:
+        return (f"num_words={self.num_words}, dim={self.notes.shape[1]}, momentum={self.momentum}, "
+                f"half_window={self.half_window}, first_note={self.first_note!r}")
+
+
+def check_fraction(name: str, value: object) -> float:
+    """``value`` if it is a real number in [0, 1]; else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)

@@ -1,0 +1,139 @@
+"""The fairseq task masked_lm_tnf: fairseq-train end to end on a tiny binarized corpus, the notes in the
+checkpoint, an exact resume, the plain backbone export, the rare-span marking and bad settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from loopback import run_fairseq
+
+from graftkit.data.text import english_sentences, words
+from graftkit.errors import GraftkitError
+
+TINY = ("--task masked_lm_tnf --criterion masked_lm --arch roberta --encoder-layers 1 --encoder-embed-dim 32 "
+        "--encoder-ffn-embed-dim 64 --encoder-attention-heads 4 --max-positions 64 --tokens-per-sample 64 "
+        "--sample-break-mode complete --batch-size 16 --optimizer adam --lr 1e-3 --no-epoch-checkpoints "
+        "--log-format simple --cpu --seed 1 --tnf-min-count 3 --tnf-max-count 12 --tnf-half-window 4 "
+        "--disable-validation").split()
+
+
+def _run(tool: str, *args: str, user_dir: bool = True):
+    done = run_fairseq(tool, *args, user_dir=user_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def data_bin(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tnf_corpus")
+    sentences = [" ".join(words(s)) for s in english_sentences()[:240]]
+    (root / "train.txt").write_text("\n".join(sentences[:200]) + "\n")
+    (root / "valid.txt").write_text("\n".join(sentences[200:]) + "\n")
+    _run("fairseq-preprocess", "--only-source", "--trainpref", str(root / "train.txt"), "--validpref",
+         str(root / "valid.txt"), "--destdir", str(root / "bin"), "--workers", "1", user_dir=False)
+    return root / "bin"
+
+
+@pytest.mark.slow
+def test_fairseq_train_takes_notes_resumes_exactly_and_exports(data_bin, tmp_path):
+    _run("fairseq-train", str(data_bin), *TINY, "--max-update", "4", "--save-interval-updates", "2",
+         "--save-dir", str(tmp_path / "a"))
+    straight = torch.load(tmp_path / "a/checkpoint_last.pt", weights_only=False)
+    notes, has_note = straight["model"]["tnf_notes.notes"], straight["model"]["tnf_notes.has_note"]
+    assert has_note.sum() > 0 and notes[has_note].abs().sum() > 0 and (notes[~has_note] == 0).all()
+    middle = next((tmp_path / "a").glob("checkpoint_*_2.pt"))
+    assert not torch.equal(torch.load(middle, weights_only=False)["model"]["tnf_notes.notes"], notes)
+    _run("fairseq-train", str(data_bin), *TINY, "--max-update", "4", "--restore-file", str(middle),
+         "--save-dir", str(tmp_path / "b"))
+    resumed = torch.load(tmp_path / "b/checkpoint_last.pt", weights_only=False)["model"]
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed[key], value), key  # notes and weights: the same two steps again
+
+    from fairseq import checkpoint_utils
+
+    from plugins.tnf import export_backbone
+
+    out = export_backbone(tmp_path / "a/checkpoint_last.pt", tmp_path / "plain.pt")
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(out)], arg_overrides={"data": str(data_bin)})
+    assert type(task).__name__ == "MaskedLMTask" and not hasattr(models[0], "tnf_notes")
+    assert set(models[0].state_dict()) == {k for k in straight["model"] if not k.startswith("tnf_notes.")}
+    with pytest.raises(GraftkitError, match="not found"):
+        export_backbone(tmp_path / "missing.pt", tmp_path / "x.pt")
+
+
+def _task(data_bin: Path, **overrides):
+    from fairseq.tasks import TASK_REGISTRY
+
+    import plugins  # noqa: F401
+    from plugins.tnf import MaskedLMTnfConfig
+
+    cfg = MaskedLMTnfConfig(data=str(data_bin), **{"tnf_min_count": 3, "tnf_max_count": 12, **overrides})
+    return TASK_REGISTRY["masked_lm_tnf"].setup_task(cfg)
+
+
+def test_rare_words_and_spans(data_bin):
+    task = _task(data_bin)
+    d = task.dictionary
+    rare = [i for i in range(len(d)) if task.rare_index[i] >= 0]
+    assert rare and all(3 <= d.count[i] <= 12 for i in rare) and task.mask_idx not in rare
+    assert sorted(task.rare_index[rare].tolist()) == list(range(len(rare)))
+    tokens = torch.tensor([[0, rare[0], 5, rare[1], 2], [0, 6, 7, 8, 2]])
+    spans = task.rare_spans(tokens)
+    assert spans.tolist() == [[[int(task.rare_index[rare[0]]), 1, 1], [int(task.rare_index[rare[1]]), 3, 3]],
+                              [[-1, -1, -1], [-1, -1, -1]]]
+
+
+def test_bad_settings(data_bin):
+    with pytest.raises(GraftkitError, match="min_count"):
+        _task(data_bin, tnf_min_count=20, tnf_max_count=12)
+    with pytest.raises(ValueError, match="note-weight"):
+        _task(data_bin, tnf_note_weight=1.5)
+    with pytest.raises(ValueError, match="note-momentum"):
+        _task(data_bin, tnf_note_momentum=-0.5)
+    from fairseq.tasks import TASK_REGISTRY
+
+    from plugins.tnf import MaskedLMTnfConfig
+
+    with pytest.raises(GraftkitError, match="no dictionary word"):
+        TASK_REGISTRY["masked_lm_tnf"].setup_task(MaskedLMTnfConfig(data=str(data_bin), tnf_min_count=10 ** 6,
+                                                                    tnf_max_count=10 ** 7))
+
+
+def test_fairseq_input_is_the_formula_and_eval_is_the_backbone(data_bin):
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    import plugins  # noqa: F401
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(data_bin), *TINY, "--dropout", "0"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model).eval()
+    encoder = model.encoder.sentence_encoder
+    rare = [i for i in range(len(task.dictionary)) if task.rare_index[i] >= 0]
+    tokens = torch.tensor([[0, rare[0], 5, rare[1], 2], [0, 6, rare[2], 8, 2]])
+    notes = model.tnf_notes
+    notes.notes.normal_()
+    notes.has_note[task.rare_index[rare[1]]] = True
+    notes.has_note[task.rare_index[rare[2]]] = True
+    spans = task.rare_spans(tokens)
+    sums = []
+    encoder.layernorm_embedding.register_forward_pre_hook(lambda module, inputs: sums.append(inputs[0]))
+    with torch.no_grad():
+        plain = model(tokens, features_only=True)[0]
+        task._step = {"encoder": encoder, "notes": notes, "spans": spans, "labels": None}
+        try:
+            model(tokens, features_only=True)
+        finally:
+            task._step = None
+        tok, pos = encoder.embed_tokens(tokens), encoder.embed_positions(tokens)
+    expected = tok + pos
+    for b, i, token in ((0, 3, rare[1]), (1, 2, rare[2])):  # rare[0] has no note yet: unchanged
+        expected[b, i] = 0.5 * (tok[b, i] + pos[b, i]) + 0.5 * notes.notes[task.rare_index[token]]
+    torch.testing.assert_close(sums[1], expected)
+    assert torch.equal(sums[0], tok + pos) and not torch.equal(sums[1], sums[0])
+    with torch.no_grad():
+        assert torch.equal(model(tokens, features_only=True)[0], plain)  # no step: the plain backbone
