@@ -8,3 +8,4 @@ registered names are distinct from fairseq's own. ``fairseq_compat`` is imported
 from plugins import fairseq_compat  # noqa: F401
 from plugins import bert_fused  # noqa: E402,F401  (BERT-fused NMT)
 from plugins import preln  # noqa: E402,F401  (Pre-LN architectures)
+from plugins import mc_bert  # noqa: E402,F401  (MC-BERT pre-training)
