@@ -260,17 +260,19 @@ class McBertForPreTraining(McBertPreTrainedModel):
             weight = config.rtd_loss_weight
         else:
             with torch.no_grad():
-                # the MC's distribution at every non-pad position: masked rows reuse the MLM logits
-                unmasked = tokens & ~masked
-                all_logits = mlm_logits.new_empty(int(n_tokens), mlm_logits.shape[-1])
-                masked_rows = masked[tokens]
-                all_logits[masked_rows] = mlm_logits.detach()
-                all_logits[~masked_rows] = nn.functional.linear(mc_transform(mc_hidden[unmasked]),
-                                                                mc_output_weight, self.vocabulary_bias)
+                # negatives from the MC's distribution at every non-pad position: the masked rows reuse the
+                # MLM logits, the others get the vocabulary head now
                 original = input_ids[tokens]
-                negatives = sample_negatives(
-                    all_logits, config.num_candidates - 1, with_replacement=config.candidates_with_replacement,
-                    exclude=original if config.candidates_exclude_original else None, generator=generator)
+                masked_rows = masked[tokens]
+                negatives = original.new_empty(len(original), config.num_candidates - 1)
+                unmasked_logits = nn.functional.linear(mc_transform(mc_hidden[tokens & ~masked]),
+                                                       mc_output_weight, self.vocabulary_bias).float()
+                for rows, row_logits in ((masked_rows, mlm_logits.detach().float().clone()),
+                                         (~masked_rows, unmasked_logits)):
+                    negatives[rows] = sample_negatives(
+                        row_logits, config.num_candidates - 1, with_replacement=config.candidates_with_replacement,
+                        exclude=original[rows] if config.candidates_exclude_original else None,
+                        generator=generator)
                 candidates, labels = multi_choice_candidates(original, corrupted[tokens], negatives,
                                                              config.neither_token_id)
             logits = candidate_scores(self.head(hidden), candidates, embedding.weight, self.vocabulary_bias)
