@@ -111,6 +111,8 @@ def test_negatives_sampling_options():
     peaked[:, 7] = 30.0
     repeated = sample_negatives(peaked.clone(), 4, with_replacement=True, generator=seeded())
     assert (repeated == 7).all()  # with replacement, the reference's duplicates are kept
+    distinct = sample_negatives(peaked.clone(), 4, with_replacement=False, generator=seeded())
+    assert (distinct[:, 0] == 7).all() and all(len(set(r)) == 4 for r in distinct.tolist())  # Gumbel fallback
     excluded = sample_negatives(peaked.clone(), 4, with_replacement=True, exclude=torch.tensor([7, 7]),
                                 generator=seeded())
     assert not (excluded == 7).any()
