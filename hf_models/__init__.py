@@ -1,16 +1,26 @@
 """HuggingFace transformers models of graftkit; importing it registers them with the Auto* classes.
 
-``preln_bert``: Pre-LN BERT (Xiong et al., ICML 2020). The shared encoder core is :mod:`hf_models.core`.
+``preln_bert``: Pre-LN BERT (Xiong et al., ICML 2020). ``mc_bert``: MC-BERT (Xu et al., 2020).
+The shared encoder core is :mod:`hf_models.core`.
 """
 
 from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForPreTraining,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
 )
 
+from .mc_bert import (
+    McBertConfig,
+    McBertForPreTraining,
+    McBertForSequenceClassification,
+    McBertForTokenClassification,
+    McBertModel,
+    McBertPreTrainedModel,
+)
 from .preln_bert import (
     PreLNBertConfig,
     PreLNBertForMaskedLM,
@@ -42,8 +52,19 @@ AutoModelForSequenceClassification.register(TupeConfig, TupeForSequenceClassific
 AutoModelForTokenClassification.register(TupeConfig, TupeForTokenClassification, exist_ok=True)
 AutoConfig.register(TnfConfig.model_type, TnfConfig, exist_ok=True)
 AutoModelForMaskedLM.register(TnfConfig, TnfForMaskedLM, exist_ok=True)
+AutoConfig.register(McBertConfig.model_type, McBertConfig, exist_ok=True)
+AutoModel.register(McBertConfig, McBertModel, exist_ok=True)
+AutoModelForPreTraining.register(McBertConfig, McBertForPreTraining, exist_ok=True)
+AutoModelForSequenceClassification.register(McBertConfig, McBertForSequenceClassification, exist_ok=True)
+AutoModelForTokenClassification.register(McBertConfig, McBertForTokenClassification, exist_ok=True)
 
 __all__ = [
+    "McBertConfig",
+    "McBertForPreTraining",
+    "McBertForSequenceClassification",
+    "McBertForTokenClassification",
+    "McBertModel",
+    "McBertPreTrainedModel",
     "PreLNBertConfig",
     "PreLNBertForMaskedLM",
     "PreLNBertForSequenceClassification",

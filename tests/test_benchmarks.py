@@ -18,6 +18,8 @@ RUNS = {
     "bench_graphnorm.py": (["--repeats", "1"], "speed-up = PyG / graph_ext"),
     "bench_irn.py": (["--size", "32", "--reference-size", "32", "--repeats", "1"], "goal: IRN within 1.2x"),
     "bench_macer.py": (["--repeats", "1"], "ResNet-20"),
+    "bench_mcbert.py": (["--hidden", "24", "--layers", "1", "--heads", "6", "--divider", "3", "--vocab", "50",
+                         "--batch", "2", "--seq-len", "16", "--rounds", "1", "--steps", "1"], "MC-BERT / RTD"),
     "bench_preln.py": (["--hidden", "32", "--layers", "1", "--heads", "2", "--batch", "2", "--seq-len", "16",
                         "--rounds", "1", "--steps", "1"], "RobertaPreLayerNormModel (HF)"),
     "bench_tupe.py": (["--hidden", "32", "--layers", "1", "--heads", "2", "--batch", "2", "--seq-lens", "16,32",

@@ -1,0 +1,94 @@
+"""Pre-training step time of MC-BERT vs ELECTRA-style RTD vs BERT's MLM at the same main-model size.
+
+One step = McBertForPreTraining's forward (masking, meta controller, sampling, main model, loss), backward and
+an AdamW step; the three objectives differ only in ``config.objective``. They are timed in interleaved
+rounds within one run and each objective's median round is kept, so the ratio stays fair on a busy machine.
+Goal: MC-BERT <= 1.15x RTD. Default size: the reference's small arch (12 layers, d 256, FFN 1024, 4 heads,
+meta controller at half width) with BERT's vocabulary size. Run: ``.venv/bin/python benchmarks/bench_mcbert.py
+--threads 1 --clock cpu`` (a few minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from hf_models import McBertConfig, McBertForPreTraining
+
+OBJECTIVES = {"mlm": "MLM (BERT)", "rtd": "RTD (ELECTRA)", "mc": "MC-BERT"}
+GOAL = 1.15
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--divider", type=int, default=2, help="mc_size_divider")
+    parser.add_argument("--vocab", type=int, default=30522)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--candidates", type=int, default=10, help="k")
+    parser.add_argument("--with-replacement", action="store_true", help="the reference code's sampling")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--steps", type=int, default=2, help="training steps per objective per round")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's; 1 is steadier on a shared machine)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, immune to other processes on a shared machine "
+                             "(meaningful with --threads 1)")
+    args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    models, optimizers = {}, {}
+    for objective in OBJECTIVES:
+        torch.manual_seed(0)
+        models[objective] = McBertForPreTraining(McBertConfig(
+            vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
+            num_attention_heads=args.heads, intermediate_size=4 * args.hidden, max_position_embeddings=args.seq_len,
+            mc_size_divider=args.divider, mask_token_id=4, neither_token_id=5, objective=objective,
+            num_candidates=args.candidates, candidates_with_replacement=args.with_replacement)).train()
+        optimizers[objective] = torch.optim.AdamW(models[objective].parameters(), lr=1e-4)
+    data = torch.Generator().manual_seed(0)
+    ids = torch.randint(6, args.vocab, (args.batch, args.seq_len), generator=data)
+    mask = torch.ones_like(ids)
+
+    def step(objective: str) -> None:
+        loss = models[objective](ids, attention_mask=mask, generator=data).loss
+        optimizers[objective].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers[objective].step()
+
+    for objective in OBJECTIVES:  # warm-up
+        step(objective)
+    times: dict[str, list[float]] = {objective: [] for objective in OBJECTIVES}
+    for _ in range(args.rounds):
+        for objective in OBJECTIVES:
+            start = clock()
+            for _ in range(args.steps):
+                step(objective)
+            times[objective].append((clock() - start) / args.steps)
+
+    medians = {objective: statistics.median(samples) for objective, samples in times.items()}
+    config = models["mc"].config
+    print(f"main: {args.layers} layers, d {args.hidden}, FFN {4 * args.hidden}, {args.heads} heads; meta controller "
+          f"d {args.hidden // args.divider}; vocab {args.vocab}; batch {args.batch} x {args.seq_len}; k "
+          f"{config.num_candidates}, negatives {'with' if args.with_replacement else 'without'} replacement; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds x "
+          f"{args.steps} steps (forward + backward + AdamW), {args.clock} clock")
+    print(f"{'objective':<16} {'ms/step':>9} {'vs RTD':>8} {'vs MLM':>8} {'parameters':>12}")
+    for objective, label in OBJECTIVES.items():
+        parameters = sum(p.numel() for p in models[objective].parameters())
+        print(f"{label:<16} {1000 * medians[objective]:>9.1f} {medians[objective] / medians['rtd']:>7.3f}x "
+              f"{medians[objective] / medians['mlm']:>7.3f}x {parameters:>12,}")
+    ratio = medians["mc"] / medians["rtd"]
+    print(f"MC-BERT / RTD step time = {ratio:.3f} (goal <= {GOAL}): {'met' if ratio <= GOAL else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Configuration of MC-BERT (Xu et al., MC-BERT: Efficient Language Pre-Training via a Meta Controller)."""
+
+from huggingface_hub.dataclasses import strict
+from transformers.configuration_utils import PreTrainedConfig
+
+from ..core.config import validate_encoder_config
+from .objectives import check_settings
+
+
+@strict
+class McBertConfig(PreTrainedConfig):
+    r"""The main model (a BERT encoder, the one fine-tuned) and its pre-training with a meta controller.
+
+    Encoder fields as :class:`transformers.BertConfig` (``layer_norm_position`` "post" as BERT and the
+    reference; "pre" for a Pre-LN encoder). Pre-training fields:
+
+    objective (`str`, defaults to `"mc"`):
+        `"mc"`: MC-BERT's multi-choice cloze with the <neither> reject option; `"rtd"`: ELECTRA's replaced
+        token detection with the same meta controller as generator; `"mlm"`: BERT's masked LM on the main
+        model (no meta controller).
+    num_candidates (`int`, defaults to 10):
+        k, the candidates per token including <neither> (the reference's `--class-num`; paper Table 5 and its
+        RTE ablation also use 10, its text says 20).
+    mc_loss_weight (`float`, defaults to 20.0):
+        λ of the multi-choice loss (paper text and Table 5: 20; the released code's default: 50).
+    rtd_loss_weight (`float`, defaults to 50.0): λ of the RTD loss (ELECTRA).
+    candidates_with_replacement (`bool`, defaults to `False`):
+        draw the negatives with replacement (the released code) instead of without (the paper's text).
+    candidates_exclude_original (`bool`, defaults to `True`):
+        never draw the original token as a negative (the paper's text; the released code does not exclude).
+    mc_size_divider (`int`, defaults to 3):
+        the meta controller has the same depth, and hidden size, FFN size and heads divided by this.
+    mask_prob (`float`, defaults to 0.15): share of tokens masked, all with <mask>.
+    mask_token_id, neither_token_id (`int`, optional):
+        <mask> and <neither> in the vocabulary; required by :class:`McBertForPreTraining` (<neither> for
+        `objective="mc"` only), not by the fine-tuning models.
+
+    Raises ValueError naming the field when a value is unusable.
+
+    ```python
+    >>> from hf_models import McBertConfig
+    >>> config = McBertConfig(vocab_size=100, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
+    ...                       intermediate_size=96, mask_token_id=4, neither_token_id=5)
+    >>> config.num_candidates, config.mc_loss_weight
+    (10, 20.0)
+    ```"""
+
+    model_type = "mc_bert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    layer_norm_position: str = "post"
+    embedding_layer_norm: bool = True
+    pad_token_id: int | None = 0
+    classifier_dropout: float | int | None = None
+    objective: str = "mc"
+    num_candidates: int = 10
+    mc_loss_weight: float | int = 20.0
+    rtd_loss_weight: float | int = 50.0
+    candidates_with_replacement: bool = False
+    candidates_exclude_original: bool = True
+    mc_size_divider: int = 3
+    mask_prob: float = 0.15
+    mask_token_id: int | None = None
+    neither_token_id: int | None = None
+
+    def __post_init__(self, **kwargs):
+        validate_encoder_config(self)
+        if self.vocab_size < 1:
+            raise ValueError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
+        if self.max_position_embeddings < 1:
+            raise ValueError(f"max_position_embeddings must be a positive integer, "
+                             f"got {self.max_position_embeddings!r}")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"type_vocab_size must be >= 0, got {self.type_vocab_size!r}")
+        for name in ("pad_token_id", "mask_token_id", "neither_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name} must be None or in [0, vocab_size={self.vocab_size}), got {value!r}")
+        if self.mask_token_id is not None and self.mask_token_id == self.neither_token_id:
+            raise ValueError(f"mask_token_id and neither_token_id must differ, both are {self.mask_token_id}")
+        check_settings(self.objective, self.num_candidates, self.mask_prob, self.vocab_size)
+        for name in ("mc_loss_weight", "rtd_loss_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        divider = self.mc_size_divider
+        if not isinstance(divider, int) or isinstance(divider, bool) or divider < 1:
+            raise ValueError(f"mc_size_divider must be a positive integer, got {divider!r}")
+        for name in ("hidden_size", "intermediate_size", "num_attention_heads"):
+            if getattr(self, name) % divider:
+                raise ValueError(f"mc_size_divider ({divider}) must divide {name} ({getattr(self, name)}): "
+                                 "the meta controller's widths are the main model's divided by it")
+        super().__post_init__(**kwargs)
+
+    def require_pretraining_tokens(self) -> None:
+        """ValueError when the vocabulary lacks what pre-training needs: <mask>, and <neither> for "mc"."""
+        if self.mask_token_id is None:
+            raise ValueError("MC-BERT pre-training needs a <mask> token: set config.mask_token_id to its id "
+                             "in the vocabulary")
+        if self.objective == "mc" and self.neither_token_id is None:
+            raise ValueError("MC-BERT's multi-choice objective needs a <neither> token (the reject option): "
+                             "add one to the vocabulary and set config.neither_token_id")
+
+
+__all__ = ["McBertConfig"]

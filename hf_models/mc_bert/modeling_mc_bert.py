@@ -1,0 +1,316 @@
+"""MC-BERT for HF transformers: the pre-training model (meta controller + main model + loss) and the main
+encoder alone for fine-tuning (:class:`McBertModel`, :class:`McBertForSequenceClassification`, ...).
+
+The encoders are graftkit's shared core (``hf_models.core``); the method's math is :mod:`.objectives`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
+
+from ..core.attention import padding_bias
+from ..core.embeddings import Embeddings
+from ..core.encoder import Encoder
+from ..core.heads import Pooler
+from ..core.modeling import (
+    EncoderForSequenceClassification,
+    EncoderForTokenClassification,
+    EncoderPreTrainedModel,
+    maybe_tuple,
+)
+from ..core.remote_code import write_remote_code
+from .configuration_mc_bert import McBertConfig
+from .objectives import (
+    LossParts,
+    PredictionTransform,
+    ReplacedTokenDetectionHead,
+    candidate_scores,
+    choose_masked_positions,
+    corrupt,
+    mean_pretraining_loss,
+    multi_choice_candidates,
+    replaced_token_detection_sum,
+    sample_negatives,
+    sample_replacements,
+    token_cross_entropy_sum,
+)
+
+
+class McBertPreTrainedModel(EncoderPreTrainedModel):
+    """Config class and weight prefix of the mc_bert models (everything else: the core's base)."""
+
+    config: McBertConfig
+    config_class = McBertConfig
+    base_model_prefix = "mc_bert"
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
+        """The core's save, plus :mod:`.objectives` (imported by the config and model modules) for
+        ``trust_remote_code`` loading."""
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            write_remote_code(save_directory, [PredictionTransform])
+
+
+class McBertModel(McBertPreTrainedModel):
+    """The main model: embeddings -> encoder -> optional pooler. The one that is fine-tuned; it has no meta
+    controller weights."""
+
+    def __init__(self, config: McBertConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+        self.pooler = Pooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+        self.embeddings.vocab_size = value.num_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
+                                else output_hidden_states)
+        embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        if attention_mask is not None and attention_mask.shape != embedded.shape[:2]:
+            raise ValueError(f"attention_mask must have shape {tuple(embedded.shape[:2])}, "
+                             f"got {tuple(attention_mask.shape)}")
+        encoded = self.encoder(embedded, padding_bias(attention_mask, embedded.dtype),
+                               output_attentions=bool(output_attentions),
+                               output_hidden_states=bool(output_hidden_states))
+        pooled = self.pooler(encoded.last_hidden_state) if self.pooler is not None else None
+        output = BaseModelOutputWithPooling(last_hidden_state=encoded.last_hidden_state, pooler_output=pooled,
+                                            hidden_states=encoded.hidden_states,
+                                            attentions=encoded.attentions)
+        return maybe_tuple(output, return_dict, self.config)
+
+
+class _MetaControllerConfig:
+    """The main config as the meta controller sees it: hidden size, FFN size and heads divided by
+    ``mc_size_divider``; every other field (attention implementation included) read from the main config."""
+
+    def __init__(self, config: McBertConfig) -> None:
+        self._config = config
+        self.hidden_size = config.hidden_size // config.mc_size_divider
+        self.intermediate_size = config.intermediate_size // config.mc_size_divider
+        self.num_attention_heads = config.num_attention_heads // config.mc_size_divider
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_config":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self._config, name)
+
+
+class McBertMetaController(nn.Module):
+    """The meta controller (ELECTRA's generator): a narrow MLM encoder of the main model's depth.
+
+    It reads the main model's word embeddings E through ``embedding_projection`` (d -> d/divider; none when
+    the widths are equal), and scores the vocabulary with the same projected E: LN(GELU(W h))·P(E)ᵀ + b.
+    """
+
+    def __init__(self, config: McBertConfig) -> None:
+        super().__init__()
+        mc_config = _MetaControllerConfig(config)
+        self.embedding_projection = (nn.Linear(config.hidden_size, mc_config.hidden_size)
+                                     if mc_config.hidden_size != config.hidden_size else None)
+        self.embeddings = Embeddings(mc_config)
+        self.embeddings.word_embeddings = None  # the main model's word embeddings are read instead
+        self.encoder = Encoder(mc_config)
+        self.lm_transform = PredictionTransform(mc_config.hidden_size, config.hidden_act, config.layer_norm_eps)
+
+    def project(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return embeddings if self.embedding_projection is None else self.embedding_projection(embeddings)
+
+    def forward(self, input_ids: torch.Tensor, word_embeddings: nn.Embedding, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden states [batch, seq, d/divider] of the (masked) input."""
+        embedded = self.embeddings(inputs_embeds=self.project(word_embeddings(input_ids)),
+                                   token_type_ids=token_type_ids)
+        return self.encoder(embedded, padding_bias(attention_mask, embedded.dtype)).last_hidden_state
+
+
+@dataclass
+class McBertForPreTrainingOutput(ModelOutput):
+    """``loss`` = mean MLM loss of the meta controller (of the main model for "mlm") + λ · mean
+    discriminator loss over non-pad tokens. ``logits``: the main model's per-token output (k candidate scores
+    for "mc", one RTD logit for "rtd", vocabulary logits at the masked positions for "mlm");
+    ``discriminator_labels`` its targets per non-pad token (candidate index, or 1 = replaced);
+    ``candidate_ids`` [n_tokens, k] for "mc"."""
+
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    discriminator_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    masked_positions: torch.Tensor | None = None
+    corrupted_input_ids: torch.Tensor | None = None
+    candidate_ids: torch.Tensor | None = None
+    discriminator_labels: torch.Tensor | None = None
+    loss_parts: LossParts | None = None
+
+
+class McBertForPreTraining(McBertPreTrainedModel):
+    """Meta controller + main model + the pre-training loss of ``config.objective`` ("mc", "rtd", "mlm").
+
+    ``forward(input_ids, attention_mask)`` masks, samples and returns the loss itself; pass a
+    ``torch.Generator`` (or seed torch) to make it reproducible. :meth:`pretrain` does the same for an
+    already chosen set of masked positions (the fairseq task masks in its data pipeline).
+    """
+
+    def __init__(self, config: McBertConfig) -> None:
+        super().__init__(config)
+        config.require_pretraining_tokens()
+        self.mc_bert = McBertModel(config, add_pooling_layer=False)
+        # per-token output bias b: the MC's vocabulary bias and the main head's b[c] (shared, as the reference)
+        self.vocabulary_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        if config.objective == "mlm":
+            self.meta_controller = None
+            self.head = PredictionTransform(config.hidden_size, config.hidden_act, config.layer_norm_eps)
+        else:
+            self.meta_controller = McBertMetaController(config)
+            self.head = (PredictionTransform(config.hidden_size, config.hidden_act, config.layer_norm_eps)
+                         if config.objective == "mc" else
+                         ReplacedTokenDetectionHead(config.hidden_size, config.hidden_act))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.mc_bert.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.mc_bert.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        special_tokens_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool | None = None,
+    ) -> McBertForPreTrainingOutput | tuple:
+        """Mask ``mask_prob`` of the non-pad tokens (never those of ``special_tokens_mask``), then
+        :meth:`pretrain`. ``attention_mask`` 1 = real token, 0 = padding (all real when None)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape [batch, seq_len], got {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        maskable = attention_mask.bool()
+        if special_tokens_mask is not None:
+            maskable = maskable & ~special_tokens_mask.bool()
+        masked = choose_masked_positions(maskable, self.config.mask_prob, generator)
+        output = self.pretrain(input_ids, masked, attention_mask, token_type_ids, generator)
+        return maybe_tuple(output, return_dict, self.config)
+
+    def pretrain(self, input_ids: torch.Tensor, masked_positions: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> McBertForPreTrainingOutput:
+        """One pre-training step's outputs for original ``input_ids`` whose ``masked_positions`` (bool) are
+        replaced by <mask>; ``attention_mask`` marks the tokens the discriminator is trained on."""
+        config = self.config
+        if attention_mask.shape != input_ids.shape or masked_positions.shape != input_ids.shape:
+            raise ValueError(f"attention_mask and masked_positions must have the shape of input_ids "
+                             f"{tuple(input_ids.shape)}, got {tuple(attention_mask.shape)} and "
+                             f"{tuple(masked_positions.shape)}")
+        tokens = attention_mask.bool()
+        masked = masked_positions.bool() & tokens
+        masked_input = input_ids.masked_fill(masked, config.mask_token_id)
+        embedding = self.get_input_embeddings()
+        targets = input_ids[masked]
+        n_masked, n_tokens = masked.sum(), tokens.sum()
+
+        if self.meta_controller is None:  # BERT's MLM on the main model
+            hidden = self.mc_bert(masked_input, attention_mask, token_type_ids).last_hidden_state
+            logits = nn.functional.linear(self.head(hidden[masked]), embedding.weight, self.vocabulary_bias)
+            parts = LossParts(token_cross_entropy_sum(logits, targets), n_masked, None, n_tokens)
+            return McBertForPreTrainingOutput(loss=mean_pretraining_loss(parts, 0.0),
+                                              mlm_loss=parts.mlm_sum / n_masked.clamp_min(1), logits=logits,
+                                              masked_positions=masked, loss_parts=parts)
+
+        mc_hidden = self.meta_controller(masked_input, embedding, attention_mask, token_type_ids)
+        mc_output_weight = self.meta_controller.project(embedding.weight)  # [V, d/divider]
+        mc_transform = self.meta_controller.lm_transform
+        mlm_logits = nn.functional.linear(mc_transform(mc_hidden[masked]), mc_output_weight, self.vocabulary_bias)
+        mlm_sum = token_cross_entropy_sum(mlm_logits, targets)
+        with torch.no_grad():
+            corrupted = corrupt(input_ids, masked, sample_replacements(mlm_logits, generator))
+        hidden = self.mc_bert(corrupted, attention_mask, token_type_ids).last_hidden_state[tokens]
+
+        candidates = None
+        if config.objective == "rtd":
+            labels = (corrupted != input_ids)[tokens]
+            logits = self.head(hidden)
+            discriminator_sum = replaced_token_detection_sum(logits, labels)
+            weight = config.rtd_loss_weight
+        else:
+            with torch.no_grad():
+                # negatives from the MC's distribution at every non-pad position: the masked rows reuse the
+                # MLM logits, the others get the vocabulary head now
+                original = input_ids[tokens]
+                masked_rows = masked[tokens]
+                negatives = original.new_empty(len(original), config.num_candidates - 1)
+                unmasked_logits = nn.functional.linear(mc_transform(mc_hidden[tokens & ~masked]),
+                                                       mc_output_weight, self.vocabulary_bias).float()
+                for rows, row_logits in ((masked_rows, mlm_logits.detach().float().clone()),
+                                         (~masked_rows, unmasked_logits)):
+                    negatives[rows] = sample_negatives(
+                        row_logits, config.num_candidates - 1, with_replacement=config.candidates_with_replacement,
+                        exclude=original[rows] if config.candidates_exclude_original else None,
+                        generator=generator)
+                candidates, labels = multi_choice_candidates(original, corrupted[tokens], negatives,
+                                                             config.neither_token_id)
+            logits = candidate_scores(self.head(hidden), candidates, embedding.weight, self.vocabulary_bias)
+            discriminator_sum = token_cross_entropy_sum(logits, labels)
+            weight = config.mc_loss_weight
+        parts = LossParts(mlm_sum, n_masked, discriminator_sum, n_tokens)
+        return McBertForPreTrainingOutput(
+            loss=mean_pretraining_loss(parts, weight), mlm_loss=mlm_sum / n_masked.clamp_min(1),
+            discriminator_loss=discriminator_sum / n_tokens.clamp_min(1), logits=logits, masked_positions=masked,
+            corrupted_input_ids=corrupted, candidate_ids=candidates, discriminator_labels=labels,
+            loss_parts=parts)
+
+
+class McBertForSequenceClassification(McBertPreTrainedModel, EncoderForSequenceClassification):
+    """Pooled [CLS] -> dropout -> linear over the main model; loss by ``config.problem_type``, as in BERT."""
+
+    base_model_class = McBertModel
+
+
+class McBertForTokenClassification(McBertPreTrainedModel, EncoderForTokenClassification):
+    """Per-token dropout -> linear over the main model; loss = cross-entropy over labels != -100."""
+
+    base_model_class = McBertModel
+
+
+McBertPreTrainedModel.auto_classes = {
+    "AutoConfig": McBertConfig,
+    "AutoModel": McBertModel,
+    "AutoModelForPreTraining": McBertForPreTraining,
+    "AutoModelForSequenceClassification": McBertForSequenceClassification,
+    "AutoModelForTokenClassification": McBertForTokenClassification,
+}
+
+__all__ = [
+    "McBertForPreTraining",
+    "McBertForPreTrainingOutput",
+    "McBertForSequenceClassification",
+    "McBertForTokenClassification",
+    "McBertModel",
+    "McBertPreTrainedModel",
+]

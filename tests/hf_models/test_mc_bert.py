@@ -1,0 +1,390 @@
+"""mc_bert: the pre-training math of MC-BERT and ELECTRA's RTD (hand-made cases), the HF model type
+(config checks, Auto classes, round trip, fine-tuning models without the meta controller, Trainer)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_models import (
+    McBertConfig,
+    McBertForPreTraining,
+    McBertForSequenceClassification,
+    McBertForTokenClassification,
+    McBertModel,
+)
+from hf_models.mc_bert import objectives
+from hf_models.mc_bert.objectives import (
+    LossParts,
+    candidate_scores,
+    choose_masked_positions,
+    multi_choice_candidates,
+    pretraining_loss,
+    replaced_token_detection_sum,
+    sample_negatives,
+)
+
+MASK, NEITHER = 4, 5
+TINY = dict(vocab_size=40, hidden_size=24, num_hidden_layers=2, num_attention_heads=6, intermediate_size=48,
+            max_position_embeddings=16, mask_token_id=MASK, neither_token_id=NEITHER, mc_size_divider=3)
+
+
+def batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, 40, (3, 12), generator=gen)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[2, 7:] = 0
+    ids[2, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- the math, on hand-made cases ---------------------------------------------------------------------------
+
+def test_candidate_layout_and_labels_on_a_hand_made_batch():
+    original = torch.tensor([[11, 12, 13], [14, 15, 16]])
+    corrupted = torch.tensor([[21, 12, 13], [14, 15, 26]])  # (0,0) and (1,2) replaced
+    negatives = torch.tensor([[[31, 32, 33], [41, 42, 43], [51, 52, 53]],
+                              [[61, 62, 63], [71, 72, 73], [81, 82, 83]]])  # k - 1 = 3 per token
+    candidates, labels = multi_choice_candidates(original, corrupted, negatives, NEITHER)
+    assert candidates.tolist() == [
+        [[NEITHER, 11, 32, 33], [NEITHER, 41, 42, 43], [NEITHER, 51, 52, 53]],
+        [[NEITHER, 61, 62, 63], [NEITHER, 71, 72, 73], [NEITHER, 16, 82, 83]]]
+    assert labels.tolist() == [[1, 0, 0], [0, 0, 1]]  # c1 where replaced, c0 (<neither>) otherwise
+
+
+def test_a_sample_equal_to_the_original_is_not_a_replacement():
+    original = torch.tensor([7, 8, 9])
+    corrupted = torch.tensor([7, 8, 30])  # position 0 was masked but the MC sampled the original back
+    negatives = torch.tensor([[20, 21], [22, 23], [24, 25]])
+    candidates, labels = multi_choice_candidates(original, corrupted, negatives, NEITHER)
+    assert labels.tolist() == [0, 0, 1]
+    assert candidates[0].tolist() == [NEITHER, 20, 21]  # no original at c1: the answer is <neither>
+    # the model agrees: in its outputs every label is exactly "corrupted != original"
+    model = McBertForPreTraining(McBertConfig(**TINY))
+    out = model(**batch(), generator=seeded())
+    tokens = batch()["attention_mask"].bool()
+    assert torch.equal(out.discriminator_labels.bool(), (out.corrupted_input_ids != batch()["input_ids"])[tokens])
+
+
+def test_candidate_scores_are_the_head_times_candidate_embeddings_plus_bias():
+    torch.manual_seed(0)
+    features, embedding, bias = torch.randn(5, 8), torch.randn(30, 8), torch.randn(30)
+    candidates = torch.randint(0, 30, (5, 4))
+    full = features @ embedding.T + bias  # the O(V·d) logits, only to check the O(k·d) gather
+    torch.testing.assert_close(candidate_scores(features, candidates, embedding, bias),
+                               full.gather(1, candidates))
+    candidates[0, 2] = candidates[0, 1]  # a duplicate scores the same
+    scores = candidate_scores(features, candidates, embedding, bias)
+    assert scores[0, 2] == scores[0, 1]
+
+
+def test_masking_takes_the_expected_count_of_maskable_tokens():
+    maskable = torch.ones(4, 40, dtype=torch.bool)
+    maskable[1, 20:] = False
+    maskable[2, :5] = False
+    masked = choose_masked_positions(maskable, 0.15, seeded(1))
+    assert not (masked & ~maskable).any()
+    counts = masked.sum(-1)
+    n = maskable.sum(-1)
+    assert ((counts == (0.15 * n).floor()) | (counts == (0.15 * n).floor() + 1)).all()
+    assert torch.equal(masked, choose_masked_positions(maskable, 0.15, seeded(1)))
+    assert not torch.equal(masked, choose_masked_positions(maskable, 0.15, seeded(2)))
+
+
+def test_negatives_sampling_options():
+    logits = torch.full((3, 10), -5.0)
+    logits[:, [1, 2, 3]] = 5.0  # almost all mass on tokens 1, 2, 3
+    originals = torch.tensor([1, 2, 3])
+    distinct = sample_negatives(logits.clone(), 3, with_replacement=False, generator=seeded())
+    assert [sorted(row) for row in distinct.tolist()] == [[1, 2, 3]] * 3  # without replacement: all three
+    excluded = sample_negatives(logits.clone(), 5, with_replacement=False, exclude=originals,
+                                generator=seeded())
+    assert not (excluded == originals[:, None]).any() and all(len(set(r)) == 5 for r in excluded.tolist())
+    peaked = torch.full((2, 10), -30.0)
+    peaked[:, 7] = 30.0
+    repeated = sample_negatives(peaked.clone(), 4, with_replacement=True, generator=seeded())
+    assert (repeated == 7).all()  # with replacement, the reference's duplicates are kept
+    distinct = sample_negatives(peaked.clone(), 4, with_replacement=False, generator=seeded())
+    assert (distinct[:, 0] == 7).all() and all(len(set(r)) == 4 for r in distinct.tolist())  # Gumbel fallback
+    excluded = sample_negatives(peaked.clone(), 4, with_replacement=True, exclude=torch.tensor([7, 7]),
+                                generator=seeded())
+    assert not (excluded == 7).any()
+    assert torch.equal(sample_negatives(logits.clone(), 3, with_replacement=True, generator=seeded(5)),
+                       sample_negatives(logits.clone(), 3, with_replacement=True, generator=seeded(5)))
+    with pytest.raises(ValueError, match="overwrites its logits"):
+        sample_negatives(logits.double(), 3, with_replacement=True)
+
+
+def test_loss_weighting_is_the_references():
+    parts = LossParts(mlm_sum=torch.tensor(6.0), n_masked=torch.tensor(3), discriminator_sum=torch.tensor(8.0),
+                      n_tokens=torch.tensor(4))
+    loss, sample_size = pretraining_loss(parts, weight=20.0)
+    assert float(loss) == 6 + 20 * 8 * 3 / 4 and int(sample_size) == 3  # reference: sums, sample size n_masked
+    assert float(objectives.mean_pretraining_loss(parts, 20.0)) == 6 / 3 + 20 * 8 / 4  # means per token
+    mlm_only = parts._replace(discriminator_sum=None)
+    assert float(objectives.mean_pretraining_loss(mlm_only, 20.0)) == 2.0
+
+
+@pytest.mark.parametrize("objective", ["mc", "rtd"])
+def test_model_loss_is_mlm_plus_weighted_discriminator_from_its_own_outputs(objective):
+    torch.manual_seed(0)
+    config = McBertConfig(**TINY, objective=objective, mc_loss_weight=7.0, rtd_loss_weight=3.0)
+    model = McBertForPreTraining(config)
+    inputs = batch()
+    out = model(**inputs, generator=seeded())
+    tokens = inputs["attention_mask"].bool()
+    if objective == "mc":
+        expected_disc = F.cross_entropy(out.logits, out.discriminator_labels)
+        assert out.logits.shape == (int(tokens.sum()), config.num_candidates)  # k scores, not V
+        weight = 7.0
+    else:
+        expected_disc = F.binary_cross_entropy_with_logits(out.logits, out.discriminator_labels.float())
+        weight = 3.0
+    torch.testing.assert_close(out.discriminator_loss, expected_disc)
+    torch.testing.assert_close(out.loss, out.mlm_loss + weight * expected_disc)
+    masked = out.masked_positions
+    assert masked.any() and not (masked & ~tokens).any()
+    assert torch.equal(out.corrupted_input_ids[~masked], inputs["input_ids"][~masked])  # only masked change
+
+
+def test_model_candidates_follow_the_layout():
+    torch.manual_seed(0)
+    for exclude in (True, False):
+        model = McBertForPreTraining(McBertConfig(**TINY, candidates_exclude_original=exclude))
+        inputs = batch(3)
+        out = model(**inputs, generator=seeded())
+        tokens = inputs["attention_mask"].bool()
+        original = inputs["input_ids"][tokens]
+        candidates, labels = out.candidate_ids, out.discriminator_labels
+        assert (candidates[:, 0] == NEITHER).all()
+        assert torch.equal(candidates[labels == 1, 1], original[labels == 1])
+        unreplaced_negatives = candidates[labels == 0, 1:]
+        replaced_negatives = candidates[labels == 1, 2:]
+        hits = ((unreplaced_negatives == original[labels == 0, None]).sum()
+                + (replaced_negatives == original[labels == 1, None]).sum())
+        if exclude:  # the paper: the true token is never a negative
+            assert hits == 0
+        else:  # the reference: the MC, seeing the unmasked token, samples it back often
+            assert hits > 0
+
+
+def test_rtd_equals_electras_loss_on_a_hand_made_case():
+    logits = torch.tensor([2.0, -1.0, 0.5, 0.0])
+    replaced = torch.tensor([1, 0, 0, 1])
+    by_hand = -(math.log(1 / (1 + math.exp(-2.0))) + math.log(1 - 1 / (1 + math.exp(1.0)))
+                + math.log(1 - 1 / (1 + math.exp(-0.5))) + math.log(0.5))
+    assert float(replaced_token_detection_sum(logits, replaced)) == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_rtd_head_and_loss_equal_hf_electra():
+    from transformers import ElectraConfig, ElectraForPreTraining
+
+    torch.manual_seed(0)
+    electra = ElectraForPreTraining(ElectraConfig(vocab_size=40, embedding_size=24, hidden_size=24,
+                                                  num_hidden_layers=1, num_attention_heads=4,
+                                                  intermediate_size=32)).eval()
+    inputs = batch()
+    labels = torch.randint(0, 2, inputs["input_ids"].shape)
+    with torch.no_grad():
+        hf = electra(**inputs, labels=labels, output_hidden_states=True)
+        head = objectives.ReplacedTokenDetectionHead(24, "gelu")
+        head.load_state_dict(electra.discriminator_predictions.state_dict())
+        torch.testing.assert_close(head(hf.hidden_states[-1]), hf.logits)
+    active = inputs["attention_mask"].bool()
+    ours = replaced_token_detection_sum(hf.logits[active], labels[active]) / active.sum()
+    torch.testing.assert_close(ours, hf.loss)
+
+
+def test_no_gradient_through_the_sampling():
+    torch.manual_seed(0)
+    for objective in ("mc", "rtd"):
+        model = McBertForPreTraining(McBertConfig(**TINY, objective=objective))
+        out = model(**batch(), generator=seeded())
+        out.discriminator_loss.backward(retain_graph=True)
+        # the discriminator's loss reaches the shared embeddings and bias, never the meta controller
+        assert all(p.grad is None for p in model.meta_controller.parameters())
+        assert model.mc_bert.embeddings.word_embeddings.weight.grad is not None
+        model.zero_grad(set_to_none=True)
+        out.mlm_loss.backward()
+        # and the meta controller's MLM loss never reaches the main encoder
+        assert all(p.grad is None for p in model.mc_bert.encoder.parameters())
+        assert all(p.grad is not None for p in model.meta_controller.encoder.parameters())
+
+
+def test_reproducible_with_a_generator_and_with_the_global_seed():
+    torch.manual_seed(0)
+    model = McBertForPreTraining(McBertConfig(**TINY)).eval()
+    first = model(**batch(), generator=seeded(3))
+    second = model(**batch(), generator=seeded(3))
+    assert torch.equal(first.candidate_ids, second.candidate_ids) and torch.equal(first.loss, second.loss)
+    assert not torch.equal(first.candidate_ids, model(**batch(), generator=seeded(4)).candidate_ids)
+    torch.manual_seed(9)
+    third = model(**batch())
+    torch.manual_seed(9)
+    assert torch.equal(third.loss, model(**batch()).loss)
+
+
+def test_mlm_objective_has_no_meta_controller():
+    model = McBertForPreTraining(McBertConfig(**{**TINY, "objective": "mlm", "neither_token_id": None}))
+    assert model.meta_controller is None
+    out = model(**batch(), generator=seeded())
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, batch()["input_ids"][out.masked_positions]))
+
+
+def test_meta_controller_sizes_and_shared_embeddings():
+    model = McBertForPreTraining(McBertConfig(**TINY))
+    mc = model.meta_controller
+    assert mc.encoder.config.hidden_size == 8 and mc.encoder.config.intermediate_size == 16
+    assert mc.encoder.config.num_attention_heads == 2 and len(mc.encoder.layers) == 2
+    assert mc.embeddings.word_embeddings is None  # reads the main model's, through the projection
+    assert tuple(mc.embedding_projection.weight.shape) == (8, 24)
+    same = McBertForPreTraining(McBertConfig(**{**TINY, "mc_size_divider": 1}))
+    assert same.meta_controller.embedding_projection is None
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_candidates", 1, "num_candidates .* >= 2"),
+    ("num_candidates", 41, "must not exceed vocab_size"),
+    ("mc_size_divider", 5, r"mc_size_divider \(5\) must divide hidden_size"),
+    ("mc_size_divider", 0, "mc_size_divider must be a positive integer"),
+    ("objective", "mlm+", "objective must be one of"),
+    ("mask_prob", 1.0, "mask_prob"),
+    ("mc_loss_weight", -1.0, "mc_loss_weight"),
+    ("neither_token_id", MASK, "must differ"),
+    ("mask_token_id", 40, "mask_token_id must be None or in"),
+])
+def test_bad_config_names_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        McBertConfig(**{**TINY, field: value})
+
+
+def test_vocabulary_without_mask_or_neither_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs a <mask> token"):
+        McBertForPreTraining(McBertConfig(**{**TINY, "mask_token_id": None}))
+    with pytest.raises(ValueError, match="needs a <neither> token"):
+        McBertForPreTraining(McBertConfig(**{**TINY, "neither_token_id": None}))
+    McBertForPreTraining(McBertConfig(**{**TINY, "neither_token_id": None, "objective": "rtd"}))  # not needed
+    McBertModel(McBertConfig(**{**TINY, "mask_token_id": None, "neither_token_id": None}))  # fine-tuning: fine
+
+
+# --- HF model type ----------------------------------------------------------------------------------------
+
+def test_registered_with_auto_classes():
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForPreTraining,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    config = AutoConfig.for_model("mc_bert", **TINY)
+    assert isinstance(config, McBertConfig) and McBertConfig().objective == "mc"
+    for auto, cls in [(AutoModel, McBertModel), (AutoModelForPreTraining, McBertForPreTraining),
+                      (AutoModelForSequenceClassification, McBertForSequenceClassification),
+                      (AutoModelForTokenClassification, McBertForTokenClassification)]:
+        assert type(auto.from_config(config)) is cls
+
+
+def test_round_trip_and_fine_tuning_model_without_meta_controller(tmp_path):
+    torch.manual_seed(0)
+    model = McBertForPreTraining(McBertConfig(**TINY)).eval()
+    expected = model(**batch(), generator=seeded(1)).loss
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "objectives.py").is_file()  # for trust_remote_code
+    loaded = McBertForPreTraining.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded(**batch(), generator=seeded(1)).loss, expected)
+
+    classifier = McBertForSequenceClassification.from_pretrained(tmp_path, num_labels=3).eval()
+    keys = set(classifier.state_dict())
+    assert not [k for k in keys if k.startswith(("meta_controller", "head", "vocabulary_bias"))]
+    main_state = model.mc_bert.state_dict()
+    for name, value in classifier.mc_bert.state_dict().items():
+        if not name.startswith("pooler"):
+            assert torch.equal(value, main_state[name]), name
+    encoder = McBertModel.from_pretrained(tmp_path).eval()
+    assert not any("meta_controller" in k for k in encoder.state_dict())
+    torch.testing.assert_close(encoder(**batch()).last_hidden_state,
+                               model.mc_bert(**batch()).last_hidden_state)
+    logits = classifier(**batch()).logits
+    classifier.save_pretrained(tmp_path / "clf")
+    again = McBertForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
+    torch.testing.assert_close(again(**batch()).logits, logits)
+
+
+def test_trains_with_hf_trainer(tmp_path):
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from graftkit.data.text import WordVocab, english_sentences
+    from graftkit.runtime import single_thread
+
+    sentences = english_sentences()[:64]
+    vocab = WordVocab.build(sentences)
+    tokenizer = vocab.to_hf_tokenizer(model_max_length=16)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<neither>"]})
+    rows = [{"input_ids": ids} for ids in tokenizer(sentences, truncation=True, max_length=16)["input_ids"]]
+    config = McBertConfig(**{**TINY, "vocab_size": len(tokenizer), "mask_token_id": tokenizer.mask_token_id,
+                             "neither_token_id": tokenizer.convert_tokens_to_ids("<neither>"),
+                             "pad_token_id": tokenizer.pad_token_id})
+    torch.manual_seed(0)
+    model = McBertForPreTraining(config)
+    collator = DataCollatorWithPadding(tokenizer)
+    probe = collator(rows[:32])
+
+    def probe_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(model(**probe, generator=seeded()).loss)
+
+    before = probe_loss()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=20, per_device_train_batch_size=16,
+                             learning_rate=3e-3, warmup_steps=0, report_to=[], save_strategy="no",
+                             use_cpu=True, disable_tqdm=True, seed=0)
+    with single_thread():
+        Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
+    after = probe_loss()
+    assert after < before - 1.0, (before, after)
+
+
+_REMOTE_LOAD = """
+import importlib.abc, sys
+class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, HideGraftkit())
+import torch
+from transformers import AutoModelForPreTraining
+model = AutoModelForPreTraining.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+batch = torch.load(sys.argv[2])
+torch.save({"module": type(model).__module__,
+            "loss": model(**batch, generator=torch.Generator().manual_seed(1)).loss}, sys.argv[3])
+"""
+
+
+@pytest.mark.slow
+def test_loads_with_trust_remote_code_without_graftkit(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    model = McBertForPreTraining(McBertConfig(**TINY)).eval()
+    model.save_pretrained(tmp_path / "model")
+    torch.save(batch(), tmp_path / "batch.pt")
+    (tmp_path / "load.py").write_text(_REMOTE_LOAD)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / "model"), str(tmp_path / "batch.pt"),
+                    str(tmp_path / "out.pt")], cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["module"].startswith("transformers_modules.")
+    torch.testing.assert_close(result["loss"], model(**batch(), generator=seeded(1)).loss)
