@@ -330,3 +330,19 @@ def test_trains_with_hf_trainer_and_mlm_collator(tmp_path, mode):
         Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
     after = probe_loss()
     assert after < before - 0.3, (before, after)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_positional_bias_and_positions_trace_in_one_graph(mode):
+    from hf_models.tupe.modeling_tupe import tupe_position_ids
+
+    module = _model(position_mode=mode).positional_bias
+
+    def bias(mask: torch.Tensor) -> torch.Tensor:  # the compiled path always counts positions from the mask
+        return module(tupe_position_ids(mask.shape[1], 16, mask, None, mask.device))
+
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[0, :2] = 0  # left padding
+    with torch.no_grad():
+        compiled = torch.compile(bias, backend="eager", fullgraph=True)(mask)
+        torch.testing.assert_close(compiled, bias(mask))
