@@ -29,6 +29,7 @@ from .preln_bert import (
     PreLNBertModel,
     PreLNBertPreTrainedModel,
 )
+from .tnf import TnfConfig, TnfForMaskedLM
 from .tupe import (
     TupeConfig,
     TupeForMaskedLM,
@@ -37,7 +38,6 @@ from .tupe import (
     TupeModel,
     TupePreTrainedModel,
 )
-from .tnf import TnfConfig, TnfForMaskedLM
 
 AutoConfig.register(PreLNBertConfig.model_type, PreLNBertConfig, exist_ok=True)
 AutoModel.register(PreLNBertConfig, PreLNBertModel, exist_ok=True)
