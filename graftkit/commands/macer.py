@@ -25,8 +25,10 @@ def _setup(args: argparse.Namespace):
         device = torch.device(name)
     except RuntimeError as err:
         raise GraftkitError(f"unknown --device {name!r}: {err}") from err
-    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
-    if device.type != "cpu" and not (backend is not None and backend.is_available()):
+    if device.type == "cpu":
+        return device
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if backend is None or not backend.is_available():
         raise GraftkitError(f"--device {name}: this torch {torch.__version__} has no usable {device.type} device "
                             "(use --device cpu)")
     if device.index is not None and device.index >= backend.device_count():

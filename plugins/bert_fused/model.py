@@ -64,7 +64,6 @@ class BertFusedEncoder(TransformerEncoderBase):
                                 "-1 = last)")
         # bert-nmt indexes the list of layer outputs (no embeddings); HF's hidden_states has the embedding output
         # first, so a non-negative N is HF's N + 1 and a negative N is the same index in both.
-        self.bert_output_layer = cfg.bert_output_layer
         self.bert_hidden_state = cfg.bert_output_layer + 1 if cfg.bert_output_layer >= 0 else cfg.bert_output_layer
         self.bert.requires_grad_(self.finetune_bert)
         self.train(self.training)
