@@ -16,6 +16,7 @@ import torch
 from transformers.modeling_outputs import MaskedLMOutput
 from transformers.modeling_utils import PreTrainedModel
 
+from ..core.embeddings import positions_from_attention_mask
 from ..core.heads import token_cross_entropy
 from ..core.modeling import EncoderForMaskedLM, EncoderPreTrainedModel, maybe_tuple
 from ..preln_bert.modeling_preln_bert import PreLNBertForMaskedLM, PreLNBertModel
@@ -73,7 +74,9 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         check_spans(rare_spans, seq_len, self.notes.num_words)
         embeddings = self.bert.embeddings
         if embeddings.position_embeddings is not None and position_ids is None:
-            position_ids = torch.arange(seq_len, device=input_ids.device)[None, :]
+            # the positions the backbone would use itself: counted over the real tokens, as the core does
+            position_ids = (positions_from_attention_mask(attention_mask) if attention_mask is not None
+                            else torch.arange(seq_len, device=input_ids.device)[None, :])
         positions = (embeddings.position_embeddings(position_ids)
                      if embeddings.position_embeddings is not None else None)
         mix, notes = self.notes.token_notes(rare_spans, seq_len,

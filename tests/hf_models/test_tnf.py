@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from graftkit.errors import GraftkitError
+from hf_models.core.embeddings import positions_from_attention_mask
 from hf_models.tnf import (
     DataCollatorForTnf,
     NoteDictionary,
@@ -82,14 +83,15 @@ def test_only_rare_spans_with_notes_are_mixed_exactly(monkeypatch):
                         lambda self, *a, **k: sums.append(original(self, *a, **k)) or sums[-1])
     model(ids, attention_mask=mask, token_type_ids=types, labels=labels, rare_spans=spans)
     with torch.no_grad():
-        tok, pos = emb.word_embeddings(ids), emb.position_embeddings.weight[:10]
+        # positions counted over the real tokens, as the core's embeddings count them
+        tok, pos = emb.word_embeddings(ids), emb.position_embeddings(positions_from_attention_mask(mask))
         typ = emb.token_type_embeddings(types)
         plain = tok + pos + typ
         expected = plain.clone()
         # mixed: word 1 (2..3 and 0..1), word 0 (4); not word 2 (no note), not word 3 (its token is masked)
         for b, positions, word in ((0, [2, 3], 1), (1, [0, 1], 1), (1, [4], 0)):
             for i in positions:
-                expected[b, i] = 0.5 * (tok[b, i] + pos[i]) + 0.5 * notes[word] + typ[b, i]
+                expected[b, i] = 0.5 * (tok[b, i] + pos[b, i]) + 0.5 * notes[word] + typ[b, i]
     changed = (expected != plain).any(-1)
     assert changed.sum() == 5
     torch.testing.assert_close(sums[0], expected, rtol=1e-6, atol=1e-6)
