@@ -7,7 +7,7 @@ pre-trained with masked-LM on source-language text), saved with its tokenizer by
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -42,8 +42,11 @@ def build_tokenizer(sentences: Sequence[str], kind: str = "word", vocab_size: in
 
 def save_tiny_bert(out_dir: str | Path, sentences: Sequence[str], *, hidden: int = 32, layers: int = 2,
                    heads: int = 2, tokenizer: str = "word", max_length: int = 64, mlm_steps: int = 0,
-                   batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> Path:
-    """Build (and with ``mlm_steps`` > 0, pre-train with masked-LM) a tiny BERT; save model and tokenizer."""
+                   batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                   on_step: Callable[[int, int], None] | None = None) -> Path:
+    """Build (and with ``mlm_steps`` > 0, pre-train with masked-LM) a tiny BERT; save model and tokenizer.
+
+    ``on_step(done, total)`` is called after each masked-LM step (progress)."""
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
     torch.manual_seed(seed)
@@ -53,7 +56,7 @@ def save_tiny_bert(out_dir: str | Path, sentences: Sequence[str], *, hidden: int
                         pad_token_id=tok.pad_token_id)
     model = BertForMaskedLM(config)
     if mlm_steps:
-        mlm_pretrain(model, tok, sentences, mlm_steps, batch_size, lr, seed)
+        mlm_pretrain(model, tok, sentences, mlm_steps, batch_size, lr, seed, on_step)
     encoder = BertModel(config)  # what AutoModel loads: the MLM-trained encoder plus a (unused) pooler
     encoder.load_state_dict(model.bert.state_dict(), strict=False)
     out = Path(out_dir)
@@ -62,14 +65,15 @@ def save_tiny_bert(out_dir: str | Path, sentences: Sequence[str], *, hidden: int
     return out
 
 
-def mlm_pretrain(model, tok, sentences: Sequence[str], steps: int, batch_size: int, lr: float, seed: int) -> float:
+def mlm_pretrain(model, tok, sentences: Sequence[str], steps: int, batch_size: int, lr: float, seed: int,
+                 on_step: Callable[[int, int], None] | None = None) -> float:
     """BERT's masked-LM objective: 15% of tokens, of which 80% [MASK], 10% random, 10% kept. Returns last loss."""
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     special = torch.tensor(sorted(set(tok.all_special_ids)))
     model.train()
     loss = torch.tensor(float("nan"))
-    for _ in range(steps):
+    for step in range(steps):
         batch = tok(rng.sample(list(sentences), min(batch_size, len(sentences))), padding=True,
                     return_tensors="pt")
         ids = batch["input_ids"].clone()
@@ -84,6 +88,8 @@ def mlm_pretrain(model, tok, sentences: Sequence[str], steps: int, batch_size: i
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if on_step is not None:
+            on_step(step + 1, steps)
     model.eval()
     return float(loss)
 

@@ -20,7 +20,8 @@ def test_experiment_runs_every_arm_and_seed_end_to_end_at_a_tiny_size(tmp_path, 
     from graftkit.registry import RunContext, load_all
     from graftkit.runtime import single_thread
 
-    tiny = {"mono": 200, "mlm_steps": 2, "train": 40, "test": 12, "base_epochs": 1, "more_epochs": 1, "seeds": 1}
+    tiny = {"mono": 200, "mlm_steps": 2, "mlm_lr": 1e-3, "train": 40, "test": 12, "base_epochs": 1, "more_epochs": 1,
+            "seeds": 1}
     monkeypatch.setitem(experiment.SIZES, "quick", tiny)
     stages: list[str] = []
     with single_thread():  # as `graftkit reproduce` runs it; two threads crawl on a shared machine
