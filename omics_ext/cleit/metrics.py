@@ -70,8 +70,8 @@ def summarize(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def _check(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
     if y_true.shape != y_pred.shape or y_true.ndim != 2:
-        raise GraftkitError(f"metrics need two [lines, drugs] matrices of the same shape, got {y_true.shape} and "
-                         f"{y_pred.shape}")
+        raise GraftkitError(f"metrics need two [lines, drugs] matrices of the same shape, got {y_true.shape} "
+                            f"and {y_pred.shape}")
     for values, what in ((y_pred, "predictions"), (y_true, "labels")):
         bad = ~np.isfinite(values) if what == "predictions" else np.isinf(values)
         if bad.any():
