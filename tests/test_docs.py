@@ -28,10 +28,6 @@ from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipP
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 
-# Method pages that other work in progress will add; links to them may dangle until then. Remove a name
-# here when its page lands (test_pages_in_progress_are_still_missing fails as a reminder).
-PAGES_IN_PROGRESS = {"docs/mcbert.md"}
-
 BASH_TIMEOUT_S = 600
 
 
@@ -104,15 +100,9 @@ def test_relative_links_resolve(page: Path) -> None:
     broken = []
     for target in _relative_links(page):
         path = (page.parent / target.split("#", 1)[0]).resolve()
-        name = path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
-        if not path.exists() and name not in PAGES_IN_PROGRESS:
+        if not path.exists():
             broken.append(target)
     assert not broken, f"{page.name}: links to missing files: {broken}"
-
-
-def test_pages_in_progress_are_still_missing() -> None:
-    landed = sorted(name for name in PAGES_IN_PROGRESS if (REPO_ROOT / name).exists())
-    assert not landed, f"{landed} exist now: remove them from PAGES_IN_PROGRESS in {Path(__file__).name}"
 
 
 def test_link_check_sees_a_broken_link(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from graftkit.errors import GraftkitError
 def _build_vocab(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
+    from graftkit.checkpoint import check_writable
     from hf_models.tnf.vocabulary import FILE_NAME, RareVocabulary, check_rare_range
 
     check_rare_range(args.min_count, args.max_count)
@@ -22,12 +23,16 @@ def _build_vocab(args: argparse.Namespace) -> int:
     out = args.out or args.tokenizer / FILE_NAME
     if out.exists() and not args.force:
         raise GraftkitError(f"{out} exists: pass --force to replace it")
+    check_writable(out, what="--out")
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
 
     def lines():
         for path in args.corpus:
-            with path.open(encoding="utf-8") as f:
-                yield from (line for line in f if line.strip())
+            try:
+                with path.open(encoding="utf-8") as f:
+                    yield from (line for line in f if line.strip())
+            except UnicodeDecodeError as err:
+                raise GraftkitError(f"corpus {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
     vocab = RareVocabulary.build(tokenizer, lines(), args.min_count, args.max_count,
                                  corpus={"files": [str(p) for p in args.corpus]})

@@ -84,6 +84,8 @@ class RareVocabulary:
         for text in texts:
             counts.update(tokenizer_words(tokenizer, text))
             lines += 1
+        if not counts:
+            raise GraftkitError("the corpus has no words: a rare-word vocabulary needs text to count")
         rare = sorted((w for w, c in counts.items() if min_count <= c <= max_count), key=lambda w: (-counts[w], w))
         info = {**(corpus or {}), "texts": lines, "words": sum(counts.values()), "distinct_words": len(counts)}
         return cls(rare, [counts[w] for w in rare], min_count, max_count, tokenizer_fingerprint(tokenizer), info)

@@ -108,6 +108,15 @@ def world(tmp_path_factory) -> Path:
     _earlier_run(root / "gradnorm", "gradnorm.json", "gradnorm.png")
     _earlier_run(root / "hf", "config.json", "model.safetensors")
     _earlier_run(root / "reports", "report.md")
+
+    # TNF: a tiny word-level tokenizer and an earlier vocabulary; report: a run folder with garbage results
+    from graftkit.data.text import WordVocab, english_sentences
+
+    sentences = english_sentences()[:20]
+    WordVocab.build(sentences).to_hf_tokenizer(model_max_length=16).save_pretrained(root / "tokenizer")
+    (root / "corpus.txt").write_text("\n".join(sentences) + "\n")
+    _earlier_run(root / "tokenizer", "tnf_rare_words.json")
+    _earlier_run(root / "bad_run", "results.json")
     return root
 
 
@@ -130,6 +139,8 @@ CLEIT_RUN = ["cleit", "run", "--expression", "{cleit/data/expression.csv}", "--m
              "{cleit/data/mutation.csv}", "--response", "{cleit/data/response.csv}", "--out", "{new}/run",
              "--folds", "2", "--pretrain-epochs", "1", "--transmission-epochs", "1", "--finetune-epochs", "1",
              "--no-progress"]
+TNF_VOCAB = ["tnf", "build-vocab", "--tokenizer", "{tokenizer}", "--corpus", "{corpus.txt}", "--min-count", "1",
+             "--max-count", "3", "--out", "{new}/vocab.json"]
 BERTNMT = ["bertnmt", "prepare", "--bert-model", "{bert}", "--source-lang", "src", "--destdir", "{bin}"]
 
 
@@ -348,6 +359,27 @@ CASES = [
     ("cleit-run/out-unwritable", _with(CLEIT_RUN, "--out", "/proc/nope"), "/proc/nope"),
     ("cleit-run/out-is-file", _with(CLEIT_RUN, "--out", "{a_file}"), "a_file"),
     ("cleit-run/out-under-a-file", _with(CLEIT_RUN, "--out", "{a_file}/run"), "a_file"),
+    # tnf build-vocab
+    ("tnf-vocab/tokenizer-missing", _with(TNF_VOCAB, "--tokenizer", "{new}/nope"), "nope"),
+    ("tnf-vocab/tokenizer-empty-folder", _with(TNF_VOCAB, "--tokenizer", "{empty_dir}"), "empty_dir"),
+    ("tnf-vocab/corpus-missing", _with(TNF_VOCAB, "--corpus", "{new}/nope.txt"), "nope.txt"),
+    ("tnf-vocab/corpus-empty", _with(TNF_VOCAB, "--corpus", "{empty.bin}"), "no words"),
+    ("tnf-vocab/min-above-max", _with(TNF_VOCAB, "--min-count", "5", "--max-count", "2"), "count"),
+    ("tnf-vocab/min-negative", _with(TNF_VOCAB, "--min-count", "-1"), "count"),
+    ("tnf-vocab/earlier-output", _with(TNF_VOCAB, drop=("--out",)), "tnf_rare_words.json"),
+    ("tnf-vocab/out-unwritable", _with(TNF_VOCAB, "--out", "/proc/nope/v.json"), "/proc/nope"),
+    ("tnf-vocab/corpus-not-text", _with(TNF_VOCAB, "--corpus", "{random.bin}"), "random.bin"),
+    # tupe convert
+    ("tupe-convert/missing", ["tupe", "convert", "{new}/nope.pt", "{new}/hf"], "nope.pt"),
+    ("tupe-convert/empty", ["tupe", "convert", "{empty.bin}", "{new}/hf"], "empty.bin"),
+    ("tupe-convert/garbage", ["tupe", "convert", "{random.bin}", "{new}/hf"], "random.bin"),
+    ("tupe-convert/foreign", ["tupe", "convert", "{foreign.pt}", "{new}/hf"], "foreign.pt"),
+    ("tupe-convert/out-earlier", ["tupe", "convert", "{foreign.pt}", "{hf}"], "hf"),
+    # report
+    ("report/missing", ["report", "{new}/nope"], "nope"),
+    ("report/a-file", ["report", "{a_file}"], "a_file"),
+    ("report/no-results", ["report", "{empty_dir}"], "results.json"),
+    ("report/garbage-results", ["report", "{bad_run}", "--markdown"], "results.json"),
 ]
 
 
@@ -389,7 +421,7 @@ def test_the_matrix_covers_every_subcommand():
 
     covered = {" ".join(w for w in argv[:2] if not w.startswith(("-", "{"))) for _, argv, _ in CASES}
     covered = {c if c.split()[0] not in ("reproduce",) else "reproduce" for c in covered}
-    missing = set(leaves(build_parser())) - covered - {"list"}  # `list` takes no input
+    missing = set(leaves(build_parser())) - covered - {"list", "fairseq-user-dir"}  # these take no input
     assert not missing, f"no bad-input case for: {sorted(missing)}"
 
 
