@@ -11,16 +11,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from ..core.attention import padding_bias
 from ..core.embeddings import Embeddings
 from ..core.encoder import Encoder
-from ..core.heads import Pooler
 from ..core.modeling import (
     EncoderForSequenceClassification,
     EncoderForTokenClassification,
+    EncoderModel,
     EncoderPreTrainedModel,
     maybe_tuple,
 )
@@ -57,50 +56,9 @@ class McBertPreTrainedModel(EncoderPreTrainedModel):
             write_remote_code(save_directory, [PredictionTransform])
 
 
-class McBertModel(McBertPreTrainedModel):
-    """The main model: embeddings -> encoder -> optional pooler. The one that is fine-tuned; it has no meta
-    controller weights."""
-
-    def __init__(self, config: McBertConfig, add_pooling_layer: bool = True) -> None:
-        super().__init__(config)
-        self.embeddings = Embeddings(config)
-        self.encoder = Encoder(config)
-        self.pooler = Pooler(config) if add_pooling_layer else None
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings.word_embeddings = value
-        self.embeddings.vocab_size = value.num_embeddings
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> BaseModelOutputWithPooling | tuple:
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
-                                else output_hidden_states)
-        embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
-        if attention_mask is not None and attention_mask.shape != embedded.shape[:2]:
-            raise ValueError(f"attention_mask must have shape {tuple(embedded.shape[:2])}, "
-                             f"got {tuple(attention_mask.shape)}")
-        encoded = self.encoder(embedded, padding_bias(attention_mask, embedded.dtype),
-                               output_attentions=bool(output_attentions),
-                               output_hidden_states=bool(output_hidden_states))
-        pooled = self.pooler(encoded.last_hidden_state) if self.pooler is not None else None
-        output = BaseModelOutputWithPooling(last_hidden_state=encoded.last_hidden_state, pooler_output=pooled,
-                                            hidden_states=encoded.hidden_states,
-                                            attentions=encoded.attentions)
-        return maybe_tuple(output, return_dict, self.config)
+class McBertModel(McBertPreTrainedModel, EncoderModel):
+    """The main model: embeddings -> encoder -> optional pooler (the core's :class:`EncoderModel`). The one that
+    is fine-tuned; it has no meta controller weights."""
 
 
 class _MetaControllerConfig:

@@ -388,3 +388,18 @@ def test_loads_with_trust_remote_code_without_graftkit(tmp_path):
     result = torch.load(tmp_path / "out.pt")
     assert result["module"].startswith("transformers_modules.")
     torch.testing.assert_close(result["loss"], model(**batch(), generator=seeded(1)).loss)
+
+
+def test_main_model_is_the_cores_base_model_left_padding_included():
+    from hf_models.core.modeling import EncoderModel
+
+    torch.manual_seed(0)
+    model = McBertModel(McBertConfig(**TINY)).eval()
+    assert isinstance(model, EncoderModel)
+    ids = torch.randint(5, 40, (1, 6))
+    pads = torch.zeros(1, 4, dtype=torch.long)
+    right, left = torch.cat([ids, pads], dim=1), torch.cat([pads, ids], dim=1)
+    with torch.no_grad():
+        right_out = model(right, attention_mask=right.ne(0).long()).last_hidden_state
+        left_out = model(left, attention_mask=left.ne(0).long()).last_hidden_state
+    torch.testing.assert_close(left_out[:, 4:], right_out[:, :6], atol=1e-5, rtol=1e-5)
