@@ -48,3 +48,10 @@ def run_fairseq(tool: str, *args: str, user_dir: bool = True) -> subprocess.Comp
     """Run a fairseq command-line tool of this environment, with graftkit's plugins as ``--user-dir``."""
     cmd = [str(FAIRSEQ_BIN / tool), *args] + (["--user-dir", str(PLUGINS)] if user_dir else [])
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def run_fairseq_ok(tool: str, *args: str, user_dir: bool = True) -> subprocess.CompletedProcess:
+    """:func:`run_fairseq`, asserting it succeeded (the end of its stderr is the failure message)."""
+    done = run_fairseq(tool, *args, user_dir=user_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done

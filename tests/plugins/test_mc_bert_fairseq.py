@@ -4,36 +4,15 @@ end to end with --task mc_bert --criterion mc_bert --arch mc_bert_small on a tin
 from __future__ import annotations
 
 import argparse
-import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from loopback import run_fairseq
-
-from graftkit.data.text import english_sentences, words
+from loopback import run_fairseq_ok as _run
 
 TINY = ("--encoder-layers 2 --encoder-embed-dim 32 --encoder-ffn-embed-dim 64 --encoder-attention-heads 4 "
         "--tokens-per-sample 64 --sample-break-mode complete --batch-size 16 --optimizer adam --lr 1e-3 "
         "--no-epoch-checkpoints --log-format simple --log-interval 1 --cpu --seed 1 --num-candidates 4").split()
-
-
-def _run(tool: str, *args: str, user_dir: bool = True) -> subprocess.CompletedProcess:
-    done = run_fairseq(tool, *args, user_dir=user_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mcbert")
-    sentences = [" ".join(words(s)) for s in english_sentences()[:240]]
-    (root / "train.txt").write_text("\n".join(sentences[:200]) + "\n")
-    (root / "valid.txt").write_text("\n".join(sentences[200:]) + "\n")
-    _run("fairseq-preprocess", "--only-source", "--trainpref", str(root / "train.txt"), "--validpref",
-         str(root / "valid.txt"), "--destdir", str(root / "bin"), "--workers", "1", user_dir=False)
-    return root / "bin"
 
 
 def test_archs_have_the_reference_sizes():
@@ -76,12 +55,12 @@ def test_criterion_is_the_references_sum_and_matches_the_hf_loss(objective, weig
     torch.testing.assert_close(loss, hf.loss_parts.mlm_sum + weight * hf.loss_parts.discriminator_sum * 3 / 17)
 
 
-def test_task_rejects_random_or_kept_masked_tokens(corpus):
+def test_task_rejects_random_or_kept_masked_tokens(english_mlm_bin):
     from plugins.mc_bert import McBertTask, McBertTaskConfig
 
     with pytest.raises(ValueError, match="must be 0 for the mc_bert task"):
-        McBertTask(McBertTaskConfig(data=str(corpus), random_token_prob=0.1, seed=1))
-    task = McBertTask.setup_task(McBertTaskConfig(data=str(corpus), tokens_per_sample=32, seed=1))
+        McBertTask(McBertTaskConfig(data=str(english_mlm_bin), random_token_prob=0.1, seed=1))
+    task = McBertTask.setup_task(McBertTaskConfig(data=str(english_mlm_bin), tokens_per_sample=32, seed=1))
     assert task.dictionary[task.neither_idx] == "<neither>" and task.dictionary[task.mask_idx] == "<mask>"
     task.load_dataset("valid")
     dataset = task.datasets["valid"]
@@ -93,9 +72,9 @@ def test_task_rejects_random_or_kept_masked_tokens(corpus):
 
 
 @pytest.mark.slow
-def test_fairseq_train_end_to_end(corpus, tmp_path):
+def test_fairseq_train_end_to_end(english_mlm_bin, tmp_path):
     save = tmp_path / "ck"
-    done = _run("fairseq-train", str(corpus), "--task", "mc_bert", "--criterion", "mc_bert", "--arch",
+    done = _run("fairseq-train", str(english_mlm_bin), "--task", "mc_bert", "--criterion", "mc_bert", "--arch",
                 "mc_bert_small", *TINY, "--max-update", "4", "--save-dir", str(save))
     log = done.stdout + done.stderr
     assert "disc_acc" in log and "| valid |" in log

@@ -2,14 +2,12 @@
 prediction heads, and the converter to hf_models.TupeForMaskedLM (outputs equal within 1e-5)."""
 
 import argparse
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from loopback import run_fairseq
+from loopback import run_fairseq_ok as _run
 
-from graftkit.data.text import english_sentences, words
 from graftkit.errors import GraftkitError
 
 TINY_MLM = ("--task masked_lm --criterion masked_lm --tokens-per-sample 64 --max-positions 64 "
@@ -18,31 +16,14 @@ TINY_MLM = ("--task masked_lm --criterion masked_lm --tokens-per-sample 64 --max
             "--cpu --seed 1").split()
 
 
-def _run(tool: str, *args: str, user_dir: bool = True) -> subprocess.CompletedProcess:
-    done = run_fairseq(tool, *args, user_dir=user_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tupe_corpus")
-    sentences = [" ".join(words(s)) for s in english_sentences()[:240]]
-    (root / "train.txt").write_text("\n".join(sentences[:200]) + "\n")
-    (root / "valid.txt").write_text("\n".join(sentences[200:]) + "\n")
-    _run("fairseq-preprocess", "--only-source", "--trainpref", str(root / "train.txt"), "--validpref",
-         str(root / "valid.txt"), "--destdir", str(root / "bin"), "--workers", "1", user_dir=False)
-    return root / "bin"
-
-
 def _train(data: Path, arch: str, save: Path, *extra: str) -> Path:
     _run("fairseq-train", str(data), "--arch", arch, *TINY_MLM, *extra, "--save-dir", str(save))
     return save / "checkpoint_last.pt"
 
 
 @pytest.fixture(scope="module")
-def tupe_r_checkpoint(corpus) -> Path:
-    return _train(corpus, "tupe_r_tiny", corpus.parent / "tupe_r")
+def tupe_r_checkpoint(english_mlm_bin) -> Path:
+    return _train(english_mlm_bin, "tupe_r_tiny", english_mlm_bin.parent / "tupe_r")
 
 
 def test_archs_set_the_sizes_and_the_mode():
@@ -89,7 +70,7 @@ def _assert_same_outputs(checkpoint: Path, data: Path, converted: Path) -> None:
     assert expected[keep].std() > 0.1  # a trained, non-degenerate model
 
 
-def test_fairseq_train_masked_lm_and_convert_tupe_r(tupe_r_checkpoint, corpus, tmp_path):
+def test_fairseq_train_masked_lm_and_convert_tupe_r(tupe_r_checkpoint, english_mlm_bin, tmp_path):
     from plugins.tupe import convert_fairseq_tupe_to_hf
 
     state = torch.load(tupe_r_checkpoint, weights_only=False)
@@ -98,26 +79,27 @@ def test_fairseq_train_masked_lm_and_convert_tupe_r(tupe_r_checkpoint, corpus, t
     out = convert_fairseq_tupe_to_hf(tupe_r_checkpoint, tmp_path / "hf")
     config = __import__("json").loads((out / "config.json").read_text())
     assert config["position_mode"] == "relative" and config["untie_cls"] is True and config["pad_token_id"] == 1
-    _assert_same_outputs(tupe_r_checkpoint, corpus, out)
+    _assert_same_outputs(tupe_r_checkpoint, english_mlm_bin, out)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]
     with pytest.raises(GraftkitError, match="exists and is not empty"):
         convert_fairseq_tupe_to_hf(tupe_r_checkpoint, out)
 
 
 @pytest.mark.slow
-def test_fairseq_train_tupe_a_without_untying_and_convert(corpus, tmp_path):
+def test_fairseq_train_tupe_a_without_untying_and_convert(english_mlm_bin, tmp_path):
     from plugins.tupe import convert_fairseq_tupe_to_hf
 
-    checkpoint = _train(corpus, "tupe_tiny", tmp_path / "ck", "--tupe-no-untie-cls", "--encoder-normalize-before")
+    checkpoint = _train(english_mlm_bin, "tupe_tiny", tmp_path / "ck", "--tupe-no-untie-cls",
+                        "--encoder-normalize-before")
     out = convert_fairseq_tupe_to_hf(checkpoint, tmp_path / "hf")
     config = __import__("json").loads((out / "config.json").read_text())
     assert (config["position_mode"], config["untie_cls"], config["layer_norm_position"]) == (
         "absolute", False, "pre")
-    _assert_same_outputs(checkpoint, corpus, out)
+    _assert_same_outputs(checkpoint, english_mlm_bin, out)
 
 
-def test_sentence_prediction_head_and_bad_settings(tupe_r_checkpoint, corpus):
-    model = _fairseq_model(tupe_r_checkpoint, corpus)
+def test_sentence_prediction_head_and_bad_settings(tupe_r_checkpoint, english_mlm_bin):
+    model = _fairseq_model(tupe_r_checkpoint, english_mlm_bin)
     model.register_classification_head("sentence_classification_head", num_classes=3)
     tokens = torch.randint(4, 20, (2, 7))
     tokens[:, 0] = 0
