@@ -13,6 +13,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from graftkit import __version__
 from graftkit.errors import GraftkitError
@@ -82,8 +83,17 @@ def _fairseq_user_dir(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``graftkit: error:`` line with exit status 2, like every other
+    mistake (argparse prints the whole usage block first); ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("graftkit").strip()
+        self.exit(2, f"graftkit: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="graftkit", description="Research methods grafted onto HF transformers, fairseq, PyG and PyTorch: "
                                      "reproduce their claims, and run the per-method tools.")
     parser.add_argument("--version", action="version", version=f"graftkit {__version__}")

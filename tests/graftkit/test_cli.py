@@ -51,3 +51,14 @@ def test_console_script_runs_without_traceback():
     result = subprocess.run([sys.executable, "-m", "graftkit.cli", "reproduce", "nope"], capture_output=True,
                             text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["nope"], ["cleit", "synthetic", "--samples", "abc"],
+                                  ["preln", "gradnorm", "--depths", "2,x"], ["macer", "train"]])
+def test_unparsable_arguments_are_one_error_line(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert exit_info.value.code == 2 and not captured.out
+    assert len(lines) == 1 and lines[0].startswith("graftkit: error: ") and "--help" in lines[0], captured.err
