@@ -403,3 +403,20 @@ def test_main_model_is_the_cores_base_model_left_padding_included():
         right_out = model(right, attention_mask=right.ne(0).long()).last_hidden_state
         left_out = model(left, attention_mask=left.ne(0).long()).last_hidden_state
     torch.testing.assert_close(left_out[:, 4:], right_out[:, :6], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [McBertModel, McBertForSequenceClassification, McBertForTokenClassification])
+def test_fine_tuning_models_export_and_compile_to_the_eager_outputs(cls):
+    torch.manual_seed(0)
+    model = cls(McBertConfig(**TINY, num_labels=3)).eval()
+    ids = torch.randint(5, 40, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, :3] = 0  # one left-padded row
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask)
+        program = torch.export.export(model, (ids,), kwargs={"attention_mask": mask})
+        exported = program.module()(ids, attention_mask=mask)
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, backend="eager")(ids, attention_mask=mask)
+    for got in (exported, compiled):
+        torch.testing.assert_close(got[0], expected[0], atol=1e-6, rtol=1e-6)

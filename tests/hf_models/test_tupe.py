@@ -346,3 +346,19 @@ def test_positional_bias_and_positions_trace_in_one_graph(mode):
     with torch.no_grad():
         compiled = torch.compile(bias, backend="eager", fullgraph=True)(mask)
         torch.testing.assert_close(compiled, bias(mask))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cls", HEADS)
+def test_export_and_compile_give_the_eager_outputs(cls, mode):
+    torch.manual_seed(0)
+    model = cls(TupeConfig(**TINY, position_mode=mode, num_labels=3)).eval()
+    data = batch()
+    data["attention_mask"][1, :3] = 0  # one left-padded row: positions come from the mask
+    with torch.no_grad():
+        expected = model(**data)
+        exported = torch.export.export(model, (), kwargs=data).module()(**data)
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, backend="eager")(**data)
+    for got in (exported, compiled):
+        torch.testing.assert_close(got[0], expected[0], atol=1e-6, rtol=1e-6)
