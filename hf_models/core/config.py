@@ -58,3 +58,21 @@ def accept_negative_pad_token_id(config: Any) -> None:
         warnings.warn(f"pad_token_id={config.pad_token_id} is outside the vocabulary: treated as no padding "
                       "token (pad_token_id=None)", stacklevel=3)
         config.pad_token_id = None
+
+
+def validate_embedding_config(config: Any, token_id_fields: tuple[str, ...] = ("pad_token_id",)) -> None:
+    """Raise a ValueError naming the field when an :class:`~hf_models.core.embeddings.Embeddings` setting is
+    unusable: vocab_size and max_position_embeddings >= 1, type_vocab_size >= 0, and each of
+    ``token_id_fields`` None or inside the vocabulary. A negative ``pad_token_id`` (Hub configs) is first
+    accepted as no padding token (:func:`accept_negative_pad_token_id`)."""
+    accept_negative_pad_token_id(config)
+    for name in ("vocab_size", "max_position_embeddings"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if config.type_vocab_size < 0:
+        raise ValueError(f"type_vocab_size must be >= 0, got {config.type_vocab_size!r}")
+    for name in token_id_fields:
+        value = getattr(config, name)
+        if value is not None and not 0 <= value < config.vocab_size:
+            raise ValueError(f"{name} must be None or in [0, vocab_size={config.vocab_size}), got {value!r}")

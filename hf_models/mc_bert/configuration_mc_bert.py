@@ -3,7 +3,7 @@
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
-from ..core.config import validate_encoder_config
+from ..core.config import validate_embedding_config, validate_encoder_config
 from .objectives import check_settings
 
 
@@ -76,17 +76,7 @@ class McBertConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         validate_encoder_config(self)
-        if self.vocab_size < 1:
-            raise ValueError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
-        if self.max_position_embeddings < 1:
-            raise ValueError(f"max_position_embeddings must be a positive integer, "
-                             f"got {self.max_position_embeddings!r}")
-        if self.type_vocab_size < 0:
-            raise ValueError(f"type_vocab_size must be >= 0, got {self.type_vocab_size!r}")
-        for name in ("pad_token_id", "mask_token_id", "neither_token_id"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < self.vocab_size:
-                raise ValueError(f"{name} must be None or in [0, vocab_size={self.vocab_size}), got {value!r}")
+        validate_embedding_config(self, ("pad_token_id", "mask_token_id", "neither_token_id"))
         if self.mask_token_id is not None and self.mask_token_id == self.neither_token_id:
             raise ValueError(f"mask_token_id and neither_token_id must differ, both are {self.mask_token_id}")
         check_settings(self.objective, self.num_candidates, self.mask_prob, self.vocab_size)

@@ -3,7 +3,7 @@
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
-from ..core.config import validate_encoder_config
+from ..core.config import validate_embedding_config, validate_encoder_config
 from .positional import POSITION_MODES, check_bucket_settings
 
 
@@ -60,16 +60,7 @@ class TupeConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         validate_encoder_config(self)
-        if self.vocab_size < 1:
-            raise ValueError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
-        if self.max_position_embeddings < 1:
-            raise ValueError(f"max_position_embeddings must be a positive integer, "
-                             f"got {self.max_position_embeddings!r}")
-        if self.type_vocab_size < 0:
-            raise ValueError(f"type_vocab_size must be >= 0, got {self.type_vocab_size!r}")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id must be None or in [0, vocab_size={self.vocab_size}), "
-                             f"got {self.pad_token_id!r}")
+        validate_embedding_config(self)
         if self.position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {self.position_mode!r}")
         if self.position_mode == "relative":

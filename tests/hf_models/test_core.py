@@ -344,9 +344,9 @@ def test_remote_code_rewrites_core_imports(tmp_path):
     from hf_models.preln_bert.modeling_preln_bert import PreLNBertModel
 
     written = {p.name for p in write_remote_code(tmp_path, [PreLNBertModel])}
-    assert {"modeling_preln_bert.py", "encoder.py", "attention.py", "embeddings.py"} <= written
+    assert {"modeling_preln_bert.py", "modeling.py", "encoder.py", "attention.py", "embeddings.py"} <= written
     text = (tmp_path / "modeling_preln_bert.py").read_text()
-    assert "from ..core" not in text and "from .encoder import Encoder" in text
+    assert "from ..core" not in text and "from .modeling import (" in text
 
 
 def test_shared_heads_and_losses():
