@@ -235,8 +235,9 @@ def test_experiment_is_registered_with_its_rule():
 
     exp = load_all()["irn-vs-bicubic"]
     assert exp.method == "irn"
-    assert exp.verdict({"psnr_irn_z0": 32.0, "psnr_bicubic": 31.7}) is True
-    assert exp.verdict({"psnr_irn_z0": 24.0, "psnr_bicubic": 31.7}) is False
+    # judged on the sampled-z restore (the reference's test); z = 0 is reported, not judged
+    assert exp.verdict({"psnr_irn_sampled": 32.0, "psnr_irn_z0": 24.0, "psnr_bicubic": 31.7}) is True
+    assert exp.verdict({"psnr_irn_sampled": 24.0, "psnr_irn_z0": 32.0, "psnr_bicubic": 31.7}) is False
 
 
 def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
@@ -244,11 +245,12 @@ def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     from graftkit.registry import RunContext, load_all
 
     tiny = {"scale": 2, "blocks": 1, "growth_channels": 4, "steps": 2, "max_seconds": 60.0, "batch_size": 2,
-            "patch_size": 16, "lr": 2e-4, "test_crop": 32}
+            "patch_size": 16, "lr": 2e-4, "test_crop": 32, "curve_every": 1}
     monkeypatch.setitem(experiment.SETTINGS, "quick", tiny)
     outcome = load_all()["irn-vs-bicubic"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path))
     assert outcome.metrics["train_steps"] == 2
     assert {"psnr_irn_z0", "psnr_irn_sampled", "psnr_bicubic"} <= set(outcome.metrics)
-    assert [row["method"] for row in outcome.table][:2] == ["IRN x2, z = 0", "IRN x2, z ~ N(0,1)"]
-    (figure,) = outcome.figures
-    assert figure.stat().st_size > 1000  # HR, bicubic and both IRN restores side by side
+    methods = [row["method"] for row in outcome.table]
+    assert methods[0].startswith("IRN x2, z ~ N(0,1), mean of") and methods[1] == "IRN x2, z = 0"
+    assert sum(m.startswith("learning curve") for m in methods) == 3  # steps 0, 1, 2 at curve_every=1
+    assert outcome.figures and all(f.stat().st_size > 1000 for f in outcome.figures)
