@@ -23,8 +23,9 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import PreTrainedModel
 
-from .attention import padding_bias
-from .embeddings import Embeddings
+from .attention import combine_biases, padding_bias
+from .checks import checking_values
+from .embeddings import Embeddings, resolve_position_ids
 from .encoder import Encoder
 from .heads import MaskedLMHead, Pooler, classifier_dropout, sequence_classification_loss, token_cross_entropy
 from .remote_code import remote_auto_map, write_remote_code
@@ -65,12 +66,20 @@ class EncoderModel(EncoderPreTrainedModel):
     ``hidden_states`` (when asked) are the embedding output and each layer's output; with Pre-LN the last
     entry is before the final LayerNorm and ``last_hidden_state`` after it. Without ``position_ids``, positions
     are counted over the tokens ``attention_mask`` keeps, so left- and right-padded batches agree.
+
+    A model whose positions enter the attention instead of the input (TUPE) passes ``positional_bias``: a
+    module mapping position ids [batch|1, seq] to an additive bias [batch|1, heads, seq, seq]. The input then gets
+    no position embeddings, and every layer adds that bias (computed once per forward, see
+    :meth:`positional_attention_bias`) to the padding's; ``attention_scale`` replaces the content logits'
+    1/sqrt(head_dim).
     """
 
-    def __init__(self, config: Any, add_pooling_layer: bool = True) -> None:
+    def __init__(self, config: Any, add_pooling_layer: bool = True, positional_bias: nn.Module | None = None,
+                 attention_scale: float | None = None) -> None:
         super().__init__(config)
-        self.embeddings = Embeddings(config)
-        self.encoder = Encoder(config)
+        self.embeddings = Embeddings(config, position_embeddings=positional_bias is None)
+        self.positional_bias = positional_bias
+        self.encoder = Encoder(config, attention_scale=attention_scale)
         self.pooler = Pooler(config) if add_pooling_layer else None
         self.post_init()
 
@@ -97,14 +106,32 @@ class EncoderModel(EncoderPreTrainedModel):
                                 else output_hidden_states)
         # positions follow the mask (left padding counts from the first real token, as HF RoBERTa)
         embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, attention_mask)
-        encoded = self.encoder(embedded, padding_bias(attention_mask, embedded.dtype),
-                               output_attentions=bool(output_attentions),
+        bias = combine_biases(padding_bias(attention_mask, embedded.dtype),
+                              self.positional_attention_bias(position_ids, attention_mask, embedded))
+        encoded = self.encoder(embedded, bias, output_attentions=bool(output_attentions),
                                output_hidden_states=bool(output_hidden_states))
         pooled = self.pooler(encoded.last_hidden_state) if self.pooler is not None else None
         output = BaseModelOutputWithPooling(last_hidden_state=encoded.last_hidden_state, pooler_output=pooled,
                                             hidden_states=encoded.hidden_states,
                                             attentions=encoded.attentions)
         return maybe_tuple(output, return_dict, self.config)
+
+    def positional_attention_bias(self, position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                                  embedded: torch.Tensor) -> torch.Tensor | None:
+        """``positional_bias`` of the input's positions, in the embeddings' dtype; None for a model without one.
+
+        The positions are the embeddings' (:func:`resolve_position_ids`, checked there), except that a batch
+        without left padding (no row starts with a masked token) takes 0..seq-1 for every row: the same positions
+        on the real tokens, and one [1, heads, seq, seq] bias for the whole batch. While compiling the mask is
+        always used (no data-dependent branch).
+        """
+        if self.positional_bias is None:
+            return None
+        if (position_ids is None and attention_mask is not None and checking_values()
+                and not bool((attention_mask[:, 0] == 0).any())):
+            attention_mask = None
+        positions = resolve_position_ids(position_ids, attention_mask, embedded.shape[1], embedded.device)
+        return self.positional_bias(positions.long()).to(embedded.dtype)
 
 
 class _TaskModel(EncoderPreTrainedModel):

@@ -395,3 +395,82 @@ def test_positions_from_attention_mask():
 
     mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     assert positions_from_attention_mask(mask).tolist() == [[0, 1, 2, 2, 2], [0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+class _RecordingBias(nn.Module):
+    """A positional bias that records the positions it gets: bias[h, i, j] = w_h (pos_j - pos_i)."""
+
+    def __init__(self, heads: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.linspace(0.5, -0.5, heads))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        self.seen.append(position_ids)
+        distance = (position_ids[:, None, :] - position_ids[:, :, None]).to(self.weight.dtype)
+        return self.weight[None, :, None, None] * distance[:, None]
+
+
+def _positional_model(**overrides):
+    from hf_models import PreLNBertConfig
+    from hf_models.core.modeling import EncoderModel
+
+    config = PreLNBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=48, max_position_embeddings=12, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0, **overrides)
+    return EncoderModel(config, positional_bias=_RecordingBias(4), attention_scale=0.1).eval()
+
+
+def test_a_positional_bias_replaces_the_input_positions_and_reaches_every_layer():
+    model = _positional_model()
+    assert model.embeddings.position_embeddings is None
+    assert all(layer.attention.scale == 0.1 for layer in model.encoder.layers)
+    ids = torch.randint(2, 50, (3, 6))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[2, 4:] = 0
+    seen = []
+    for layer in model.encoder.layers:
+        layer.attention.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
+    with torch.no_grad():
+        got = model(ids, attention_mask=mask).last_hidden_state
+        assert len(seen) == 2 and seen[0] is seen[1]  # computed once, shared by the layers
+        positional = model.positional_bias(torch.arange(6)[None])
+        expected = model.encoder(model.embeddings(ids), combine_biases(padding_bias(mask, torch.float32),
+                                                                       positional)).last_hidden_state
+    torch.testing.assert_close(got, expected)
+
+
+def test_positional_bias_positions_are_the_cores():
+    from hf_models.core.embeddings import positions_from_attention_mask
+
+    model = _positional_model()
+    recorded = model.positional_bias.seen
+    ids = torch.randint(2, 50, (2, 6))
+    right = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    left = right.flip(-1)
+    with torch.no_grad():
+        model(ids)
+        model(ids, attention_mask=right)  # no row starts with padding: one row of positions for the batch
+        model(ids, attention_mask=left)  # counted over the real tokens, as the input's positions are
+        model(ids, attention_mask=left, position_ids=torch.tensor([[3, 4, 5, 6, 7, 8]]))
+    assert [p.tolist() for p in recorded[:2]] == [[list(range(6))]] * 2
+    assert torch.equal(recorded[2], positions_from_attention_mask(left))
+    assert recorded[3].tolist() == [[3, 4, 5, 6, 7, 8]]
+    # the core's checks serve the positional model too
+    with pytest.raises(ValueError, match="sequence length 13 exceeds max_position_embeddings=12"):
+        model(torch.ones(1, 13, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"position_ids must lie in \[0, max_position_embeddings=12\)"):
+        model(ids, position_ids=torch.tensor([[0, 1, 2, 3, 4, 12]]))
+    with pytest.raises(ValueError, match=r"position_ids must have shape \[batch\|1, 6\], got \(6,\)"):
+        model(ids, position_ids=torch.arange(6))
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(2, 6\)"):
+        model(ids, attention_mask=right[:, :5])
+
+
+def test_without_a_positional_bias_the_input_carries_the_positions():
+    from hf_models import PreLNBertConfig, PreLNBertModel
+
+    model = PreLNBertModel(PreLNBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                           num_attention_heads=4, intermediate_size=48))
+    assert model.positional_bias is None and model.embeddings.position_embeddings is not None
+    assert model.positional_attention_bias(None, torch.ones(1, 3), torch.zeros(1, 3, 32)) is None

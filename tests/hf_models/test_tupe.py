@@ -334,12 +334,10 @@ def test_trains_with_hf_trainer_and_mlm_collator(tmp_path, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_positional_bias_and_positions_trace_in_one_graph(mode):
-    from hf_models.tupe.modeling_tupe import tupe_position_ids
-
-    module = _model(position_mode=mode).positional_bias
+    model = _model(position_mode=mode)
 
     def bias(mask: torch.Tensor) -> torch.Tensor:  # the compiled path always counts positions from the mask
-        return module(tupe_position_ids(mask.shape[1], 16, mask, None, mask.device))
+        return model.positional_attention_bias(None, mask, torch.zeros(*mask.shape, 32))
 
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[0, :2] = 0  # left padding
