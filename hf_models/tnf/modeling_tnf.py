@@ -16,7 +16,7 @@ import torch
 from transformers.modeling_outputs import MaskedLMOutput
 from transformers.modeling_utils import PreTrainedModel
 
-from ..core.embeddings import positions_from_attention_mask
+from ..core.embeddings import resolve_position_ids
 from ..core.heads import token_cross_entropy
 from ..core.modeling import EncoderForMaskedLM, EncoderPreTrainedModel, maybe_tuple
 from ..preln_bert.modeling_preln_bert import PreLNBertForMaskedLM, PreLNBertModel
@@ -73,16 +73,12 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         seq_len = input_ids.shape[1]
         check_spans(rare_spans, seq_len, self.notes.num_words)
         embeddings = self.bert.embeddings
-        if embeddings.position_embeddings is not None and position_ids is None:
-            # the positions the backbone would use itself: counted over the real tokens, as the core does
-            position_ids = (positions_from_attention_mask(attention_mask) if attention_mask is not None
-                            else torch.arange(seq_len, device=input_ids.device)[None, :])
-        positions = (embeddings.position_embeddings(position_ids)
-                     if embeddings.position_embeddings is not None else None)
+        # the backbone's positions (the core's rule), resolved once: the mix subtracts them, the backbone adds them
+        position_ids = resolve_position_ids(position_ids, attention_mask, seq_len, input_ids.device)
         mix, notes = self.notes.token_notes(rare_spans, seq_len,
                                             None if self.config.mix_masked_words else labels)
-        mixed = note_inputs_embeds(embeddings.word_embeddings(input_ids), positions, notes, mix,
-                                   self.config.note_weight)
+        mixed = note_inputs_embeds(embeddings.word_embeddings(input_ids), embeddings.position_embeddings(position_ids),
+                                   notes, mix, self.config.note_weight)
         outputs = self._encode(None, attention_mask, token_type_ids, position_ids, mixed,
                                output_attentions, output_hidden_states)
         self.notes.update(outputs.last_hidden_state, rare_spans, attention_mask)

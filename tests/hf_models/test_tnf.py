@@ -323,3 +323,32 @@ def test_inputs_embeds_route_gives_the_formula_on_hf_bert():
     expected = torch.where(mix[..., None], 0.5 * (tok + pos) + 0.5 * notes, tok + pos) + typ
     torch.testing.assert_close(seen[0], expected)
     nd.update(out.hidden_states[-1], spans, mask)  # notes from the host's final layer
+
+
+@pytest.mark.parametrize("positions", ["no_mask", "left_padding", "explicit"])
+def test_the_mix_uses_the_positions_the_backbone_adds(monkeypatch, positions):
+    """The mix subtracts the position vectors the backbone then adds (the core's resolve_position_ids): the
+    mixed tokens get exactly (1 - λ)(tok + pos) + λ ND + type whatever the positions come from."""
+    from hf_models.core.embeddings import resolve_position_ids
+
+    model = _model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    ids, mask, spans, _ = _batch()
+    mask = {"no_mask": None, "left_padding": mask.flip(-1), "explicit": mask}[positions]
+    position_ids = torch.arange(3, 13)[None] if positions == "explicit" else None
+    notes = torch.randn(4, 16)
+    model.notes.notes.copy_(notes)
+    model.notes.has_note.fill_(True)
+    emb = model.bert.embeddings
+    sums = []
+    original = type(emb).sum_embeddings
+    monkeypatch.setattr(type(emb), "sum_embeddings",
+                        lambda self, *a, **k: sums.append(original(self, *a, **k)) or sums[-1])
+    mix, token_notes = model.notes.token_notes(spans, 10)  # ND[w] of each token's rare word, before the update
+    assert mix.sum() == 7 and torch.equal(token_notes[1, 0], notes[1])
+    model(ids, attention_mask=mask, position_ids=position_ids, rare_spans=spans)
+    with torch.no_grad():
+        tok = emb.word_embeddings(ids)
+        pos = emb.position_embeddings(resolve_position_ids(position_ids, mask, 10, ids.device))
+        typ = emb.token_type_embeddings.weight[0]
+        expected = torch.where(mix[..., None], 0.5 * (tok + pos) + 0.5 * token_notes, tok + pos) + typ
+    torch.testing.assert_close(sums[0], expected, rtol=1e-6, atol=1e-6)
