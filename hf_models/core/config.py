@@ -1,10 +1,14 @@
-"""Validation of the config fields the shared encoder core reads (any object with these attributes works)."""
+"""The config of the shared encoder core: :class:`EncoderConfig`, the base of every model config on the core,
+and the validation of the fields the core reads (the functions accept any object with these attributes)."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
+
+from huggingface_hub.dataclasses import strict
+from transformers.configuration_utils import PreTrainedConfig
 
 from .activations import ACTIVATIONS
 
@@ -76,3 +80,50 @@ def validate_embedding_config(config: Any, token_id_fields: tuple[str, ...] = ("
         value = getattr(config, name)
         if value is not None and not 0 <= value < config.vocab_size:
             raise ValueError(f"{name} must be None or in [0, vocab_size={config.vocab_size}), got {value!r}")
+
+
+@strict
+class EncoderConfig(PreTrainedConfig):
+    r"""The fields of the shared encoder core, with BERT's defaults: a model's config extends it with its
+    ``model_type``, its own fields and any default of its own (Pre-LN BERT: ``layer_norm_position="pre"``).
+
+    Fields as :class:`transformers.BertConfig`, plus:
+
+    layer_norm_position (`str`, defaults to `"post"`):
+        `"post"`: x' = LN(x + Attn(x)), y = LN(x' + FFN(x')) (BERT's Post-LN); `"pre"`: x' = x + Attn(LN(x)),
+        y = x' + FFN(LN(x')) and a final LN after the last layer (Xiong et al.'s Pre-LN).
+    embedding_layer_norm (`bool`, defaults to `True`):
+        LayerNorm on the summed input embeddings (BERT and HF RobertaPreLayerNorm have it; fairseq's
+        `roberta_prenorm` does not).
+    type_vocab_size (`int`, defaults to 2): 0 for no token-type embeddings.
+
+    Validated on construction (:func:`validate_encoder_config`, :func:`validate_embedding_config` over
+    ``token_id_fields``): a ValueError names the field when a value is unusable (e.g. hidden_size not divisible
+    by num_attention_heads, an unknown layer_norm_position, an infinite layer_norm_eps). A negative
+    pad_token_id (``-1``, found in Hub configs) loads with a warning and means no padding token (None).
+    """
+
+    #: token-id fields that must be None or inside the vocabulary (a model adds its special tokens)
+    token_id_fields: ClassVar[tuple[str, ...]] = ("pad_token_id",)
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    layer_norm_position: str = "post"
+    embedding_layer_norm: bool = True
+    pad_token_id: int | None = 0
+    classifier_dropout: float | int | None = None
+
+    def __post_init__(self, **kwargs):
+        validate_encoder_config(self)
+        validate_embedding_config(self, self.token_id_fields)
+        super().__post_init__(**kwargs)

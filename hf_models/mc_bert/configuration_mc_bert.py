@@ -1,18 +1,20 @@
 """Configuration of MC-BERT (Xu et al., MC-BERT: Efficient Language Pre-Training via a Meta Controller)."""
 
-from huggingface_hub.dataclasses import strict
-from transformers.configuration_utils import PreTrainedConfig
+from typing import ClassVar
 
-from ..core.config import validate_embedding_config, validate_encoder_config
+from huggingface_hub.dataclasses import strict
+
+from ..core.config import EncoderConfig
 from .objectives import check_settings
 
 
 @strict
-class McBertConfig(PreTrainedConfig):
+class McBertConfig(EncoderConfig):
     r"""The main model (a BERT encoder, the one fine-tuned) and its pre-training with a meta controller.
 
-    Encoder fields as :class:`transformers.BertConfig` (``layer_norm_position`` "post" as BERT and the
-    reference; "pre" for a Pre-LN encoder). Pre-training fields:
+    Encoder fields: the core's :class:`~hf_models.core.config.EncoderConfig` (those of
+    :class:`transformers.BertConfig`; ``layer_norm_position`` "post" as BERT and the reference, "pre" for a
+    Pre-LN encoder). Pre-training fields:
 
     objective (`str`, defaults to `"mc"`):
         `"mc"`: MC-BERT's multi-choice cloze with the <neither> reject option; `"rtd"`: ELECTRA's replaced
@@ -46,23 +48,8 @@ class McBertConfig(PreTrainedConfig):
     ```"""
 
     model_type = "mc_bert"
+    token_id_fields: ClassVar[tuple[str, ...]] = ("pad_token_id", "mask_token_id", "neither_token_id")
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float | int = 0.1
-    attention_probs_dropout_prob: float | int = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    layer_norm_position: str = "post"
-    embedding_layer_norm: bool = True
-    pad_token_id: int | None = 0
-    classifier_dropout: float | int | None = None
     objective: str = "mc"
     num_candidates: int = 10
     mc_loss_weight: float | int = 20.0
@@ -75,8 +62,7 @@ class McBertConfig(PreTrainedConfig):
     neither_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
-        validate_encoder_config(self)
-        validate_embedding_config(self, ("pad_token_id", "mask_token_id", "neither_token_id"))
+        super().__post_init__(**kwargs)  # the encoder's fields first: the checks below read them
         if self.mask_token_id is not None and self.mask_token_id == self.neither_token_id:
             raise ValueError(f"mask_token_id and neither_token_id must differ, both are {self.mask_token_id}")
         check_settings(self.objective, self.num_candidates, self.mask_prob, self.vocab_size)
@@ -90,7 +76,6 @@ class McBertConfig(PreTrainedConfig):
             if getattr(self, name) % divider:
                 raise ValueError(f"mc_size_divider ({divider}) must divide {name} ({getattr(self, name)}): "
                                  "the meta controller's widths are the main model's divided by it")
-        super().__post_init__(**kwargs)
 
     def require_pretraining_tokens(self) -> None:
         """ValueError when the vocabulary lacks what pre-training needs: <mask>, and <neither> for "mc"."""

@@ -1,17 +1,18 @@
 """Configuration of TUPE (Ke, He, Liu, "Rethinking Positional Encoding in Language Pre-training", ICLR 2021)."""
 
 from huggingface_hub.dataclasses import strict
-from transformers.configuration_utils import PreTrainedConfig
 
-from ..core.config import validate_embedding_config, validate_encoder_config
+from ..core.config import EncoderConfig
 from .positional import POSITION_MODES, check_bucket_settings
 
 
 @strict
-class TupeConfig(PreTrainedConfig):
+class TupeConfig(EncoderConfig):
     r"""A BERT whose positions enter only as an untied attention term, shared by all layers.
 
-    Fields as :class:`transformers.BertConfig` (no position vector is added to the input), plus:
+    The fields of the core's :class:`~hf_models.core.config.EncoderConfig` (those of
+    :class:`transformers.BertConfig`, no position vector is added to the input; ``layer_norm_position``
+    `"post"` as the paper, `"pre"` selectable; the same validation), plus:
 
     position_mode (`str`, defaults to `"absolute"`):
         `"absolute"`: TUPE-A, the untied absolute term (LN(p_i) U^Q)(LN(p_j) U^K)ᵀ / sqrt(2d);
@@ -22,9 +23,7 @@ class TupeConfig(PreTrainedConfig):
     relative_attention_num_buckets (`int`, defaults to 32), relative_attention_max_distance (`int`, 128):
         T5's bidirectional bucketing for `"relative"` (even, >= 4; max distance > buckets // 4).
     max_position_embeddings (`int`, defaults to 512): the longest input; the position table has one more row.
-    layer_norm_position (`str`, defaults to `"post"`): `"post"` as the paper, `"pre"` selectable.
-    embedding_layer_norm (`bool`, defaults to `True`): LayerNorm on the token (+ type) embedding.
-    type_vocab_size (`int`, defaults to 2): 0 for no token-type embeddings.
+    tie_word_embeddings (`bool`, defaults to `True`): the masked-LM decoder is the word embedding matrix.
 
     Raises ValueError naming the field when a value is unusable.
 
@@ -36,36 +35,18 @@ class TupeConfig(PreTrainedConfig):
 
     model_type = "tupe"
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float | int = 0.1
-    attention_probs_dropout_prob: float | int = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    layer_norm_position: str = "post"
-    embedding_layer_norm: bool = True
     position_mode: str = "absolute"
     untie_cls: bool = True
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
-    pad_token_id: int | None = 0
-    classifier_dropout: float | int | None = None
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
-        validate_encoder_config(self)
-        validate_embedding_config(self)
+        super().__post_init__(**kwargs)
         if self.position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {self.position_mode!r}")
         if self.position_mode == "relative":
             check_bucket_settings(self.relative_attention_num_buckets, self.relative_attention_max_distance)
-        super().__post_init__(**kwargs)
 
 
 __all__ = ["TupeConfig"]

@@ -474,3 +474,47 @@ def test_without_a_positional_bias_the_input_carries_the_positions():
                                            num_attention_heads=4, intermediate_size=48))
     assert model.positional_bias is None and model.embeddings.position_embeddings is not None
     assert model.positional_attention_bias(None, torch.ones(1, 3), torch.zeros(1, 3, 32)) is None
+
+
+MODEL_CONFIGS = ["PreLNBertConfig", "TupeConfig", "McBertConfig", "TnfConfig"]
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_model_configs_extend_the_cores_config(name):
+    import dataclasses
+
+    import hf_models
+    from hf_models.core import EncoderConfig
+
+    cls = getattr(hf_models, name)
+    shared = {field.name: field.default for field in dataclasses.fields(EncoderConfig)}
+    own = {field.name: field.default for field in dataclasses.fields(cls)}
+    assert issubclass(cls, EncoderConfig) and shared.keys() <= own.keys()
+    # a model declares only its own fields and the defaults it changes (Pre-LN BERT and TNF: "pre" / "post")
+    redeclared = set(vars(cls).get("__annotations__", {})) & shared.keys()
+    assert redeclared <= {"layer_norm_position"}
+    assert {k: v for k, v in own.items() if k in shared and k != "layer_norm_position"} == {
+        k: v for k, v in shared.items() if k != "layer_norm_position"}
+    # the core's validation runs for every model config
+    with pytest.raises(ValueError, match=r"hidden_size \(100\) must be divisible by num_attention_heads \(12\)"):
+        cls(hidden_size=100)
+    with pytest.raises(ValueError, match=r"pad_token_id must be None or in \[0, vocab_size=10\)"):
+        cls(vocab_size=10, pad_token_id=10)
+    with pytest.warns(UserWarning, match="pad_token_id=-1 is outside the vocabulary"):
+        assert cls(pad_token_id=-1).pad_token_id is None
+
+
+def test_model_token_ids_are_checked_in_the_vocabulary():
+    from hf_models import McBertConfig
+
+    assert McBertConfig.token_id_fields == ("pad_token_id", "mask_token_id", "neither_token_id")
+    with pytest.raises(ValueError, match=r"neither_token_id must be None or in \[0, vocab_size=50\)"):
+        McBertConfig(vocab_size=50, mask_token_id=4, neither_token_id=50)
+
+
+def test_remote_code_carries_the_core_config(tmp_path):
+    from hf_models.tupe.configuration_tupe import TupeConfig
+
+    written = {p.name for p in write_remote_code(tmp_path, [TupeConfig])}
+    assert {"configuration_tupe.py", "config.py", "activations.py"} <= written
+    assert "from .config import EncoderConfig" in (tmp_path / "configuration_tupe.py").read_text()
