@@ -64,15 +64,13 @@ class Embeddings(nn.Module):
                            if getattr(config, "embedding_layer_norm", True) else nn.Identity())
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def sum_embeddings(self, input_ids: torch.Tensor | None = None,
-                       token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                       inputs_embeds: torch.Tensor | None = None,
-                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """tok + pos + type, [batch, seq, hidden]; give exactly one of ``input_ids`` / ``inputs_embeds``.
+    def check_inputs(self, input_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                     position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                     attention_mask: torch.Tensor | None = None) -> tuple[int, int]:
+        """Raise a ValueError naming the first bad input (see the class docstring); return (batch, seq).
 
-        Without ``position_ids``, positions are counted over the real tokens of ``attention_mask``
-        (:func:`positions_from_attention_mask`, as HF RoBERTa), so a left-padded sequence gets the same
-        positions as its right-padded twin; without a mask they are 0..seq-1.
+        :meth:`sum_embeddings` calls it; a model that looks rows up itself before the sum (TNF mixes notes
+        into the word and position vectors) calls it first, so bad ids fail with this message, not an IndexError.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
@@ -96,6 +94,19 @@ class Embeddings(nn.Module):
             ("token_type_ids", token_type_ids, max(type_vocab_size, 1),
              f"type_vocab_size={type_vocab_size}" if type_vocab_size else "1: the model has no token types"),
             ("position_ids", position_ids, self.max_positions, f"max_position_embeddings={self.max_positions}"))
+        return shape
+
+    def sum_embeddings(self, input_ids: torch.Tensor | None = None,
+                       token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                       inputs_embeds: torch.Tensor | None = None,
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tok + pos + type, [batch, seq, hidden]; give exactly one of ``input_ids`` / ``inputs_embeds``.
+
+        Without ``position_ids``, positions are counted over the real tokens of ``attention_mask``
+        (:func:`positions_from_attention_mask`, as HF RoBERTa), so a left-padded sequence gets the same
+        positions as its right-padded twin; without a mask they are 0..seq-1.
+        """
+        shape = self.check_inputs(input_ids, token_type_ids, position_ids, inputs_embeds, attention_mask)
         x = self.word_embeddings(input_ids) if input_ids is not None else inputs_embeds
         if self.position_embeddings is not None:
             x = x + self.position_embeddings(resolve_position_ids(position_ids, attention_mask, shape[1], x.device))

@@ -70,9 +70,9 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         if input_ids is None or inputs_embeds is not None:
             raise ValueError("TNF training takes input_ids (the notes are mixed into their embeddings), "
                              "not inputs_embeds")
-        seq_len = input_ids.shape[1]
-        check_spans(rare_spans, seq_len, self.notes.num_words)
         embeddings = self.bert.embeddings
+        seq_len = embeddings.check_inputs(input_ids, token_type_ids, position_ids, None, attention_mask)[1]
+        check_spans(rare_spans, seq_len, self.notes.num_words)
         # the backbone's positions (the core's rule), resolved once: the mix subtracts them, the backbone adds them
         position_ids = resolve_position_ids(position_ids, attention_mask, seq_len, input_ids.device)
         mix, notes = self.notes.token_notes(rare_spans, seq_len,

@@ -352,3 +352,17 @@ def test_the_mix_uses_the_positions_the_backbone_adds(monkeypatch, positions):
         typ = emb.token_type_embeddings.weight[0]
         expected = torch.where(mix[..., None], 0.5 * (tok + pos) + 0.5 * token_notes, tok + pos) + typ
     torch.testing.assert_close(sums[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_training_forward_names_bad_ids_before_it_looks_rows_up():
+    """The training path looks word and position rows up itself (to mix notes in): bad ids must still get the
+    core's message, not an IndexError from the embedding table."""
+    model = _model().train()
+    too_long = torch.randint(5, SIZE["vocab_size"], (1, SIZE["max_position_embeddings"] + 1))
+    no_spans = torch.tensor([[[-1, -1, -1]]])
+    with pytest.raises(ValueError, match="exceeds max_position_embeddings=24"):
+        model(too_long, rare_spans=no_spans)
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, vocab_size=60\)"):
+        model(torch.tensor([[5, 60, 7]]), rare_spans=no_spans)
+    with pytest.raises(ValueError, match="position_ids must lie"):
+        model(torch.tensor([[5, 6, 7]]), position_ids=torch.tensor([[0, 1, 24]]), rare_spans=no_spans)
