@@ -66,3 +66,17 @@ def test_held_out_td_is_zero_for_a_rotated_copy_and_larger_out_of_sample_for_unr
     held = td_experiment.held_out_td(a[:200], noise[:200], labels[:200], a[200:], noise[200:], labels[200:])
     in_sample = td_experiment.held_out_td(a[200:], noise[200:], labels[200:], a[200:], noise[200:], labels[200:])
     assert held.normalized > in_sample.normalized  # a head fit on noise only matches by overfitting
+
+
+def test_discordant_follows_the_papers_wording():
+    # helps (accuracy up): must lower TD; hurts (accuracy down): must not lower TD ("will not" be more similar)
+    assert not td_experiment.discordant(0.02, -0.01) and td_experiment.discordant(0.02, 0.0)
+    assert td_experiment.discordant(0.02, 0.05)
+    assert not td_experiment.discordant(-0.05, 0.1) and not td_experiment.discordant(-0.05, 0.0)
+    assert td_experiment.discordant(-0.05, -0.02)
+
+
+def test_the_recipe_leaves_the_held_out_digits_untouched():
+    assert td_experiment.TRAIN_IMAGES < td_experiment.POOL_IMAGES < 1797
+    exp = load_all()["td-seeds-and-augmentation"]
+    assert "will not" in exp.claim and "CNNs' mean test accuracy" in exp.rule
