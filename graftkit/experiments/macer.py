@@ -52,7 +52,7 @@ class Budget:
 
 
 QUICK = Budget(epochs=16, warmup_epochs=8, k=8, test_stride=3, n0=50, n=2000)
-FULL = Budget(epochs=40, warmup_epochs=20, k=16, test_stride=1, n0=100, n=10000)
+FULL = Budget(epochs=32, warmup_epochs=16, k=16, test_stride=1, n0=100, n=4000)
 
 
 def radius_cap(sigma: float, budget: Budget) -> float:
