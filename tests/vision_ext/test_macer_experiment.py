@@ -17,8 +17,12 @@ from graftkit.experiments.macer import (
 from vision_ext.macer import TrainSettings, macer_loss
 
 
-def test_compare_and_summarize_at_toy_size():
-    budget = Budget(epochs=2, warmup_epochs=1, k=2, test_stride=150, n0=5, n=20, seeds=2, batch_size=64)
+def test_compare_and_summarize_at_toy_size(monkeypatch):
+    import vision_ext.macer.data as data
+
+    full_split = data.digits_split
+    monkeypatch.setattr(data, "digits_split", lambda split: tuple(t[:128] for t in full_split(split)))
+    budget = Budget(epochs=2, warmup_epochs=1, k=2, test_stride=50, n0=5, n=20, seeds=2, batch_size=64)
     stages = []
     results = compare(budget, base_seed=0, sigmas=(0.5,), progress=stages.append)
     assert set(results) == {(0.5, "cohen"), (0.5, "gaussian"), (0.5, "macer")}
