@@ -13,6 +13,8 @@ from graftkit.experiments.macer import (
     radius_cap,
     summarize,
     train_arms,
+    validation_grid,
+    validation_split,
 )
 from vision_ext.macer import TrainSettings, macer_loss
 
@@ -108,3 +110,25 @@ def test_the_macer_arm_is_the_reference_loss_value_and_gradient(scale, sigma, lb
     assert terms.robustness > 0
     torch.testing.assert_close(terms.loss, expected, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-9)
+
+
+def test_validation_split_is_cut_from_the_training_images_only():
+    from vision_ext.macer.data import digits_split
+
+    (fit_x, fit_y), (held_x, held_y) = validation_split()
+    train_x, _ = digits_split("train")
+    assert (len(fit_y), len(held_y)) == (1000, 347)
+    rows = {tuple(x.flatten().tolist()) for x in train_x}
+    assert all(tuple(x.flatten().tolist()) in rows for x in held_x[:50])  # never a test image
+    assert not {tuple(x.flatten().tolist()) for x in fit_x} & {tuple(x.flatten().tolist()) for x in held_x}
+
+
+def test_validation_grid_reports_cohen_and_every_setting(monkeypatch):
+    import graftkit.experiments.macer as macer
+
+    (fit_x, fit_y), (held_x, held_y) = validation_split()
+    monkeypatch.setattr(macer, "validation_split", lambda: ((fit_x[:96], fit_y[:96]), (held_x[:4], held_y[:4])))
+    budget = Budget(epochs=2, warmup_epochs=1, k=2, test_stride=1, n0=5, n=20)
+    rows = validation_grid(budget, 0.25, [(1.0, 4.0), (4.0, 16.0)], seeds=2)
+    assert [r["arm"] for r in rows] == ["cohen", "macer λ=1.0 β=4.0", "macer λ=4.0 β=16.0"]
+    assert all(len(r["per seed"]) == 2 and 0 <= r["validation ACR"] <= radius_cap(0.25, budget) for r in rows)
