@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from graftkit.experiments import td as td_experiment
@@ -80,3 +81,19 @@ def test_the_recipe_leaves_the_held_out_digits_untouched():
     assert td_experiment.TRAIN_IMAGES < td_experiment.POOL_IMAGES < 1797
     exp = load_all()["td-seeds-and-augmentation"]
     assert "will not" in exp.claim and "CNNs' mean test accuracy" in exp.rule
+
+
+@pytest.mark.slow
+def test_run_end_to_end_at_toy_size(monkeypatch, tmp_path):
+    from graftkit.registry import RunContext
+
+    monkeypatch.setattr(td_experiment, "EPOCHS", 1)
+    monkeypatch.setattr(td_experiment, "TRAIN_IMAGES", 100)
+    stages = []
+    outcome = td_experiment.run(RunContext(mode="quick", seed=0, out_dir=tmp_path, on_progress=stages.append))
+    assert [row["augmentation"] for row in outcome.table] == list(td_experiment.AUGMENTATIONS)
+    assert outcome.metrics["rotated_td_normalized_heldout"] < 1e-9
+    assert {"decisive_augmentations", "discordant_augmentations", "none_td_normalized_heldout"} <= set(outcome.metrics)
+    assert "below it:" in outcome.caveats[1] and "100 training" in outcome.data
+    assert len(stages) == 3 * len(td_experiment.AUGMENTATIONS) and outcome.figures[0].exists()
+    assert isinstance(load_all()["td-seeds-and-augmentation"].verdict(outcome.metrics), bool)
