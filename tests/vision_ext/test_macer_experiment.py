@@ -123,6 +123,7 @@ def test_validation_split_is_cut_from_the_training_images_only():
     assert not {tuple(x.flatten().tolist()) for x in fit_x} & {tuple(x.flatten().tolist()) for x in held_x}
 
 
+@pytest.mark.slow
 def test_validation_grid_reports_cohen_and_every_setting(monkeypatch):
     import graftkit.experiments.macer as macer
 
