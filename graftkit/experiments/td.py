@@ -1,5 +1,12 @@
 """TD experiment: are networks trained from different seeds the same representation, and do augmentations
-that help generalisation make them more alike? Small LeNets on scikit-learn's digits (real data)."""
+that help generalisation make them more alike? Small LeNets on scikit-learn's digits (real data).
+
+The paper's claim (Feng et al. 2020, abstract): "for the models trained from different initializations, the
+learned features are not the same in terms of downstream-task predictions" and "the models trained with proper
+data augmentations that improve the generalization capture more similar features in terms of TD, while those
+with data augmentations that hurt the generalization will not". Generalisation there is the trained models' own
+test accuracy, so that is the accuracy the rule reads (the heads' probe accuracy is reported beside it).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,8 @@ from torch.nn import functional as F
 from graftkit.registry import Outcome, RunContext, experiment
 
 #: augmentation settings: (max integer shift in pixels, Gaussian noise std), applied per training batch.
-#: Mild to harsh, so that some may help and some hurt generalisation; which do is measured, not assumed.
+#: Mild to harsh, so that some may help and some hurt generalisation; which do is measured, not assumed
+#: (on a validation split before the run, noise 0.2 helped by 1.7 points, 1-pixel shifts and noise 0.6 hurt).
 AUGMENTATIONS = {
     "none": (0, 0.0),
     "noise0.2": (0, 0.2),
@@ -27,6 +35,10 @@ AUGMENTATIONS = {
 MIN_DISAGREEMENT, MIN_NORMALIZED_TD = 0.01, 0.05
 #: an augmentation helps or hurts when it moves mean test accuracy by >= 1 point (8 of 797 held-out digits).
 DECISIVE_ACCURACY_CHANGE = 0.01
+#: the networks train on TRAIN_IMAGES of the first POOL_IMAGES shuffled digits (the rest of the pool was the
+#: validation split that fixed this recipe) for EPOCHS epochs: with 1000 images and 20 epochs no augmentation
+#: improved accuracy by a point, so nothing that helps could be tested; the other 797 digits are held out.
+POOL_IMAGES, TRAIN_IMAGES, EPOCHS = 1000, 300, 200
 
 
 @dataclass
@@ -152,6 +164,12 @@ def _spearman(x: list[float], y: list[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def discordant(accuracy_change: float, td_change: float) -> bool:
+    """Against the paper's claim: an augmentation that helps (accuracy up) without lowering TD, or one that
+    hurts (accuracy down) yet lowers TD (the paper: those "will not" capture more similar features)."""
+    return td_change >= 0 if accuracy_change > 0 else td_change < 0
+
+
 def _verdict(m: dict) -> bool:
     return (m["none_disagreement_heldout"] >= MIN_DISAGREEMENT and m["none_td_normalized_heldout"] >= MIN_NORMALIZED_TD
             and m["decisive_augmentations"] >= 1 and m["discordant_augmentations"] == 0)
@@ -160,16 +178,18 @@ def _verdict(m: dict) -> bool:
 @experiment(
     "td-seeds-and-augmentation",
     method="td",
-    claim="Networks trained from different initialisations are not the same under TD (their downstream "
-          "heads disagree), and augmentations that improve generalisation make the representations more "
-          "similar under TD, those that hurt it less similar.",
+    claim="For models trained from different initializations the learned features are not the same in terms "
+          "of downstream-task predictions, and models trained with data augmentations that improve the "
+          "generalization capture more similar features in terms of TD, while those with augmentations that "
+          "hurt the generalization will not (Feng et al. 2020).",
     rule=f"TD is measured held out: the linear heads are fit on one half of the held-out digits and TD, "
          f"disagreement and accuracies are measured on the other half (the in-sample values, heads fit and "
          f"measured on that second half, are reported beside them). Supported iff (a) without augmentation the "
          f"between-seed pairs have mean held-out disagreement >= {MIN_DISAGREEMENT:.0%} and mean held-out "
          f"normalised TD >= {MIN_NORMALIZED_TD} (thresholds fixed in advance), and (b) every augmentation that "
-         f"changes mean test accuracy by >= {DECISIVE_ACCURACY_CHANGE:.0%} (there must be at least one) moves "
-         "the mean between-seed held-out TD the other way (helps: lower TD than no augmentation; hurts: higher TD)",
+         f"changes the CNNs' mean test accuracy by >= {DECISIVE_ACCURACY_CHANGE:.0%} (there must be at least one) "
+         "agrees with the paper: one that helps gives lower mean between-seed held-out TD than no augmentation, "
+         "one that hurts does not give lower TD",
     verdict=_verdict,
 )
 def run(ctx: RunContext) -> Outcome:
@@ -178,14 +198,14 @@ def run(ctx: RunContext) -> Outcome:
 
     images, labels = digits()
     split = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(ctx.seed))
-    train_idx, test_idx = split[:1000], split[1000:]
+    train_idx, test_idx = split[:TRAIN_IMAGES], split[POOL_IMAGES:]
     # the held-out digits in two halves: the heads are fit on the first, TD is measured on the second
     fit_idx, eval_idx = test_idx[: len(test_idx) // 2], test_idx[len(test_idx) // 2:]
     x_train, y_train = images[train_idx], labels[train_idx]
     x_fit, y_fit, x_eval, y_eval = images[fit_idx], labels[fit_idx], images[eval_idx], labels[eval_idx]
     x_test, y_test = images[test_idx], labels[test_idx]
     seeds = [ctx.seed + i for i in range(3 if ctx.quick else 5)]
-    config = TrainConfig(epochs=20 if ctx.quick else 50)
+    config = TrainConfig(epochs=EPOCHS)
 
     rows, rank_warnings = [], 0
     for a, (name, (shift, noise)) in enumerate(AUGMENTATIONS.items()):
@@ -227,12 +247,12 @@ def run(ctx: RunContext) -> Outcome:
 
     none = rows[0]
     decisive = [r for r in rows[1:] if abs(r["test_accuracy"] - none["test_accuracy"]) >= DECISIVE_ACCURACY_CHANGE]
-    discordant = [r["augmentation"] for r in decisive
-                  if (r["test_accuracy"] - none["test_accuracy"]) * (r["td_normalized"] - none["td_normalized"]) >= 0]
-    discordant_in_sample = [
-        r["augmentation"] for r in decisive
-        if (r["test_accuracy"] - none["test_accuracy"]) * (r["td_normalized_in_sample"]
-                                                          - none["td_normalized_in_sample"]) >= 0]
+    discordant_held_out = [r["augmentation"] for r in decisive
+                           if discordant(r["test_accuracy"] - none["test_accuracy"],
+                                         r["td_normalized"] - none["td_normalized"])]
+    discordant_in_sample = [r["augmentation"] for r in decisive
+                            if discordant(r["test_accuracy"] - none["test_accuracy"],
+                                          r["td_normalized_in_sample"] - none["td_normalized_in_sample"])]
     accuracy = [r["test_accuracy"] for r in rows]
     metrics = {
         "none_td_normalized_heldout": none["td_normalized"],
@@ -242,7 +262,7 @@ def run(ctx: RunContext) -> Outcome:
         "none_linear_cka": 1 - none["one_minus_cka"],
         "rotated_td_normalized_heldout": rotated,
         "decisive_augmentations": len(decisive),
-        "discordant_augmentations": len(discordant),
+        "discordant_augmentations": len(discordant_held_out),
         "discordant_augmentations_in_sample": len(discordant_in_sample),
         "helpful_augmentations": sum(r["test_accuracy"] > none["test_accuracy"] for r in decisive),
         "spearman_accuracy_vs_td_heldout": _spearman(accuracy, [r["td_normalized"] for r in rows]),
@@ -262,10 +282,14 @@ def run(ctx: RunContext) -> Outcome:
         f"Held-out vs in-sample TD without augmentation: {none['td_normalized']:.3f} vs "
         f"{none['td_normalized_in_sample']:.3f} (disagreement {none['disagreement']:.3f} vs "
         f"{none['disagreement_in_sample']:.3f}); augmentations discordant with the claim: "
-        f"{', '.join(discordant) or 'none'} held out, {', '.join(discordant_in_sample) or 'none'} in-sample.",
+        f"{', '.join(discordant_held_out) or 'none'} held out, {', '.join(discordant_in_sample) or 'none'} in-sample.",
         f"Only {len(decisive)} of {len(rows) - 1} augmentations move test accuracy by >= "
-        f"{DECISIVE_ACCURACY_CHANGE:.0%}: part (b) of the verdict rests on those alone.",
-        "8×8 digits and LeNets: a 1-pixel shift is 12 % of the image; the paper's CIFAR-10 ResNets are not run.",
+        f"{DECISIVE_ACCURACY_CHANGE:.0%}: part (b) of the verdict rests on those alone; below it: "
+        + ("; ".join(f"{r['augmentation']} {100 * (r['test_accuracy'] - none['test_accuracy']):+.2f} points, held-out "
+                     f"TD {r['td_normalized']:.3f} vs {none['td_normalized']:.3f}"
+                     for r in rows[1:] if r not in decisive) or "none") + ".",
+        f"8×8 digits, LeNets trained on {len(train_idx)} images (few, so that augmentation can help): a 1-pixel "
+        "shift is 12 % of the image; the paper's CIFAR-10 ResNets are not run.",
     ]
     return Outcome(
         metrics=metrics,
@@ -273,9 +297,16 @@ def run(ctx: RunContext) -> Outcome:
         figures=[figure],
         data=f"REAL: scikit-learn digits (8×8), {len(train_idx)} training / {len(test_idx)} held-out images "
              f"(heads fit on {len(fit_idx)}, TD measured on {len(eval_idx)})",
-        notes=(f"LeNet-5 (vision_ext.models, 84-d penultimate features), Adam lr {config.lr}, "
-               f"{config.epochs} epochs, {len(seeds)} seeds per setting. TD between every pair of seeds with "
-               "least-squares heads (one-hot targets, ridge 1e-6 × mean feature variance). Held out (judged): "
+        notes=(f"LeNet-5 (vision_ext.models, 84-d penultimate features), Adam lr {config.lr}, batch "
+               f"{config.batch_size}, {config.epochs} epochs on {len(train_idx)} training digits, {len(seeds)} "
+               "seeds per setting. The training size and epochs were fixed on a validation split before the run "
+               f"({len(train_idx)} training / {POOL_IMAGES - len(train_idx)} validation digits of the "
+               f"{POOL_IMAGES}-digit pool, 3 seeds): with 200 epochs no augmentation 0.940, noise 0.2 0.957, "
+               "noise 0.4 0.945, small rotations/scalings 0.939; with 60 epochs no augmentation 0.933, noise 0.2 "
+               "0.934, 1-pixel shifts 0.858, noise 0.6 0.829, rotations/scalings 0.924 and 0.889, sub-pixel shifts "
+               "0.927 (on 1000 digits for 20 epochs no augmentation helped by a point). TD between "
+               "every pair of seeds with least-squares heads (one-hot targets, ridge 1e-6 × mean feature "
+               "variance). Held out (judged): "
                f"heads fit on {len(fit_idx)} held-out digits, TD, disagreement and probe_accuracy measured on the "
                f"other {len(eval_idx)}; *_in_sample: heads fit and measured on those {len(eval_idx)} "
                f"({rank_warnings} rank-deficiency warnings from dead ReLU units in-sample, handled by that ridge). "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from graftkit.experiments import td as td_experiment
@@ -66,3 +67,33 @@ def test_held_out_td_is_zero_for_a_rotated_copy_and_larger_out_of_sample_for_unr
     held = td_experiment.held_out_td(a[:200], noise[:200], labels[:200], a[200:], noise[200:], labels[200:])
     in_sample = td_experiment.held_out_td(a[200:], noise[200:], labels[200:], a[200:], noise[200:], labels[200:])
     assert held.normalized > in_sample.normalized  # a head fit on noise only matches by overfitting
+
+
+def test_discordant_follows_the_papers_wording():
+    # helps (accuracy up): must lower TD; hurts (accuracy down): must not lower TD ("will not" be more similar)
+    assert not td_experiment.discordant(0.02, -0.01) and td_experiment.discordant(0.02, 0.0)
+    assert td_experiment.discordant(0.02, 0.05)
+    assert not td_experiment.discordant(-0.05, 0.1) and not td_experiment.discordant(-0.05, 0.0)
+    assert td_experiment.discordant(-0.05, -0.02)
+
+
+def test_the_recipe_leaves_the_held_out_digits_untouched():
+    assert td_experiment.TRAIN_IMAGES < td_experiment.POOL_IMAGES < 1797
+    exp = load_all()["td-seeds-and-augmentation"]
+    assert "will not" in exp.claim and "CNNs' mean test accuracy" in exp.rule
+
+
+@pytest.mark.slow
+def test_run_end_to_end_at_toy_size(monkeypatch, tmp_path):
+    from graftkit.registry import RunContext
+
+    monkeypatch.setattr(td_experiment, "EPOCHS", 1)
+    monkeypatch.setattr(td_experiment, "TRAIN_IMAGES", 100)
+    stages = []
+    outcome = td_experiment.run(RunContext(mode="quick", seed=0, out_dir=tmp_path, on_progress=stages.append))
+    assert [row["augmentation"] for row in outcome.table] == list(td_experiment.AUGMENTATIONS)
+    assert outcome.metrics["rotated_td_normalized_heldout"] < 1e-9
+    assert {"decisive_augmentations", "discordant_augmentations", "none_td_normalized_heldout"} <= set(outcome.metrics)
+    assert "below it:" in outcome.caveats[1] and "100 training" in outcome.data
+    assert len(stages) == 3 * len(td_experiment.AUGMENTATIONS) and outcome.figures[0].exists()
+    assert isinstance(load_all()["td-seeds-and-augmentation"].verdict(outcome.metrics), bool)
