@@ -231,7 +231,8 @@ def run(ctx: RunContext) -> Outcome:
         f"{len(history)} of {config.steps} planned Adam steps of {config.batch_size} patches "
         f"{config.patch_size}², budget-appropriate schedule: lr {config.lr:g} halved at 50 % and 75 % of the "
         f"steps (the reference: lr 2e-4 halved at 20/40/60/80 % of 500k steps, batch 16 of 144²; its lr is "
-        f"tuned for that length), trained {train_seconds:.0f} s on CPU (learning-curve evaluations excluded). "
+        f"tuned for that length), trained {train_seconds:.0f} s wall / {train_cpu_seconds:.0f} s CPU "
+        "(learning-curve evaluations excluded). "
         "Losses and weights as the reference (λ_fit = 4 at x2, λ_ce = 1, Charbonnier recon 1), quantized LR "
         "with a straight-through gradient. Evaluation as the literature: 8-bit outputs, Y channel, border = "
         f"scale, MATLAB-style antialiased bicubic (own implementation); the judged restore draws z ~ N(0, 1) "
@@ -246,5 +247,7 @@ def run(ctx: RunContext) -> Outcome:
     return Outcome(metrics=metrics, table=table, figures=[figure, curve_figure],
                    data=f"REAL photos: train on {', '.join(TRAIN_PHOTOS)} (scikit-image / scikit-learn bundled); "
                         f"test on the held-out {TEST_PHOTO} ({test.shape[-1]}×{test.shape[-2]}"
-                        f"{', central crop' if settings['test_crop'] else ''})",
+                        f"{', central crop' if settings['test_crop'] else ''}); learning curve on the held-out "
+                        f"validation photo {VALIDATION_PHOTO} (scikit-image stereo_motorcycle, left view, central "
+                        f"{CURVE_CROP}² crop)",
                    notes=notes, caveats=caveats)
