@@ -247,10 +247,14 @@ def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     tiny = {"scale": 2, "blocks": 1, "growth_channels": 4, "steps": 2, "max_seconds": 60.0, "batch_size": 2,
             "patch_size": 16, "lr": 2e-4, "test_crop": 32, "curve_every": 1}
     monkeypatch.setitem(experiment.SETTINGS, "quick", tiny)
+    monkeypatch.setattr(experiment, "CURVE_CROP", 32)  # the learning curve's validation crop
     outcome = load_all()["irn-vs-bicubic"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path))
     assert outcome.metrics["train_steps"] == 2
     assert {"psnr_irn_z0", "psnr_irn_sampled", "psnr_bicubic"} <= set(outcome.metrics)
     methods = [row["method"] for row in outcome.table]
     assert methods[0].startswith("IRN x2, z ~ N(0,1), mean of") and methods[1] == "IRN x2, z = 0"
-    assert sum(m.startswith("learning curve") for m in methods) == 3  # steps 0, 1, 2 at curve_every=1
+    curve_rows = [m for m in methods if m.startswith("learning curve")]
+    assert len(curve_rows) == 3  # steps 0, 1, 2 at curve_every=1
+    assert all(experiment.VALIDATION_PHOTO in m for m in curve_rows)  # the curve never looks at the test photo
+    assert outcome.metrics["train_cpu_seconds"] > 0
     assert outcome.figures and all(f.stat().st_size > 1000 for f in outcome.figures)
