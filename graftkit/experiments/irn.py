@@ -241,6 +241,10 @@ def run(ctx: RunContext) -> Outcome:
     caveats = [f"The model is {metrics['parameters']:,} parameters trained for {len(history)} steps; the paper's "
                "10 dB gap comes from 500k steps of a 1.66M-parameter model. The learning curve shows where "
                "this run is heading, not where it ends."]
+    if len(curve) >= 2 and curve[-1]["psnr_irn_sampled"] > curve[-2]["psnr_irn_sampled"]:
+        rise = curve[-1]["psnr_irn_sampled"] - curve[-2]["psnr_irn_sampled"]
+        caveats.append(f"The validation curve was still rising at the end (+{rise:.2f} dB over the last "
+                       f"{curve[-1]['step'] - curve[-2]['step']} steps): training stopped before it flattened.")
     if stopped_early:
         caveats.append(f"The wall-time guard ({config.max_seconds:.0f} s) stopped training at step "
                        f"{len(history)} of {config.steps}, before the planned lr decay finished.")
