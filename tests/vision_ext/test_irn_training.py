@@ -85,6 +85,26 @@ def test_patch_sampler_gives_bicubic_reference_and_rejects_small_images():
         PatchSampler(_images(), patch_size=9, scale=2)
 
 
+def test_patch_lr_is_the_whole_image_bicubic_cropped_as_the_reference():
+    # The reference (LQGT_dataset) downscales the whole image, then crops LR and HR patches together; a bicubic
+    # of the patch alone mirror-pads at the patch edges and differs on the border LR pixels.
+    from vision_ext.irn.resize import imresize
+
+    image = _images(1, size=24)[0]
+    full_lr = imresize(image, 0.5)
+    dihedral = [lambda x: x, lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.flip(-1).flip(-2)]
+    dihedral += [lambda x, t=t: t(x).transpose(-1, -2) for t in dihedral]
+    sampler = PatchSampler([image], patch_size=8, scale=2, seed=3)
+    hr, lr = sampler.sample(6)
+    for hr_patch, lr_patch in zip(hr, lr, strict=True):
+        matches = [(t, top, left) for top in range(0, 17, 2) for left in range(0, 21, 2) for t in dihedral
+                   if torch.equal(t(image[:, top : top + 8, left : left + 8]), hr_patch)]
+        assert len(matches) == 1  # patch corners on multiples of the scale
+        t, top, left = matches[0]
+        torch.testing.assert_close(lr_patch, t(full_lr[:, top // 2 : top // 2 + 4, left // 2 : left // 2 + 4]))
+    assert not torch.allclose(lr, imresize(hr, 0.5), atol=1e-3)  # the patch-only bicubic differs at the edges
+
+
 def test_resume_continues_exactly(tmp_path):
     torch.manual_seed(0)
     straight = IRN(2, **TINY)
