@@ -85,6 +85,26 @@ def test_patch_sampler_gives_bicubic_reference_and_rejects_small_images():
         PatchSampler(_images(), patch_size=9, scale=2)
 
 
+def test_patch_lr_is_the_whole_image_bicubic_cropped_as_the_reference():
+    # The reference (LQGT_dataset) downscales the whole image, then crops LR and HR patches together; a bicubic
+    # of the patch alone mirror-pads at the patch edges and differs on the border LR pixels.
+    from vision_ext.irn.resize import imresize
+
+    image = _images(1, size=24)[0]
+    full_lr = imresize(image, 0.5)
+    dihedral = [lambda x: x, lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.flip(-1).flip(-2)]
+    dihedral += [lambda x, t=t: t(x).transpose(-1, -2) for t in dihedral]
+    sampler = PatchSampler([image], patch_size=8, scale=2, seed=3)
+    hr, lr = sampler.sample(6)
+    for hr_patch, lr_patch in zip(hr, lr, strict=True):
+        matches = [(t, top, left) for top in range(0, 17, 2) for left in range(0, 21, 2) for t in dihedral
+                   if torch.equal(t(image[:, top : top + 8, left : left + 8]), hr_patch)]
+        assert len(matches) == 1  # patch corners on multiples of the scale
+        t, top, left = matches[0]
+        torch.testing.assert_close(lr_patch, t(full_lr[:, top // 2 : top // 2 + 4, left // 2 : left // 2 + 4]))
+    assert not torch.allclose(lr, imresize(hr, 0.5), atol=1e-3)  # the patch-only bicubic differs at the edges
+
+
 def test_resume_continues_exactly(tmp_path):
     torch.manual_seed(0)
     straight = IRN(2, **TINY)
@@ -247,10 +267,14 @@ def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     tiny = {"scale": 2, "blocks": 1, "growth_channels": 4, "steps": 2, "max_seconds": 60.0, "batch_size": 2,
             "patch_size": 16, "lr": 2e-4, "test_crop": 32, "curve_every": 1}
     monkeypatch.setitem(experiment.SETTINGS, "quick", tiny)
+    monkeypatch.setattr(experiment, "CURVE_CROP", 32)  # the learning curve's validation crop
     outcome = load_all()["irn-vs-bicubic"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path))
     assert outcome.metrics["train_steps"] == 2
     assert {"psnr_irn_z0", "psnr_irn_sampled", "psnr_bicubic"} <= set(outcome.metrics)
     methods = [row["method"] for row in outcome.table]
     assert methods[0].startswith("IRN x2, z ~ N(0,1), mean of") and methods[1] == "IRN x2, z = 0"
-    assert sum(m.startswith("learning curve") for m in methods) == 3  # steps 0, 1, 2 at curve_every=1
+    curve_rows = [m for m in methods if m.startswith("learning curve")]
+    assert len(curve_rows) == 3  # steps 0, 1, 2 at curve_every=1
+    assert all(experiment.VALIDATION_PHOTO in m for m in curve_rows)  # the curve never looks at the test photo
+    assert outcome.metrics["train_cpu_seconds"] > 0
     assert outcome.figures and all(f.stat().st_size > 1000 for f in outcome.figures)

@@ -103,7 +103,12 @@ class TrainConfig:
 
 class PatchSampler:
     """Random HR patches from a list of images (3, H, W), with random flips and 90° rotations (the reference's
-    ``use_flip``/``use_rot``), and their MATLAB-bicubic reference LR."""
+    ``use_flip``/``use_rot``), and their MATLAB-bicubic reference LR.
+
+    As the reference's ``LQGT_dataset``, the LR is the bicubic downscale of the whole image, cropped at the
+    patch (patch corners on multiples of the scale): a bicubic of the patch alone would mirror-pad at the patch
+    edges and give the guidance loss a wrong target on its border LR pixels.
+    """
 
     def __init__(self, images: Sequence[Tensor], patch_size: int, scale: int, flip_rotate: bool = True,
                  seed: int = 0) -> None:
@@ -118,29 +123,32 @@ class PatchSampler:
         if not usable:
             raise GraftkitError(f"no training image is at least {patch_size}×{patch_size}; lower --patch-size")
         self.images, self.patch_size, self.scale, self.flip_rotate = usable, patch_size, scale, flip_rotate
+        self.lr_images = [imresize(img, 1 / scale) for img in usable]
         self.generator = torch.Generator().manual_seed(seed)
 
     def _randint(self, high: int) -> int:
         return int(torch.randint(high, (1,), generator=self.generator))
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
-        size = self.patch_size
-        patches = []
+        size, scale = self.patch_size, self.scale
+        patches, lr_patches = [], []
         for _ in range(batch_size):
-            img = self.images[self._randint(len(self.images))]
-            top = self._randint(img.shape[-2] - size + 1)
-            left = self._randint(img.shape[-1] - size + 1)
-            patch = img[:, top : top + size, left : left + size]
+            index = self._randint(len(self.images))
+            img, lr_img = self.images[index], self.lr_images[index]
+            top = scale * self._randint((img.shape[-2] - size) // scale + 1)
+            left = scale * self._randint((img.shape[-1] - size) // scale + 1)
+            pair = [img[:, top : top + size, left : left + size],
+                    lr_img[:, top // scale : (top + size) // scale, left // scale : (left + size) // scale]]
             if self.flip_rotate:
                 if self._randint(2):
-                    patch = patch.flip(-1)
+                    pair = [x.flip(-1) for x in pair]
                 if self._randint(2):
-                    patch = patch.flip(-2)
+                    pair = [x.flip(-2) for x in pair]
                 if self._randint(2):
-                    patch = patch.transpose(-1, -2)
-            patches.append(patch)
-        hr = torch.stack(patches)
-        return hr, imresize(hr, 1 / self.scale)
+                    pair = [x.transpose(-1, -2) for x in pair]
+            patches.append(pair[0])
+            lr_patches.append(pair[1])
+        return torch.stack(patches), torch.stack(lr_patches)
 
 
 def _rank_world() -> tuple[int, int]:
