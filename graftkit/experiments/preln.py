@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from graftkit.experiments.mlm_run import MLMCorpus, MLMTraining, mlm_corpus, steps_to_reach, train_mlm
 from graftkit.registry import Outcome, RunContext, experiment
 
 #: the arms of each grid cell: Post-LN with warm-up sets the target, the two no-warm-up arms race to it
@@ -92,90 +93,20 @@ class WarmupGrid:
 QUICK_GRID = WarmupGrid(depths=(6, 12), lrs=(2e-3,), judged=(12, 2e-3), hidden=64, steps=200, eval_every=20)
 FULL_GRID = WarmupGrid(depths=(6, 12), lrs=(5e-4, 1e-3, 2e-3), judged=(12, 2e-3), hidden=64, steps=600,
                        eval_every=30)
-def _mlm_corpus(settings: WarmupSettings) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """Real English sentences as [CLS] w1 .. wn [SEP] id rows (padded), train and validation."""
-    from graftkit.data.text import CLS, PAD, SEP, WordVocab, english_sentences, split_corpus
-
-    train, valid = split_corpus(english_sentences(), valid_fraction=0.1, seed=0)
-    vocab = WordVocab.build(train, max_size=settings.vocab)
-
-    def rows(sentences: list[str]) -> torch.Tensor:
-        out = torch.full((len(sentences), settings.max_len), vocab.index[PAD], dtype=torch.long)
-        for i, s in enumerate(sentences):
-            ids = [vocab.index[CLS]] + vocab.encode(s)[: settings.max_len - 2] + [vocab.index[SEP]]
-            out[i, : len(ids)] = torch.tensor(ids)
-        return out
-
-    return vocab, rows(train), rows(valid)
 
 
-def _mask(ids: torch.Tensor, vocab, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's masking: 15% of the word tokens; of those 80% [MASK], 10% a random word, 10% unchanged."""
-    from graftkit.data.text import MASK, SPECIAL_TOKENS
-
-    words = ids >= len(SPECIAL_TOKENS)
-    chosen = words & (torch.rand(ids.shape, generator=generator) < 0.15)
-    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-    roll = torch.rand(ids.shape, generator=generator)
-    inputs = ids.clone()
-    inputs[chosen & (roll < 0.8)] = vocab.index[MASK]
-    swap = chosen & (roll >= 0.8) & (roll < 0.9)
-    inputs[swap] = torch.randint(len(SPECIAL_TOKENS), len(vocab), (int(swap.sum()),), generator=generator)
-    return inputs, labels
-
-
-def _train(position: str, warmup: bool, seed: int, settings: WarmupSettings, corpus) -> list[float]:
-    """Validation MLM loss every ``eval_every`` steps (nan from the first non-finite value on).
-
-    Weights, batches, masks and dropout all follow ``seed``; the caller's random state is left untouched.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _train_seeded(position, warmup, seed, settings, corpus)
-
-
-def _train_seeded(position: str, warmup: bool, seed: int, settings: WarmupSettings, corpus) -> list[float]:
+def _train(position: str, warmup: bool, seed: int, settings: WarmupSettings, corpus: MLMCorpus) -> list[float]:
+    """Validation MLM loss every ``eval_every`` steps of one arm (nan from the first non-finite value on)."""
     from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
 
-    vocab, train, valid = corpus
-    pad = vocab.index["[PAD]"]
-    model = PreLNBertForMaskedLM(PreLNBertConfig(
-        vocab_size=len(vocab), hidden_size=settings.hidden, num_hidden_layers=settings.layers,
-        num_attention_heads=4, intermediate_size=4 * settings.hidden, max_position_embeddings=settings.max_len,
-        type_vocab_size=0, pad_token_id=pad, layer_norm_position=position))
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, betas=(0.9, 0.98), eps=1e-8)
-    warmup_steps = round(settings.warmup_fraction * settings.steps) if warmup else 0
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
-    data = torch.Generator().manual_seed(seed)
-    valid_inputs, valid_labels = _mask(valid, vocab, torch.Generator().manual_seed(12345))
-    curve: list[float] = []
-    for step in range(1, settings.steps + 1):
-        model.train()
-        batch = train[torch.randint(len(train), (settings.batch,), generator=data)]
-        inputs, labels = _mask(batch, vocab, data)
-        loss = model(inputs, attention_mask=(batch != pad).long(), labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % settings.eval_every == 0:
-            model.eval()
-            with torch.no_grad():
-                logits = model(valid_inputs, attention_mask=(valid != pad).long()).logits
-                value = float(torch.nn.functional.cross_entropy(logits.view(-1, len(vocab)), valid_labels.view(-1)))
-            if not math.isfinite(value):
-                curve += [math.nan] * (settings.steps // settings.eval_every - len(curve))
-                break
-            curve.append(value)
-    return curve
-
-
-def steps_to_reach(curve: list[float], target: float, eval_every: int) -> int | None:
-    """The first evaluated step whose validation loss is <= ``target`` (None: never)."""
-    for i, value in enumerate(curve):
-        if value <= target:
-            return (i + 1) * eval_every
-    return None
+    config = PreLNBertConfig(
+        vocab_size=len(corpus.vocab), hidden_size=settings.hidden, num_hidden_layers=settings.layers,
+        num_attention_heads=4, intermediate_size=4 * settings.hidden, max_position_embeddings=corpus.max_len,
+        type_vocab_size=0, pad_token_id=corpus.pad, layer_norm_position=position)
+    training = MLMTraining(steps=settings.steps, eval_every=settings.eval_every, lr=settings.lr,
+                           warmup_steps=round(settings.warmup_fraction * settings.steps) if warmup else 0,
+                           batch=settings.batch, betas=(0.9, 0.98), eps=1e-8)
+    return train_mlm(lambda: PreLNBertForMaskedLM(config), corpus, training, seed)
 
 
 def _cell_key(layers: int, lr: float) -> str:
@@ -242,7 +173,8 @@ def warmup(ctx: RunContext) -> Outcome:
     import matplotlib.pyplot as plt
 
     grid = QUICK_GRID if ctx.quick else FULL_GRID
-    corpus = _mlm_corpus(grid.settings(grid.depths[0], grid.lrs[0]))
+    first = grid.settings(grid.depths[0], grid.lrs[0])
+    corpus = mlm_corpus(first.vocab, first.max_len)
     cells = [(d, lr) for d in grid.depths for lr in grid.lrs]
     curves: dict[tuple[int, float, str], list[float]] = {}
     done = 0
@@ -322,7 +254,7 @@ def warmup(ctx: RunContext) -> Outcome:
     return Outcome(
         metrics=metrics, table=table, figures=[heat_map, figure],
         data="REAL English: graftkit.data.text sentences (Python's help topics and stdlib docstrings), "
-             f"word vocabulary of {len(corpus[0])}, 90/10 train/validation split, BERT masking (15%).",
+             f"word vocabulary of {len(corpus.vocab)}, 90/10 train/validation split, BERT masking (15%).",
         notes=f"PreLNBertForMaskedLM (hf_models), hidden {grid.hidden}, 4 heads, FFN {4 * grid.hidden}, "
               f"sequences <= 32 tokens, batch 16, {grid.steps} steps per run, Adam (0.9, 0.98); grid: layers "
               f"{list(grid.depths)} × lr {[f'{lr:g}' for lr in grid.lrs]}, in each cell Post-LN with warm-up "

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from graftkit.experiments.preln import _mask, _mlm_corpus, steps_to_reach
+from graftkit.experiments.mlm_run import MLMCorpus, MLMTraining, mlm_corpus, steps_to_reach, train_mlm
 from graftkit.registry import Outcome, RunContext, experiment
 
 # arm -> (label, model kind, TUPE position mode)
@@ -50,38 +47,15 @@ def _model(kind: str, position_mode: str | None, settings: TupeSettings, vocab_s
     return TupeForMaskedLM(TupeConfig(**size, position_mode=position_mode))
 
 
-def train_curve(arm: str, seed: int, settings: TupeSettings, corpus) -> list[float]:
+def train_curve(arm: str, seed: int, settings: TupeSettings, corpus: MLMCorpus) -> list[float]:
     """Validation MLM loss every ``eval_every`` steps; weights, batches, masks and dropout follow ``seed``
     (the same batches and masks for every arm), the caller's random state is left untouched."""
     _, kind, position_mode = ARMS[arm]
-    vocab, train, valid = corpus
-    pad = vocab.index["[PAD]"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = _model(kind, position_mode, settings, len(vocab), pad)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.98), eps=1e-6,
-                                      weight_decay=0.01)
-        warmup_steps = max(1, round(settings.warmup_fraction * settings.steps))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup_steps))
-        data = torch.Generator().manual_seed(seed)
-        valid_inputs, valid_labels = _mask(valid, vocab, torch.Generator().manual_seed(12345))
-        curve: list[float] = []
-        for step in range(1, settings.steps + 1):
-            model.train()
-            batch = train[torch.randint(len(train), (settings.batch,), generator=data)]
-            inputs, labels = _mask(batch, vocab, data)
-            loss = model(inputs, attention_mask=(batch != pad).long(), labels=labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if step % settings.eval_every == 0:
-                model.eval()
-                with torch.no_grad():
-                    value = float(model(valid_inputs, attention_mask=(valid != pad).long(),
-                                        labels=valid_labels).loss)
-                curve.append(value if math.isfinite(value) else math.nan)
-    return curve
+    training = MLMTraining(steps=settings.steps, eval_every=settings.eval_every, lr=settings.lr,
+                           warmup_steps=max(1, round(settings.warmup_fraction * settings.steps)) - 1,
+                           batch=settings.batch, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    return train_mlm(lambda: _model(kind, position_mode, settings, len(corpus.vocab), corpus.pad), corpus,
+                     training, seed)
 
 
 def step_fractions(curves: dict[str, list[float]], eval_every: int) -> dict[str, float | None]:
@@ -117,7 +91,7 @@ def tupe_vs_bert(ctx: RunContext) -> Outcome:
 
     settings = (TupeSettings(hidden=64, layers=4, steps=300, eval_every=20) if ctx.quick
                 else TupeSettings(hidden=64, layers=4, steps=1500, eval_every=50, max_len=48))
-    corpus = _mlm_corpus(settings)
+    corpus = mlm_corpus(settings.vocab, settings.max_len)
     curves = {arm: train_curve(arm, ctx.seed, settings, corpus) for arm in ARMS}
     fractions = step_fractions(curves, settings.eval_every)
     target = curves["bert_a"][-1]
@@ -147,7 +121,7 @@ def tupe_vs_bert(ctx: RunContext) -> Outcome:
     return Outcome(
         metrics=metrics, table=table, figures=[figure],
         data="REAL English: graftkit.data.text sentences (Python's help topics and stdlib docstrings), "
-             f"word vocabulary of {len(corpus[0])}, 90/10 train/validation split, BERT masking (15%), "
+             f"word vocabulary of {len(corpus.vocab)}, 90/10 train/validation split, BERT masking (15%), "
              f"[CLS] w1 .. wn [SEP] rows of <= {settings.max_len} tokens.",
         notes=f"hf_models PreLNBertForMaskedLM (Post-LN, learned absolute positions added to the input) vs "
               f"TupeForMaskedLM (Post-LN), both on graftkit's core: {settings.layers} layers, hidden "

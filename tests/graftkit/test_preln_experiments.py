@@ -1,4 +1,4 @@
-"""The Pre-LN experiments: registration, verdict rules, masking, steps-to-target, a tiny training run."""
+"""The Pre-LN experiments: registration, verdict rules, a tiny training run, the grid's report."""
 
 import math
 from pathlib import Path
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from graftkit.experiments import preln
+from graftkit.experiments.mlm_run import mlm_corpus
 from graftkit.registry import load_all
 from graftkit.report import run_experiment
 
@@ -24,31 +25,9 @@ def test_both_experiments_are_registered_with_their_rules():
     assert not warmup({"steps_pre_nowarmup": None, "steps_post_nowarmup": None})
 
 
-def test_steps_to_reach_is_the_first_evaluation_at_or_below_target():
-    assert preln.steps_to_reach([5.0, 4.0, 3.0, 2.5], 3.0, eval_every=20) == 60
-    assert preln.steps_to_reach([5.0, math.nan, math.nan], 3.0, eval_every=20) is None
-    assert preln.steps_to_reach([], 3.0, eval_every=20) is None
-
-
-def test_bert_masking_keeps_special_tokens_and_labels_only_masked_positions():
-    from graftkit.data.text import SPECIAL_TOKENS
-
-    settings = preln.WarmupSettings(hidden=16, layers=1, steps=2, eval_every=1, seeds=1)
-    vocab, train, _ = preln._mlm_corpus(settings)
-    inputs, labels = preln._mask(train, vocab, torch.Generator().manual_seed(0))
-    words = train >= len(SPECIAL_TOKENS)
-    chosen = labels != -100
-    assert not (chosen & ~words).any()
-    assert torch.equal(labels[chosen], train[chosen])
-    assert torch.equal(inputs[~chosen], train[~chosen])
-    assert 0.13 < chosen.sum() / words.sum() < 0.17
-    masked = (inputs[chosen] == vocab.index["[MASK]"]).float().mean()
-    assert 0.75 < masked < 0.85
-
-
 def test_training_run_gives_one_finite_validation_loss_per_evaluation():
     settings = preln.WarmupSettings(hidden=16, layers=2, steps=6, eval_every=3, seeds=1, vocab=200)
-    corpus = preln._mlm_corpus(settings)
+    corpus = mlm_corpus(settings.vocab, settings.max_len)
     for position, warm in (("post", True), ("pre", False)):
         curve = preln._train(position, warm, 0, settings, corpus)
         assert len(curve) == 2 and all(math.isfinite(v) for v in curve)

@@ -3,7 +3,7 @@
 import math
 
 from graftkit.experiments import tupe
-from graftkit.experiments.preln import _mlm_corpus
+from graftkit.experiments.mlm_run import mlm_corpus
 from graftkit.registry import load_all
 
 
@@ -23,7 +23,7 @@ def test_step_fractions_against_bert_a_final_loss():
 
 def test_each_arm_trains_and_batches_follow_the_seed():
     settings = tupe.TupeSettings(hidden=16, layers=1, steps=4, eval_every=2, vocab=200, max_len=16)
-    corpus = _mlm_corpus(settings)
+    corpus = mlm_corpus(settings.vocab, settings.max_len)
     curves = {arm: tupe.train_curve(arm, 0, settings, corpus) for arm in tupe.ARMS}
     for curve in curves.values():
         assert len(curve) == 2 and all(math.isfinite(v) and v < math.log(200) + 1 for v in curve)
