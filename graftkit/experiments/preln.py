@@ -97,8 +97,8 @@ class WarmupGrid:
 
 #: The judged cell was fixed after a pilot sweep (seed 100, 300 steps: depth 12 x lr 2e-3 and 5e-3, depth 6 x lr
 #: 5e-3, all three arms; docs/preln.md reports it) and before the runs these grids make (seeds 0..): no pilot
-#: cell left the unigram plateau, so it stays the paper's regime at the quick budget, the deepest stack at the
-#: highest lr that trains with warm-up. Quick mode runs the judged cell only; --full sweeps the grid.
+#: cell left the unigram plateau, so the judged cell stays the one registered before the pilot (the deepest
+#: stack at lr 2e-3). Quick mode runs the judged cell only; --full sweeps the grid.
 QUICK_GRID = WarmupGrid(depths=(12,), lrs=(2e-3,), judged=(12, 2e-3), steps=300, eval_every=25)
 FULL_GRID = WarmupGrid(depths=(6, 12), lrs=(1e-3, 2e-3, 5e-3), judged=(12, 2e-3), steps=600, eval_every=25)
 #: a run has left the unigram plateau once its validation loss is this far below the unigram loss
