@@ -168,7 +168,8 @@ def _judged(metrics: dict[str, Any]) -> bool | None:
 
 
 def _grid_words(grid: WarmupGrid) -> str:
-    return f"layers {list(grid.depths)} × lr {[f'{lr:g}' for lr in grid.lrs]}, {grid.steps} steps, {grid.seeds} seed(s)"
+    depths, lrs = ", ".join(map(str, grid.depths)), ", ".join(f"{lr:g}" for lr in grid.lrs)
+    return f"layers {depths} × lr {lrs}, {grid.steps} steps, {grid.seeds} seed(s)"
 
 
 @experiment(
