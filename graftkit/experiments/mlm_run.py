@@ -25,6 +25,8 @@ VALID_MASK_SEED = 12345
 VOCAB_SIZE, MAX_LEN, BATCH = 500, 16, 32
 #: what a table shows for a target a run never reached
 NEVER = "never reached"
+#: a run has left the unigram plateau (see :func:`unigram_loss`) once its validation loss is this far below it
+PLATEAU_MARGIN = 0.1
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,7 @@ class WarmupGrid:
 #: runs the judged cell only; --full sweeps the grid.
 QUICK_GRID = WarmupGrid(depths=(6,), lrs=(2e-3,), judged=(6, 2e-3), steps=600, eval_every=25)
 FULL_GRID = WarmupGrid(depths=(6, 12), lrs=(1e-3, 2e-3, 5e-3), judged=(6, 2e-3), steps=600, eval_every=25)
-#: a run has left the unigram plateau once its validation loss is this far below the unigram loss
-PLATEAU_MARGIN = 0.1
+PLATEAU_MARGIN = mlm_run.PLATEAU_MARGIN
 
 
 def _train(position: str, warmup: bool, layers: int, lr: float, seed: int, grid: WarmupGrid, corpus: MLMCorpus,

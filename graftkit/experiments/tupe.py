@@ -20,8 +20,8 @@ ARMS: dict[str, tuple[str, str, str | None]] = {
 }
 #: a TUPE arm must reach BERT-A's final validation loss within this fraction of BERT-A's steps
 MAX_STEP_FRACTION = 0.5
-#: BERT-A's final loss must be this far below the unigram loss for the comparison to decide anything
-PLATEAU_MARGIN = 0.1
+#: BERT-A's final loss must have left the unigram plateau for the comparison to decide anything
+PLATEAU_MARGIN = mlm_run.PLATEAU_MARGIN
 
 
 @dataclass(frozen=True)
