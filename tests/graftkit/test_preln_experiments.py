@@ -65,14 +65,14 @@ def test_gradnorm_experiment_quick_supports_the_theory(tmp_path: Path):
 
 @pytest.mark.slow
 def test_warmup_grid_reports_every_cell_and_judges_the_cell_chosen_in_advance(tmp_path: Path, monkeypatch):
-    tiny = preln.WarmupGrid(depths=(1, 2), lrs=(2e-3,), judged=(2, 2e-3), hidden=16, steps=4, eval_every=2,
+    tiny = preln.WarmupGrid(depths=(1, 2), lrs=(2e-3,), judged=(2, 2e-3), hidden=16, steps=2, eval_every=2,
                             seeds=2, vocab_size=200, warmup_fraction=0.5)
     monkeypatch.setattr(preln, "QUICK_GRID", tiny)
     stages = []
     outcome = preln.warmup(preln.RunContext("quick", 0, tmp_path, stages.append))
     assert len(outcome.table) == 2 * 3  # every cell, every arm
     assert stages[0].startswith("run 1/12: 1 layers") and stages[-1].startswith("run 12/12: 2 layers")
-    assert stages[-1].endswith("seed 1; step 4/4")
+    assert stages[-1].endswith("seed 1; step 2/2")
     m = outcome.metrics
     assert m["cells"] == 2 and 0 <= m["cells_showing_effect"] <= 2
     assert 0 < m["unigram_loss"] < math.log(200)
@@ -81,7 +81,7 @@ def test_warmup_grid_reports_every_cell_and_judges_the_cell_chosen_in_advance(tm
     assert m["target_loss"] == m["target_loss_L2_lr0.002"] == judged[0]["final_valid_loss"]
     for key in ("steps_to_target", "steps_to_leave_plateau"):
         assert all(r[key] == "never reached" or isinstance(r[key], int) for r in outcome.table)
-    assert {r["warmup_steps"] for r in outcome.table} == {0, 2}
+    assert {r["warmup_steps"] for r in outcome.table} == {0, 1}
     assert [f.name for f in outcome.figures] == ["warmup_grid.png", "warmup_curves.png"]
     assert all(f.is_file() for f in outcome.figures)
 
