@@ -1,4 +1,4 @@
-"""The Pre-LN experiments: registration, verdict rules, masking, steps-to-target, a tiny training run."""
+"""The Pre-LN experiments: registration, verdict rules, a tiny training run, the grid's report."""
 
 import math
 from pathlib import Path
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from graftkit.experiments import preln
+from graftkit.experiments.mlm_run import mlm_corpus
 from graftkit.registry import load_all
 from graftkit.report import run_experiment
 
@@ -18,43 +19,39 @@ def test_both_experiments_are_registered_with_their_rules():
     assert gradnorm({"alpha_post": 0.05, "alpha_pre": -0.45})
     assert not gradnorm({"alpha_post": 0.3, "alpha_pre": -0.45})
     assert not gradnorm({"alpha_post": 0.0, "alpha_pre": -0.1})
-    assert warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": None})
-    assert warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": 160})
-    assert not warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": 100})
-    assert not warmup({"steps_pre_nowarmup": None, "steps_post_nowarmup": None})
+    off_plateau = {"target_loss": 4.5, "unigram_loss": 5.0}
+    assert warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": None, **off_plateau})
+    assert warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": 160, **off_plateau})
+    assert not warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": 100, **off_plateau})
+    assert not warmup({"steps_pre_nowarmup": None, "steps_post_nowarmup": None, **off_plateau})
+    # a target still on the word-frequency plateau decides nothing
+    on_plateau = {"target_loss": 4.95, "unigram_loss": 5.0}
+    assert warmup({"steps_pre_nowarmup": 100, "steps_post_nowarmup": None, **on_plateau}) is None
+    assert warmup({}) is None
 
 
-def test_steps_to_reach_is_the_first_evaluation_at_or_below_target():
-    assert preln.steps_to_reach([5.0, 4.0, 3.0, 2.5], 3.0, eval_every=20) == 60
-    assert preln.steps_to_reach([5.0, math.nan, math.nan], 3.0, eval_every=20) is None
-    assert preln.steps_to_reach([], 3.0, eval_every=20) is None
-
-
-def test_bert_masking_keeps_special_tokens_and_labels_only_masked_positions():
-    from graftkit.data.text import SPECIAL_TOKENS
-
-    settings = preln.WarmupSettings(hidden=16, layers=1, steps=2, eval_every=1, seeds=1)
-    vocab, train, _ = preln._mlm_corpus(settings)
-    inputs, labels = preln._mask(train, vocab, torch.Generator().manual_seed(0))
-    words = train >= len(SPECIAL_TOKENS)
-    chosen = labels != -100
-    assert not (chosen & ~words).any()
-    assert torch.equal(labels[chosen], train[chosen])
-    assert torch.equal(inputs[~chosen], train[~chosen])
-    assert 0.13 < chosen.sum() / words.sum() < 0.17
-    masked = (inputs[chosen] == vocab.index["[MASK]"]).float().mean()
-    assert 0.75 < masked < 0.85
+def test_grid_arms_differ_only_in_layer_norm_position_and_warmup():
+    grid = preln.WarmupGrid(depths=(6, 12), lrs=(1e-3, 2e-3), judged=(12, 2e-3), steps=300, eval_every=25)
+    assert grid.cells == [(6, 1e-3), (6, 2e-3), (12, 1e-3), (12, 2e-3)]
+    warm, cold = grid.training(2e-3, warmup=True), grid.training(2e-3, warmup=False)
+    assert (warm.warmup_steps, cold.warmup_steps) == (30, 0)
+    assert warm.betas == cold.betas == (0.9, 0.98) and warm.weight_decay == cold.weight_decay == 0.0
+    assert cold.lr_factor(0) == 1.0 and warm.lr_factor(0) < 0.05
+    with pytest.raises(ValueError, match="judged cell"):
+        preln.WarmupGrid(depths=(6,), lrs=(1e-3,), judged=(12, 1e-3), steps=300, eval_every=25)
+    assert preln.QUICK_GRID.judged == preln.FULL_GRID.judged  # one judged cell, fixed before the run
 
 
 def test_training_run_gives_one_finite_validation_loss_per_evaluation():
-    settings = preln.WarmupSettings(hidden=16, layers=2, steps=6, eval_every=3, seeds=1, vocab=200)
-    corpus = preln._mlm_corpus(settings)
+    grid = preln.WarmupGrid(depths=(2,), lrs=(2e-3,), judged=(2, 2e-3), steps=6, eval_every=3, hidden=16)
+    corpus = mlm_corpus(200, 16)
     for position, warm in (("post", True), ("pre", False)):
-        curve = preln._train(position, warm, 0, settings, corpus)
+        curve = preln._train(position, warm, 2, 2e-3, 0, grid, corpus)
         assert len(curve) == 2 and all(math.isfinite(v) for v in curve)
         assert curve[0] < math.log(200) + 1  # a sane cross-entropy over the 200-word vocabulary
     torch.rand(3)  # whatever the global random state, a run is fixed by its seed
-    assert preln._train("pre", False, 0, settings, corpus) == curve
+    assert preln._train("pre", False, 2, 2e-3, 0, grid, corpus) == curve
+    assert preln._train("post", False, 2, 2e-3, 0, grid, corpus) != curve  # Post-LN is another model
 
 
 @pytest.mark.slow
@@ -68,19 +65,24 @@ def test_gradnorm_experiment_quick_supports_the_theory(tmp_path: Path):
 
 @pytest.mark.slow
 def test_warmup_grid_reports_every_cell_and_judges_the_cell_chosen_in_advance(tmp_path: Path, monkeypatch):
-    tiny = preln.WarmupGrid(depths=(1, 2), lrs=(2e-3,), judged=(2, 2e-3), hidden=16, steps=2, eval_every=2)
+    tiny = preln.WarmupGrid(depths=(1, 2), lrs=(2e-3,), judged=(2, 2e-3), hidden=16, steps=2, eval_every=2,
+                            seeds=2, vocab_size=200, warmup_fraction=0.5)
     monkeypatch.setattr(preln, "QUICK_GRID", tiny)
     stages = []
     outcome = preln.warmup(preln.RunContext("quick", 0, tmp_path, stages.append))
     assert len(outcome.table) == 2 * 3  # every cell, every arm
-    assert stages[-1].endswith("run 6/6")
+    assert stages[0].startswith("run 1/12: 1 layers") and stages[-1].startswith("run 12/12: 2 layers")
+    assert stages[-1].endswith("seed 1; step 2/2")
     m = outcome.metrics
     assert m["cells"] == 2 and 0 <= m["cells_showing_effect"] <= 2
+    assert 0 < m["unigram_loss"] < math.log(200)
     judged = [r for r in outcome.table if r["judged cell"]]
     assert {(r["layers"], r["lr"]) for r in judged} == {(2, 2e-3)}
     assert m["target_loss"] == m["target_loss_L2_lr0.002"] == judged[0]["final_valid_loss"]
-    assert all(r["steps_to_target"] == "never reached" or isinstance(r["steps_to_target"], int)
-               for r in outcome.table)
+    for key in ("steps_to_target", "steps_to_leave_plateau"):
+        assert all(r[key] == "never reached" or isinstance(r[key], int) for r in outcome.table)
+    assert {r["warmup_steps"] for r in outcome.table} == {0, 1}
+    assert [f.name for f in outcome.figures] == ["warmup_grid.png", "warmup_curves.png"]
     assert all(f.is_file() for f in outcome.figures)
 
 

@@ -1,0 +1,179 @@
+"""Masked-LM training runs shared by the Pre-LN and TUPE experiments.
+
+The real-English corpus of :mod:`graftkit.data.text` as padded ``[CLS] w1 .. wn [SEP]`` id rows, BERT's
+masking, and one seeded training loop that records the validation MLM loss every few steps. A run is fixed
+by its seed (weights, batches, masks, dropout), and the validation masks are the same for every run, so
+arms trained with the same seed see the same batches and are scored on the same positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from graftkit.data.text import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, WordVocab, english_sentences, split_corpus
+from graftkit.errors import GraftkitError, check_int, check_number
+
+#: the seed of the validation masks: one fixed set of masked positions for every run
+VALID_MASK_SEED = 12345
+#: The setting both experiments share: a 500-entry vocabulary, rows of at most 16 tokens, batches of 32 rows.
+#: With it a 4-layer, d-64 model leaves the unigram plateau within a few hundred steps (~40 ms each on one
+#: CPU thread); with 2000 words and 32 tokens it was still on the plateau after 300 steps.
+VOCAB_SIZE, MAX_LEN, BATCH = 500, 16, 32
+#: what a table shows for a target a run never reached
+NEVER = "never reached"
+#: a run has left the unigram plateau (see :func:`unigram_loss`) once its validation loss is this far below it
+PLATEAU_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class MLMCorpus:
+    """Train and validation id rows (``[CLS] w1 .. wn [SEP]``, right-padded to ``max_len``) and their vocabulary."""
+
+    vocab: WordVocab
+    train: torch.Tensor
+    valid: torch.Tensor
+
+    @property
+    def pad(self) -> int:
+        return self.vocab.index[PAD]
+
+    @property
+    def max_len(self) -> int:
+        return self.train.shape[1]
+
+
+def mlm_corpus(vocab_size: int, max_len: int) -> MLMCorpus:
+    """graftkit's real English sentences, split 90/10 (seed 0), with a word vocabulary of ``vocab_size``
+    entries (special tokens included; rarer words become [UNK]) built on the training part; sentences longer
+    than ``max_len - 2`` words are cut."""
+    check_int("vocab_size", vocab_size, minimum=len(SPECIAL_TOKENS) + 1)
+    check_int("max_len", max_len, minimum=3)
+    train, valid = split_corpus(english_sentences(), valid_fraction=0.1, seed=0)
+    vocab = WordVocab.build(train, max_size=vocab_size)
+
+    def rows(sentences: list[str]) -> torch.Tensor:
+        out = torch.full((len(sentences), max_len), vocab.index[PAD], dtype=torch.long)
+        for i, sentence in enumerate(sentences):
+            ids = [vocab.index[CLS]] + vocab.encode(sentence)[: max_len - 2] + [vocab.index[SEP]]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+    return MLMCorpus(vocab, rows(train), rows(valid))
+
+
+def bert_mask(ids: torch.Tensor, vocab: WordVocab, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking: 15% of the word tokens; of those 80% [MASK], 10% a random word, 10% unchanged.
+
+    Special tokens ([PAD], [UNK], [CLS], [SEP], [MASK]) are never chosen. Returns the inputs and the labels
+    (-100 where not chosen).
+    """
+    words = ids >= len(SPECIAL_TOKENS)
+    chosen = words & (torch.rand(ids.shape, generator=generator) < 0.15)
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[chosen & (roll < 0.8)] = vocab.index[MASK]
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[swap] = torch.randint(len(SPECIAL_TOKENS), len(vocab), (int(swap.sum()),), generator=generator)
+    return inputs, labels
+
+
+def unigram_loss(corpus: MLMCorpus) -> float:
+    """Validation MLM loss of the best context-free predictor: the training word frequencies (add-½
+    smoothing), scored on the validation masks every run uses. A model at this loss has learned word
+    frequencies only (the plateau every MLM run starts on)."""
+    first_word = len(SPECIAL_TOKENS)
+    counts = torch.bincount(corpus.train[corpus.train >= first_word] - first_word,
+                            minlength=len(corpus.vocab) - first_word).double() + 0.5
+    log_p = counts.log() - counts.sum().log()
+    _, labels = bert_mask(corpus.valid, corpus.vocab, torch.Generator().manual_seed(VALID_MASK_SEED))
+    return float(-log_p[labels[labels != -100] - first_word].mean())
+
+
+@dataclass(frozen=True)
+class MLMTraining:
+    """The optimisation of one run: AdamW (``weight_decay=0`` is Adam), lr linear from
+    ``lr / (warmup_steps + 1)`` to ``lr`` over the first ``warmup_steps`` steps, then constant."""
+
+    steps: int
+    eval_every: int
+    lr: float
+    warmup_steps: int = 0
+    batch: int = 16
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, minimum=1)
+        check_int("eval_every", self.eval_every, minimum=1)
+        if self.steps % self.eval_every:
+            raise GraftkitError(f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every})")
+        check_number("lr", self.lr, minimum=0.0, strict=True)
+        check_int("warmup_steps", self.warmup_steps, minimum=0)
+        check_int("batch", self.batch, minimum=1)
+        if not all(0 <= b < 1 for b in self.betas):
+            raise GraftkitError(f"betas must be in [0, 1), got {self.betas}")
+
+    @property
+    def evaluations(self) -> int:
+        return self.steps // self.eval_every
+
+    def lr_factor(self, step: int) -> float:
+        """The multiplier of ``lr`` at optimizer step ``step`` (0-based)."""
+        return min(1.0, (step + 1) / (self.warmup_steps + 1))
+
+
+def train_mlm(build_model: Callable[[], torch.nn.Module], corpus: MLMCorpus, training: MLMTraining, seed: int,
+              on_eval: Callable[[int], None] | None = None) -> list[float]:
+    """Train ``build_model()`` (a masked-LM returning ``.loss`` and ``.logits``) and return its validation
+    MLM loss after every ``eval_every`` steps; from the first non-finite value on the curve is nan (the run
+    stops there). ``on_eval(step)`` is called after each evaluation.
+
+    The model's weights, the batches, the masks and dropout follow ``seed``; the caller's random state is
+    left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, betas=training.betas, eps=training.eps,
+                                      weight_decay=training.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, training.lr_factor)
+        data = torch.Generator().manual_seed(seed)
+        valid_inputs, valid_labels = bert_mask(corpus.valid, corpus.vocab,
+                                               torch.Generator().manual_seed(VALID_MASK_SEED))
+        valid_attention = (corpus.valid != corpus.pad).long()
+        curve: list[float] = []
+        for step in range(1, training.steps + 1):
+            model.train()
+            batch = corpus.train[torch.randint(len(corpus.train), (training.batch,), generator=data)]
+            inputs, labels = bert_mask(batch, corpus.vocab, data)
+            loss = model(inputs, attention_mask=(batch != corpus.pad).long(), labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if step % training.eval_every == 0:
+                model.eval()
+                with torch.no_grad():
+                    logits = model(valid_inputs, attention_mask=valid_attention).logits
+                    value = float(torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]),
+                                                                    valid_labels.view(-1)))
+                if not math.isfinite(value):
+                    return curve + [math.nan] * (training.evaluations - len(curve))
+                curve.append(value)
+                if on_eval is not None:
+                    on_eval(step)
+    return curve
+
+
+def steps_to_reach(curve: Sequence[float], target: float, eval_every: int) -> int | None:
+    """The first evaluated step whose validation loss is <= ``target`` (None: never)."""
+    for i, value in enumerate(curve):
+        if value <= target:
+            return (i + 1) * eval_every
+    return None
