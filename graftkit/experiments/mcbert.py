@@ -449,7 +449,7 @@ def mcbert_vs_electra_vs_mlm(ctx: RunContext) -> Outcome:
               f"{settings.max_len}; {settings.budget_gflop:g} GFLOP per objective and seed (equal FLOPs, as the "
               f"paper compares; counted per step with torch's FlopCounterMode), {settings.seeds} seeds. Probe: "
               f"features of every layer mean-pooled, logistic regression with C in {PROBE_C} picked on validation; "
-              f"one test split = {len(TOPICS) * n_test} sentences. Fine-tuning (reported, not judged): split 0, "
+              f"one test split = {n_test} sentences. Fine-tuning (reported, not judged): split 0, "
               f"lr {settings.finetune_lr:g}, batch {settings.finetune_batch}, up to {settings.finetune_epochs} "
               f"epochs, best validation epoch. Whole run {wall_s:.0f} s wall, {cpu_s:.0f} s CPU (1 torch thread). "
               "The paper pre-trains BERT-base for up to 1M steps and reports GLUE.",

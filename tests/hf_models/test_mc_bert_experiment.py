@@ -55,7 +55,6 @@ def test_passages_stay_within_a_document_and_drop_held_out_sentences():
     assert mcbert.passages([["a b c d e f g h i j."]], set(), 4) == ["a b c d e f g h i j ."]  # cut later
 
 
-@pytest.mark.slow
 def test_discriminative_objectives_cost_more_flops_per_step(tiny_data):
     from graftkit.data.text import CLS, PAD, SEP
     from hf_models import McBertForPreTraining
