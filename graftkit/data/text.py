@@ -55,20 +55,32 @@ def words(sentence: str) -> list[str]:
     return _WORD.findall(sentence.lower())
 
 
+def _prose_sentences(doc: str, min_words: int, max_words: int) -> list[str]:
+    """The prose sentences of one document with ``min_words``..``max_words`` words, in order.
+
+    Code blocks and tables are skipped: a kept line has at least 70% letters and no leading indentation.
+    """
+    prose = " ".join(line.strip() for line in doc.splitlines()
+                     if line.strip() and not line.startswith((" ", "\t", ">>>", "...", "*", "+", "|", "="))
+                     and sum(c.isalpha() or c == " " for c in line) >= 0.7 * len(line))
+    return [sentence.strip() for sentence in _SENTENCE_END.split(prose)
+            if min_words <= len(words(sentence)) <= max_words]
+
+
 def english_sentences(min_words: int = 5, max_words: int = 48) -> list[str]:
     """Every prose sentence of the corpus with ``min_words``..``max_words`` words, in a fixed order.
 
     Code blocks and tables are skipped: a kept line has at least 70% letters and no leading indentation.
     """
-    sentences: list[str] = []
-    for doc in _documents():
-        prose = " ".join(line.strip() for line in doc.splitlines()
-                         if line.strip() and not line.startswith((" ", "\t", ">>>", "...", "*", "+", "|", "="))
-                         and sum(c.isalpha() or c == " " for c in line) >= 0.7 * len(line))
-        for sentence in _SENTENCE_END.split(prose):
-            if min_words <= len(words(sentence)) <= max_words:
-                sentences.append(sentence.strip())
+    sentences = [s for doc in _documents() for s in _prose_sentences(doc, min_words, max_words)]
     return list(dict.fromkeys(sentences))  # drop repeats, keep order
+
+
+def english_documents(min_words: int = 5, max_words: int = 48) -> list[list[str]]:
+    """The corpus as documents (one help topic page or one docstring each): each document's prose sentences
+    as :func:`english_sentences` finds them, in order; documents without any are left out. A sentence that
+    occurs in several documents is kept in each."""
+    return [sentences for doc in _documents() if (sentences := _prose_sentences(doc, min_words, max_words))]
 
 
 def split_corpus(sentences: Sequence[str], valid_fraction: float = 0.1,

@@ -5,7 +5,14 @@ import torch
 
 from graftkit.data.images import digits, photo
 from graftkit.data.parallel import SynonymToyPair, ToyLanguagePair, write_parallel_raw
-from graftkit.data.text import SPECIAL_TOKENS, WordVocab, english_sentences, split_corpus, words
+from graftkit.data.text import (
+    SPECIAL_TOKENS,
+    WordVocab,
+    english_documents,
+    english_sentences,
+    split_corpus,
+    words,
+)
 from graftkit.errors import GraftkitError
 
 
@@ -20,6 +27,13 @@ def test_english_corpus_is_real_prose_and_deterministic(sentences):
     assert sentences == english_sentences()
     assert all(5 <= len(words(s)) <= 48 for s in sentences)
     assert len(set(sentences)) == len(sentences)
+
+
+def test_documents_hold_the_same_sentences_grouped_by_source(sentences):
+    documents = english_documents()
+    assert all(documents) and len(documents) > 500
+    flat = [s for doc in documents for s in doc]
+    assert list(dict.fromkeys(flat)) == sentences  # the same sentences, in the same order, repeats kept per doc
 
 
 def test_split_is_seeded_and_disjoint(sentences):
