@@ -8,10 +8,22 @@ pytest.importorskip("fairseq")
 def test_verdict_needs_a_held_out_gain_over_the_transformer_and_the_untrained_bert_control():
     from graftkit.experiments import bertfused as experiment
 
-    base = {"bleu_heldout_transformer": 40.0, "bleu_heldout_untrained_bert": 41.0}
+    base = {"bleu_heldout_transformer": 40.0, "bleu_heldout_untrained_bert": 41.0,
+            "bert_synonym_top1_contextual": experiment.MIN_SYNONYM_TOP1}
     assert experiment._verdict({**base, "bleu_heldout_bert_fused": 42.5})
+    assert experiment._verdict({**base, "bleu_heldout_bert_fused": 42.5}) is True
     assert not experiment._verdict({**base, "bleu_heldout_bert_fused": 41.5})  # < 1 BLEU above the control
     assert not experiment._verdict({**base, "bleu_heldout_untrained_bert": 30.0, "bleu_heldout_bert_fused": 40.5})
+    assert experiment._verdict({**base, "bleu_heldout_bert_fused": 41.5}) is False
+
+
+def test_verdict_cannot_judge_when_bert_did_not_learn_the_synonyms():
+    from graftkit.experiments import bertfused as experiment
+
+    m = {"bleu_heldout_transformer": 40.0, "bleu_heldout_untrained_bert": 30.0, "bleu_heldout_bert_fused": 60.0,
+         "bert_synonym_top1_contextual": experiment.MIN_SYNONYM_TOP1 - 0.01}
+    assert experiment._verdict(m) is None  # a big BLEU gain does not count without the synonymy in BERT
+    assert experiment._verdict({**m, "bleu_heldout_bert_fused": 35.0}) is None  # nor does a loss
 
 
 @pytest.mark.slow
@@ -20,8 +32,8 @@ def test_experiment_runs_every_arm_and_seed_end_to_end_at_a_tiny_size(tmp_path, 
     from graftkit.registry import RunContext, load_all
     from graftkit.runtime import single_thread
 
-    tiny = {"mono": 200, "mlm_steps": 2, "mlm_lr": 1e-3, "train": 40, "test": 12, "base_epochs": 1, "more_epochs": 1,
-            "seeds": 1}
+    tiny = {**experiment.SIZES["quick"], "mono": 1000, "mlm_steps": 2, "mlm_batch": 16, "train": 40, "test": 12,
+            "base_epochs": 1, "more_epochs": 1, "seeds": 1}
     monkeypatch.setitem(experiment.SIZES, "quick", tiny)
     stages: list[str] = []
     with single_thread():  # as `graftkit reproduce` runs it; two threads crawl on a shared machine
@@ -35,6 +47,8 @@ def test_experiment_runs_every_arm_and_seed_end_to_end_at_a_tiny_size(tmp_path, 
     assert [row["system"] for row in outcome.table] == arms
     assert stages[-1].endswith("NMT run 6/6")
     assert 0 < outcome.metrics["heldout_sentences"] <= outcome.metrics["test_sentences"] == 12
-    assert 0.0 <= outcome.metrics["bert_synonym_top1"] <= 1.0
+    for probe in ("bert_synonym_top1_contextual", "bert_synonym_top1_input_embedding",
+                  "untrained_bert_synonym_top1_contextual", "untrained_bert_synonym_top1_input_embedding"):
+        assert 0.0 <= outcome.metrics[probe] <= 1.0
     (figure,) = outcome.figures
     assert figure.stat().st_size > 1000
