@@ -26,6 +26,35 @@ def test_verdict_cannot_judge_when_bert_did_not_learn_the_synonyms():
     assert experiment._verdict({**m, "bleu_heldout_bert_fused": 35.0}) is None  # nor does a loss
 
 
+def test_synonym_probes_find_a_synonymy_put_into_the_embeddings_and_none_in_a_random_bert(tmp_path):
+    import torch
+    from transformers import AutoModel
+
+    from graftkit.data.parallel import SynonymToyPair
+    from graftkit.experiments import bertfused as experiment
+    from plugins.bert_fused.toy import save_tiny_bert
+
+    pair = SynonymToyPair(lexicon_seed=0)
+    mono = pair.monolingual_source(1500, seed=1)
+    templates = [src for src, _ in pair.sample_split(4, "test", seed=2)[0]]
+    bert = save_tiny_bert(tmp_path / "bert", mono, hidden=16, layers=1, heads=2, seed=0)
+    random_bert = experiment.synonym_probes(bert, pair, templates)
+    assert random_bert["input_embedding"] <= 0.2 and random_bert["contextual"] <= 0.2  # chance: 1/30
+    # a BERT whose second stems have their first stems' input embeddings: both probes find every synonym
+    model = AutoModel.from_pretrained(bert)
+    vocab = model.get_input_embeddings().weight
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bert)
+    with torch.no_grad():
+        for noun in pair.nouns:
+            for suffix in ("", "en"):
+                first, second = tok.convert_tokens_to_ids([pair.nouns[noun] + suffix, pair.synonyms[noun] + suffix])
+                vocab[second] = vocab[first]
+    model.save_pretrained(tmp_path / "bert")
+    assert experiment.synonym_probes(bert, pair, templates) == {"input_embedding": 1.0, "contextual": 1.0}
+
+
 @pytest.mark.slow
 def test_experiment_runs_every_arm_and_seed_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     from graftkit.experiments import bertfused as experiment
