@@ -150,11 +150,11 @@ def _verdict(m: dict) -> bool | None:
     rule=f"Gate, first: the pre-trained BERT must know the synonymy, i.e. for >= {MIN_SYNONYM_TOP1:.0%} of "
          f"(held-out concept, probe sentence) cases BERT's last-layer output at the second stem is nearer (cosine) "
          f"to its own first stem's output in the same sentence than to any other concept's first stem "
-         f"(bert_synonym_top1_contextual); otherwise the run cannot judge. Then, on the test sentences that use a "
-         f"held-out concept's second stem (never in the parallel data, only in BERT's monolingual text), "
-         f"supported if BERT-fused (drop-net p_net = 1.0, as the paper) beats, in mean BLEU over the seeds, both "
-         f"the plain transformer trained as long (bleu_heldout_transformer) and BERT-fused with an untrained BERT "
-         f"of the same size (bleu_heldout_untrained_bert) by >= {MIN_GAIN:g} BLEU; every arm is reported, on "
+         f"(bert_synonym_top1_contextual); otherwise the run cannot judge (undecided). Then, on the test sentences "
+         f"that use a held-out concept's second stem (never in the parallel data, only in BERT's monolingual "
+         f"text), supported if BERT-fused (drop-net p_net = 1.0, as the paper) beats, in mean BLEU over the seeds, "
+         f"both the plain transformer trained as long (bleu_heldout_transformer) and BERT-fused with an untrained "
+         f"BERT of the same size (bleu_heldout_untrained_bert) by >= {MIN_GAIN:g} BLEU; every arm is reported, on "
          "those sentences and on all test sentences",
     verdict=_verdict,
 )
