@@ -16,7 +16,7 @@ from graftkit.registry import Outcome, RunContext, experiment
 #: ``mlm_warmup`` of the steps then linear decay; every noun form masked ``stem_mask_rate`` of the time (other
 #: tokens 15%). NMT: a transformer trains ``base_epochs``, every other arm continues ``more_epochs`` from it.
 SIZES = {  # quick: about 2 min of CPU on one thread; full: several minutes
-    "quick": {"mono": 10000, "mlm_steps": 600, "mlm_lr": 3e-3, "mlm_batch": 128, "mlm_warmup": 0.1,
+    "quick": {"mono": 10000, "mlm_steps": 800, "mlm_lr": 3e-3, "mlm_batch": 128, "mlm_warmup": 0.1,
               "stem_mask_rate": 0.5, "train": 200, "test": 200, "base_epochs": 20, "more_epochs": 10, "seeds": 3},
     "full": {"mono": 30000, "mlm_steps": 2000, "mlm_lr": 3e-3, "mlm_batch": 128, "mlm_warmup": 0.1,
              "stem_mask_rate": 0.5, "train": 400, "test": 1000, "base_epochs": 40, "more_epochs": 40, "seeds": 5},
