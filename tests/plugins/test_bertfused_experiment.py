@@ -55,6 +55,21 @@ def test_synonym_probes_find_a_synonymy_put_into_the_embeddings_and_none_in_a_ra
     assert experiment.synonym_probes(bert, pair, templates) == {"input_embedding": 1.0, "contextual": 1.0}
 
 
+def test_masked_lm_pretraining_checks_its_warm_up_and_per_token_mask_rates(tmp_path):
+    from plugins.bert_fused.toy import save_tiny_bert
+
+    text = ["lo kalo mire kevit", "la bitu zosa dabin"] * 8
+    tiny = {"hidden": 8, "layers": 1, "heads": 2, "mlm_steps": 3, "batch_size": 4}
+    with pytest.raises(ValueError, match="warmup_steps must be in"):
+        save_tiny_bert(tmp_path / "a", text, warmup_steps=3, **tiny)
+    with pytest.raises(ValueError, match="mask_rates: 'nope'"):
+        save_tiny_bert(tmp_path / "b", text, mask_rates={"nope": 0.5}, **tiny)
+    with pytest.raises(ValueError, match="mask_rates: 'kalo' -> 1.5"):
+        save_tiny_bert(tmp_path / "c", text, mask_rates={"kalo": 1.5}, **tiny)
+    assert (save_tiny_bert(tmp_path / "d", text, warmup_steps=1, mask_rates={"kalo": 1.0}, **tiny)
+            / "config.json").exists()
+
+
 @pytest.mark.slow
 def test_experiment_runs_every_arm_and_seed_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     from graftkit.experiments import bertfused as experiment
