@@ -100,17 +100,25 @@ class SynonymToyPair(ToyLanguagePair):
     Each noun concept gets a second stem (``synonyms``). Half of the concepts (``held_out``, fixed by
     ``lexicon_seed``) appear in the parallel training data with their first stem only, and the test set uses
     their second stem; the other concepts use either stem at random everywhere. The monolingual text uses
-    both stems of every concept interchangeably, so a masked-LM learns from shared contexts that they mean the
-    same. Contexts are informative: each verb prefers a few object nouns and each noun a few adjectives
-    (``preference`` of the time), so a concept has a distributional signature the two stems share.
+    both stems of every concept interchangeably, in contexts that tell the concept apart, so a masked LM can
+    learn from them that the two stems mean the same: every concept has ``attributes_per_concept`` typical
+    attribute words of its own (``attributes``, adjectives with agreement that occur in the monolingual text
+    only, as a large monolingual corpus holds words a small parallel one lacks), and a noun phrase there
+    carries one of them (after its other adjective, if any) ``attribute_rate`` of the time. In all text, each
+    verb prefers a few object nouns and each noun a few generic adjectives (``preference`` of the time).
     """
 
     STEM_MODES = ("monolingual", "train", "test")
 
-    def __init__(self, lexicon_seed: int = 0, preference: float = 0.8) -> None:
+    def __init__(self, lexicon_seed: int = 0, preference: float = 0.8, attribute_rate: float = 0.9,
+                 attributes_per_concept: int = 2) -> None:
         super().__init__(lexicon_seed)
-        if not 0 <= preference <= 1:
-            raise GraftkitError(f"preference must be in [0, 1], got {preference}")
+        for name, rate in (("preference", preference), ("attribute_rate", attribute_rate)):
+            if not 0 <= rate <= 1:
+                raise GraftkitError(f"{name} must be in [0, 1], got {rate}")
+        if isinstance(attributes_per_concept, bool) or not isinstance(attributes_per_concept, int) \
+                or attributes_per_concept < 1:
+            raise GraftkitError(f"attributes_per_concept must be an integer >= 1, got {attributes_per_concept!r}")
         rng = random.Random(lexicon_seed + 7919)
         used = set(self.nouns.values()) | set(self.adjectives.values()) | set(self.verbs.values()) \
             | set(self.adverbs.values())
@@ -119,6 +127,12 @@ class SynonymToyPair(ToyLanguagePair):
         self.preference = preference
         self.preferred_objects = {verb: tuple(rng.sample(_NOUNS, 3)) for verb in _VERBS}
         self.preferred_adjectives = {noun: tuple(rng.sample(_ADJECTIVES, 2)) for noun in _NOUNS}
+        # drawn last, so the parallel data (which never uses them) is the same whatever their settings
+        self.attribute_rate = attribute_rate
+        coined = _coin_words(tuple(f"{noun}/{k}" for noun in _NOUNS for k in range(attributes_per_concept)),
+                             rng, used)
+        self.attributes = {noun: tuple(coined[f"{noun}/{k}"] for k in range(attributes_per_concept))
+                           for noun in _NOUNS}
 
     def _stem(self, noun: str, mode: str, rng: random.Random) -> str:
         if mode != "monolingual" and noun in self.held_out:
@@ -133,29 +147,34 @@ class SynonymToyPair(ToyLanguagePair):
             adjective = rng.choice(adjectives) if rng.random() < self.preference else rng.choice(_ADJECTIVES)
         return _NounPhrase(noun, adjective, rng.random() < 0.4)
 
-    def _src_phrase_with(self, p: _NounPhrase, stem: str) -> list[str]:
+    def _src_phrase_with(self, p: _NounPhrase, stem: str, attribute: str | None = None) -> list[str]:
+        """The source noun phrase with ``stem`` for the noun and, if given, ``attribute`` after its adjective."""
         agreement = "i" if p.plural else {"m": "o", "f": "a"}[self.gender[p.noun]]
         words = ["l" + agreement, stem + ("en" if p.plural else "")]
-        if p.adjective:
-            words.append(self.adjectives[p.adjective] + agreement)
-        return words
+        adjectives = ([self.adjectives[p.adjective]] if p.adjective else []) + ([attribute] if attribute else [])
+        return words + [adjective + agreement for adjective in adjectives]
 
     def sentence_with_flag(self, rng: random.Random, mode: str) -> tuple[str, str, bool]:
         """(source, target, whether the source uses a held-out concept's second stem) for ``mode``:
-        ``"monolingual"`` (both stems of every concept), ``"train"`` or ``"test"``."""
+        ``"monolingual"`` (both stems of every concept, concept attributes; no target: ``""``), ``"train"`` or
+        ``"test"``."""
         if mode not in self.STEM_MODES:
             raise GraftkitError(f"mode must be one of {', '.join(self.STEM_MODES)}, got {mode!r}")
         verb = rng.choice(_VERBS)
         subject, obj = self._preferred_phrase(rng, None), self._preferred_phrase(rng, self.preferred_objects[verb])
         adverb = rng.choice(_ADVERBS) if rng.random() < 0.5 else None
         stems = [self._stem(p.noun, mode, rng) for p in (subject, obj)]
-        src = ([self.adverbs[adverb]] if adverb else []) + self._src_phrase_with(subject, stems[0]) \
-            + self._src_phrase_with(obj, stems[1])
+        attributes = [rng.choice(self.attributes[p.noun]) if rng.random() < self.attribute_rate else None
+                      for p in (subject, obj)] if mode == "monolingual" else [None, None]
+        src = ([self.adverbs[adverb]] if adverb else []) + self._src_phrase_with(subject, stems[0], attributes[0]) \
+            + self._src_phrase_with(obj, stems[1], attributes[1])
         src.append(self.verbs[verb] + ("n" if subject.plural else "t"))
-        tgt = self._tgt_phrase(subject) + [verb + ("" if subject.plural else "s")] + self._tgt_phrase(obj)
-        tgt += [adverb] if adverb else []
         held_out_stem = any(p.noun in self.held_out and stem == self.synonyms[p.noun]
                             for p, stem in zip((subject, obj), stems, strict=True))
+        if mode == "monolingual":
+            return " ".join(src), "", held_out_stem
+        tgt = self._tgt_phrase(subject) + [verb + ("" if subject.plural else "s")] + self._tgt_phrase(obj)
+        tgt += [adverb] if adverb else []
         return " ".join(src), " ".join(tgt), held_out_stem
 
     def sample_split(self, n: int, mode: str, seed: int = 0) -> tuple[list[tuple[str, str]], list[bool]]:

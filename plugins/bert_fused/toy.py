@@ -7,7 +7,7 @@ pre-trained with masked-LM on source-language text), saved with its tokenizer by
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -42,11 +42,13 @@ def build_tokenizer(sentences: Sequence[str], kind: str = "word", vocab_size: in
 
 def save_tiny_bert(out_dir: str | Path, sentences: Sequence[str], *, hidden: int = 32, layers: int = 2,
                    heads: int = 2, tokenizer: str = "word", max_length: int = 64, mlm_steps: int = 0,
-                   batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                   batch_size: int = 64, lr: float = 1e-3, seed: int = 0, warmup_steps: int | None = None,
+                   mask_rates: Mapping[str, float] | None = None,
                    on_step: Callable[[int, int], None] | None = None) -> Path:
     """Build (and with ``mlm_steps`` > 0, pre-train with masked-LM) a tiny BERT; save model and tokenizer.
 
-    ``on_step(done, total)`` is called after each masked-LM step (progress)."""
+    ``warmup_steps`` and ``mask_rates``: see :func:`mlm_pretrain`; ``on_step(done, total)`` is called after each
+    masked-LM step (progress)."""
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
     torch.manual_seed(seed)
@@ -56,7 +58,8 @@ def save_tiny_bert(out_dir: str | Path, sentences: Sequence[str], *, hidden: int
                         pad_token_id=tok.pad_token_id)
     model = BertForMaskedLM(config)
     if mlm_steps:
-        mlm_pretrain(model, tok, sentences, mlm_steps, batch_size, lr, seed, on_step)
+        mlm_pretrain(model, tok, sentences, mlm_steps, batch_size, lr, seed, on_step, warmup_steps=warmup_steps,
+                     mask_rates=mask_rates)
     encoder = BertModel(config)  # what AutoModel loads: the MLM-trained encoder plus a (unused) pooler
     encoder.load_state_dict(model.bert.state_dict(), strict=False)
     out = Path(out_dir)
@@ -66,11 +69,27 @@ def save_tiny_bert(out_dir: str | Path, sentences: Sequence[str], *, hidden: int
 
 
 def mlm_pretrain(model, tok, sentences: Sequence[str], steps: int, batch_size: int, lr: float, seed: int,
-                 on_step: Callable[[int, int], None] | None = None) -> float:
-    """BERT's masked-LM objective: 15% of tokens, of which 80% [MASK], 10% random, 10% kept. Returns last loss."""
+                 on_step: Callable[[int, int], None] | None = None, *, warmup_steps: int | None = None,
+                 mask_rates: Mapping[str, float] | None = None) -> float:
+    """BERT's masked-LM objective: 15% of tokens, of which 80% [MASK], 10% random, 10% kept. Returns last loss.
+
+    ``mask_rates`` gives other masking rates to the tokens it names (e.g. to mask the words under study more
+    often). The lr is constant, or with ``warmup_steps`` rises linearly to ``lr`` over that many steps and
+    then falls linearly to 0 at the last step."""
+    if warmup_steps is not None and not 0 <= warmup_steps < steps:
+        raise ValueError(f"warmup_steps must be in [0, {steps}) for {steps} steps, got {warmup_steps}")
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = None if warmup_steps is None else torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / max(1, warmup_steps), (steps - s) / (steps - warmup_steps)))
     special = torch.tensor(sorted(set(tok.all_special_ids)))
+    rate = torch.full((len(tok),), 0.15)
+    for token, token_rate in (mask_rates or {}).items():
+        token_id = tok.convert_tokens_to_ids(token)
+        if token_id == tok.unk_token_id or not 0 <= token_rate <= 1:
+            raise ValueError(f"mask_rates: {token!r} -> {token_rate} needs a token of the vocabulary and a rate "
+                             "in [0, 1]")
+        rate[token_id] = token_rate
     model.train()
     loss = torch.tensor(float("nan"))
     for step in range(steps):
@@ -78,7 +97,7 @@ def mlm_pretrain(model, tok, sentences: Sequence[str], steps: int, batch_size: i
                     return_tensors="pt")
         ids = batch["input_ids"].clone()
         labels = ids.clone()
-        chosen = (torch.rand(ids.shape) < 0.15) & ~torch.isin(ids, special)
+        chosen = (torch.rand(ids.shape) < rate[ids]) & ~torch.isin(ids, special)
         labels[~chosen] = -100
         roll = torch.rand(ids.shape)
         ids[chosen & (roll < 0.8)] = tok.mask_token_id
@@ -88,6 +107,8 @@ def mlm_pretrain(model, tok, sentences: Sequence[str], steps: int, batch_size: i
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if on_step is not None:
             on_step(step + 1, steps)
     model.eval()

@@ -127,3 +127,39 @@ def test_synonym_pair_hides_the_held_out_second_stems_from_training_and_tests_on
     assert pair.sentence_with_flag(rng_a, "train")[1] == pair.sentence_with_flag(rng_b, "test")[1]
     with pytest.raises(GraftkitError, match="mode must be one of"):
         pair.sample_split(3, "valid")
+
+
+def test_synonym_pair_attributes_tell_concepts_apart_in_the_monolingual_text_only():
+    pair = SynonymToyPair(lexicon_seed=0)
+    attributes = {a: noun for noun, owned in pair.attributes.items() for a in owned}
+    assert len(attributes) == 2 * len(pair.nouns)  # two of its own per concept, shared by no other concept
+    words_used = set(pair.nouns.values()) | set(pair.synonyms.values()) | set(pair.adjectives.values()) \
+        | set(pair.verbs.values()) | set(pair.adverbs.values())
+    assert not set(attributes) & words_used
+    stem_concept = {pair.nouns[n]: n for n in pair.nouns} | {pair.synonyms[n]: n for n in pair.nouns}
+    mono = pair.monolingual_source(2000, seed=3)
+    with_attribute = phrases = 0
+    for sentence in mono:
+        words = sentence.split()
+        for i, word in enumerate(words):
+            concept = stem_concept.get(word.removesuffix("en"))
+            if concept is None:
+                continue
+            phrases += 1
+            following = [w[:-1] for w in words[i + 1:i + 3] if w[:-1] in attributes]
+            if following:
+                with_attribute += 1
+                assert attributes[following[0]] == concept  # the attribute belongs to the noun it follows
+    assert abs(with_attribute / phrases - pair.attribute_rate) < 0.03
+    # the parallel data never uses them, and does not depend on their settings
+    stems = {w[:-1] for src, _ in pair.sample_split(400, "train", seed=1)[0] + pair.sample_split(400, "test", seed=2)[0]
+             for w in src.split()}
+    assert not stems & set(attributes)
+    other = SynonymToyPair(lexicon_seed=0, attribute_rate=0.2, attributes_per_concept=3)
+    for mode in ("train", "test"):
+        assert other.sample_split(50, mode, seed=4) == pair.sample_split(50, mode, seed=4)
+    assert pair.sample_split(5, "monolingual", seed=4)[0][0][1] == ""  # monolingual text has no target
+    with pytest.raises(GraftkitError, match="attribute_rate must be in"):
+        SynonymToyPair(attribute_rate=1.5)
+    with pytest.raises(GraftkitError, match="attributes_per_concept must be an integer"):
+        SynonymToyPair(attributes_per_concept=0)
