@@ -73,12 +73,15 @@ SUB_BLOCK = 32  # tokens per sub-block of the two-level inverse CDF
 
 @torch.no_grad()
 def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num: int, *,
-                                exclude: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                                block_size: int | None = None, sub_block_size: int | None = None) -> torch.Tensor:
+                                computed_logits: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
+                                generator: torch.Generator | None = None, block_size: int | None = None,
+                                sub_block_size: int | None = None) -> torch.Tensor:
     """``num`` independent draws per row from softmax(features·weightᵀ + bias): LongTensor [n, num].
 
-    features [n, d], weight [V, d], bias [V] (float32, no gradient). ``exclude`` [n]: one token per row
-    given probability 0 (its logit set to −inf). The logits are never materialized as one [n, V] tensor: at
+    features [n, d], weight [V, d], bias [V] (float32, no gradient). ``computed_logits`` [m, V]: further rows
+    whose logits are already at hand (the MLM rows), sampled after the features' rows: the output is then
+    [n + m, num]. ``exclude`` [n (+ m)]: one token per row given probability 0 (its logit set to −inf). The
+    logits are never materialized as one [n, V] tensor: at
     n·V floats that costs more than the sampling (an allocation of fresh memory, and a matrix product whose
     output does not fit any cache). Instead, one pass over the vocabulary in blocks of ``block_size``
     columns computes each block's logits, its row maxima and exp(logit − block max) in place, and the sums
@@ -91,14 +94,18 @@ def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bi
     sub_block_size = SUB_BLOCK if sub_block_size is None else sub_block_size
     if block_size % sub_block_size:
         raise ValueError(f"block_size ({block_size}) must be a multiple of sub_block_size ({sub_block_size})")
-    n, vocab_size = features.shape[0], weight.shape[0]
+    n_features, vocab_size = features.shape[0], weight.shape[0]
+    n = n_features + (0 if computed_logits is None else computed_logits.shape[0])
     blocks, maxima, sub_sums = [], [], []
     if exclude is not None:  # the excluded (row, token) pairs grouped by block, found by one sort
         excluded_tokens, excluded_rows = exclude.sort()
         excluded_bounds = _block_bounds(excluded_tokens, block_size, vocab_size)
     for j, start in enumerate(range(0, vocab_size, block_size)):
-        logits = torch.addmm(bias[start:start + block_size], features, weight[start:start + block_size].t())
-        width = logits.shape[-1]
+        width = min(block_size, vocab_size - start)
+        logits = features.new_empty(n, width)
+        torch.addmm(bias[start:start + width], features, weight[start:start + width].t(), out=logits[:n_features])
+        if computed_logits is not None:
+            logits[n_features:] = computed_logits[:, start:start + width]
         if width % sub_block_size:  # the last block: pad to whole sub-blocks with probability 0
             logits = F.pad(logits, (0, -width % sub_block_size), value=float("-inf"))
         if exclude is not None:
@@ -154,26 +161,31 @@ def _first_distinct(draws: torch.Tensor, num: int) -> tuple[torch.Tensor, torch.
 
 
 def sample_negatives(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num: int, *,
-                     with_replacement: bool, exclude: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     with_replacement: bool, computed_logits: torch.Tensor | None = None,
+                     exclude: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """``num`` tokens per row from softmax(features·weightᵀ + bias) (the vocabulary head, float32, no
-    gradient): LongTensor [n, num], drawn by :func:`sample_from_vocabulary_head`.
+    gradient), then per row of ``computed_logits`` from softmax(computed_logits) if given: LongTensor
+    [n (+ m), num], drawn by :func:`sample_from_vocabulary_head`.
 
     ``with_replacement``: independent draws (duplicates possible, the reference code); else a draw without
     replacement (the paper's text): successive draws, each ∝ p over the tokens not drawn yet. That equals
     keeping the first ``num`` distinct tokens of a stream of independent draws, which is how it is computed
     (a pool of 4·num draws; rows with fewer distinct tokens in it, i.e. very peaked rows, are drawn instead by
-    Gumbel top-k on their logits, the same distribution). ``exclude`` [n]: one token per row given
+    Gumbel top-k on their logits, the same distribution). ``exclude`` [n (+ m)]: one token per row given
     probability 0 first (the paper excludes the true token).
     """
-    draw = dict(exclude=exclude, generator=generator)
+    draw = dict(computed_logits=computed_logits, exclude=exclude, generator=generator)
     if with_replacement:
         return sample_from_vocabulary_head(features, weight, bias, num, **draw)
     negatives, complete = _first_distinct(sample_from_vocabulary_head(features, weight, bias, 4 * num, **draw), num)
     if not bool(complete.all()):
         rows = (~complete).nonzero().squeeze(-1)
+        computed = rows >= len(features)
+        logits = features.new_empty(len(rows), weight.shape[0])
         with torch.no_grad():
-            logits = torch.addmm(bias, features[rows], weight.t())
+            logits[~computed] = torch.addmm(bias, features[rows[~computed]], weight.t())
+        if computed_logits is not None:
+            logits[computed] = computed_logits[rows[computed] - len(features)].to(logits.dtype)
         if exclude is not None:
             logits[torch.arange(len(rows), device=rows.device), exclude[rows]] = float("-inf")
         uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
