@@ -135,8 +135,7 @@ def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bi
         here = slice(bounds[j], bounds[j + 1])
         local = sub_block[here] - j * (block_size // sub_block_size)
         sub_cdf = weights[draw_rows[here], local].cumsum(-1)  # [draws here, sub_block_size]
-        target = (uniform[here] * sub_cdf[:, -1])[:, None]
-        within = torch.searchsorted(sub_cdf, target, right=True).squeeze(-1).clamp_max_(sub_block_size - 1)
+        within = (sub_cdf <= (uniform[here] * sub_cdf[:, -1])[:, None]).sum(-1).clamp_max_(sub_block_size - 1)
         tokens[here] = sub_block[here] * sub_block_size + within
     return tokens.new_empty(n * num).index_copy_(0, order, tokens).view(n, num)
 
