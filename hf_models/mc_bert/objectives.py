@@ -148,15 +148,15 @@ def _block_bounds(sorted_tokens: torch.Tensor, block_size: int, vocab_size: int)
 
 
 def _first_distinct(draws: torch.Tensor, num: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``num`` distinct tokens of each row of ``draws`` [n, m] in draw order, and a bool [n]: the
-    row had ``num`` distinct tokens (else its output row is meaningless)."""
+    """The first ``num`` distinct tokens of each row of ``draws`` [n, m] in draw order, and how many distinct
+    tokens each row has (at most ``num``; the entries of the output row past that count are meaningless)."""
     values, order = draws.sort(dim=-1, stable=True)  # equal tokens stay in draw order: the first comes first
     new = torch.ones_like(values, dtype=torch.bool)
     new[:, 1:] = values[:, 1:] != values[:, :-1]
     first = torch.zeros_like(new).scatter(1, order, new)  # back to draw order
     positions = torch.where(first, torch.arange(draws.shape[-1], device=draws.device), draws.shape[-1])
     picked = positions.sort(-1).values[:, :num].clamp_max(draws.shape[-1] - 1)
-    return draws.gather(1, picked), first.sum(-1) >= num
+    return draws.gather(1, picked), first.sum(-1).clamp_max(num)
 
 
 def sample_negatives(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num: int, *,
@@ -168,17 +168,18 @@ def sample_negatives(features: torch.Tensor, weight: torch.Tensor, bias: torch.T
 
     ``with_replacement``: independent draws (duplicates possible, the reference code); else a draw without
     replacement (the paper's text): successive draws, each ∝ p over the tokens not drawn yet. That equals
-    keeping the first ``num`` distinct tokens of a stream of independent draws, which is how it is computed
-    (a pool of 4·num draws; rows with fewer distinct tokens in it, i.e. very peaked rows, are drawn instead by
-    Gumbel top-k on their logits, the same distribution). ``exclude`` [n (+ m)]: one token per row given
-    probability 0 first (the paper excludes the true token).
+    keeping the first ``num`` distinct tokens of a stream of independent draws, which is how it is computed:
+    a pool of 4·num draws; a row with fewer distinct tokens in it (a very peaked row) keeps the ones it has
+    and continues the stream exactly, by Gumbel top-k over the tokens not drawn yet (successive draws from
+    p restricted to them). ``exclude`` [n (+ m)]: one token per row given probability 0 first (the paper
+    excludes the true token).
     """
     draw = dict(computed_logits=computed_logits, exclude=exclude, generator=generator)
     if with_replacement:
         return sample_from_vocabulary_head(features, weight, bias, num, **draw)
-    negatives, complete = _first_distinct(sample_from_vocabulary_head(features, weight, bias, 4 * num, **draw), num)
-    if not bool(complete.all()):
-        rows = (~complete).nonzero().squeeze(-1)
+    negatives, found = _first_distinct(sample_from_vocabulary_head(features, weight, bias, 4 * num, **draw), num)
+    rows = (found < num).nonzero().squeeze(-1)
+    if len(rows):
         computed = rows >= len(features)
         logits = features.new_empty(len(rows), weight.shape[0])
         with torch.no_grad():
@@ -187,9 +188,14 @@ def sample_negatives(features: torch.Tensor, weight: torch.Tensor, bias: torch.T
             logits[computed] = computed_logits[rows[computed] - len(features)].to(logits.dtype)
         if exclude is not None:
             logits[torch.arange(len(rows), device=rows.device), exclude[rows]] = float("-inf")
+        kept = torch.arange(num, device=rows.device) < found[rows, None]
+        found_tokens = torch.where(kept, negatives[rows], negatives[rows, :1])  # the first one is always found
+        logits.scatter_(1, found_tokens, float("-inf"))
         uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
         gumbel = -torch.log(-torch.log(uniform))  # u = 0 gives -inf: never picked
-        negatives[rows] = (logits + gumbel).topk(num, dim=-1).indices
+        continued = (logits + gumbel).topk(num, dim=-1).indices
+        following = continued.gather(1, (torch.arange(num, device=rows.device) - found[rows, None]).clamp_min(0))
+        negatives[rows] = torch.where(kept, negatives[rows], following)
     return negatives
 
 
