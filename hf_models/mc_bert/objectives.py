@@ -80,14 +80,16 @@ def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bi
 
     features [n, d], weight [V, d], bias [V] (float32, no gradient). ``computed_logits`` [m, V]: further rows
     whose logits are already at hand (the MLM rows), sampled after the features' rows: the output is then
-    [n + m, num]. ``exclude`` [n (+ m)]: one token per row given probability 0 (its logit set to −inf). The
-    logits are never materialized as one [n, V] tensor: at
-    n·V floats that costs more than the sampling (an allocation of fresh memory, and a matrix product whose
-    output does not fit any cache). Instead, one pass over the vocabulary in blocks of ``block_size``
-    columns computes each block's logits, its row maxima and exp(logit − block max) in place, and the sums
-    of sub-blocks of ``sub_block_size`` tokens. Then a two-level inverse CDF, exact in distribution:
-    P(token) = P(its sub-block) · P(token | its sub-block) = (S_b / Z)·(w_t / S_b) = w_t / Z, each level by
-    its own uniform and binary search (the sub-blocks' cumulative masses in float64). Block sizes: the
+    [n + m, num]. ``exclude`` [n (+ m)]: one token per row given probability 0 (its logit set to −inf).
+
+    The logits are never materialized as one [n, V] tensor: at n·V floats that costs more than the sampling
+    (fresh memory to allocate, and a matrix product whose output fits no cache). Instead, one pass over the
+    vocabulary in blocks of ``block_size`` columns computes each block's logits, its row maxima,
+    exp(logit − block max) in place and the sums of its sub-blocks of ``sub_block_size`` tokens. Then a
+    two-level inverse CDF, exact in distribution: P(token) = P(its sub-block) · P(token | its sub-block) =
+    (S_b / Z)·(w_t / S_b) = w_t / Z, each level with its own uniform u < 1 (the sub-blocks' cumulative
+    masses in float64): u·total rounds below the total, so the count of cumulative masses ≤ it never reaches
+    an entry of probability 0 after the last with mass (an excluded token, the padding). Block sizes: the
     module's ``VOCABULARY_BLOCK`` and ``SUB_BLOCK`` unless given.
     """
     block_size = VOCABULARY_BLOCK if block_size is None else block_size
