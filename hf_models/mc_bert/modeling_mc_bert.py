@@ -218,19 +218,20 @@ class McBertForPreTraining(McBertPreTrainedModel):
             weight = config.rtd_loss_weight
         else:
             with torch.no_grad():
-                # negatives from the MC's distribution at every non-pad position: the masked rows reuse the
-                # MLM logits, the others get the vocabulary head now
+                # negatives from the MC's distribution at every non-pad position, in float32: the unmasked
+                # rows from the vocabulary head in blocks (no [n_tokens, V] logits: see
+                # sample_from_vocabulary_head), the masked rows from their MLM logits, already computed
                 original = input_ids[tokens]
+                unmasked = tokens & ~masked
+                features = mc_transform(mc_hidden[unmasked]).float()
+                drawn = sample_negatives(
+                    features, mc_output_weight.float(), self.vocabulary_bias.float(), config.num_candidates - 1,
+                    with_replacement=config.candidates_with_replacement, computed_logits=mlm_logits.detach().float(),
+                    exclude=torch.cat([input_ids[unmasked], targets]) if config.candidates_exclude_original else None,
+                    generator=generator)
                 masked_rows = masked[tokens]
-                negatives = original.new_empty(len(original), config.num_candidates - 1)
-                unmasked_logits = nn.functional.linear(mc_transform(mc_hidden[tokens & ~masked]),
-                                                       mc_output_weight, self.vocabulary_bias).float()
-                for rows, row_logits in ((masked_rows, mlm_logits.detach().float().clone()),
-                                         (~masked_rows, unmasked_logits)):
-                    negatives[rows] = sample_negatives(
-                        row_logits, config.num_candidates - 1, with_replacement=config.candidates_with_replacement,
-                        exclude=original[rows] if config.candidates_exclude_original else None,
-                        generator=generator)
+                negatives = torch.empty_like(drawn)
+                negatives[~masked_rows], negatives[masked_rows] = drawn[:len(features)], drawn[len(features):]
                 candidates, labels = multi_choice_candidates(original, corrupted[tokens], negatives,
                                                              config.neither_token_id)
             logits = candidate_scores(self.head(hidden), candidates, embedding.weight, self.vocabulary_bias)

@@ -67,45 +67,137 @@ def sample_replacements(logits: torch.Tensor, generator: torch.Generator | None 
     return torch.searchsorted(cdf, uniform, right=True).clamp_max(cdf.shape[-1] - 1).squeeze(-1)
 
 
+VOCABULARY_BLOCK = 1024  # columns of the vocabulary head computed at once: a [n, 1024] block stays in cache
+SUB_BLOCK = 32  # tokens per sub-block of the two-level inverse CDF
+
+
+@torch.no_grad()
+def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num: int, *,
+                                computed_logits: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
+                                generator: torch.Generator | None = None, block_size: int | None = None,
+                                sub_block_size: int | None = None) -> torch.Tensor:
+    """``num`` independent draws per row from softmax(features·weightᵀ + bias): LongTensor [n, num].
+
+    features [n, d], weight [V, d], bias [V] (float32, no gradient). ``computed_logits`` [m, V]: further rows
+    whose logits are already at hand (the MLM rows), sampled after the features' rows: the output is then
+    [n + m, num]. ``exclude`` [n (+ m)]: one token per row given probability 0 (its logit set to −inf).
+
+    The logits are never materialized as one [n, V] tensor: at n·V floats that costs more than the sampling
+    (fresh memory to allocate, and a matrix product whose output fits no cache). Instead, one pass over the
+    vocabulary in blocks of ``block_size`` columns computes each block's logits, its row maxima,
+    exp(logit − block max) in place and the sums of its sub-blocks of ``sub_block_size`` tokens. Then a
+    two-level inverse CDF, exact in distribution: P(token) = P(its sub-block) · P(token | its sub-block) =
+    (S_b / Z)·(w_t / S_b) = w_t / Z, each level with its own uniform u < 1 (the sub-blocks' cumulative
+    masses in float64): u·total rounds below the total, so the count of cumulative masses ≤ it never reaches
+    an entry of probability 0 after the last with mass (an excluded token, the padding). Block sizes: the
+    module's ``VOCABULARY_BLOCK`` and ``SUB_BLOCK`` unless given.
+    """
+    block_size = VOCABULARY_BLOCK if block_size is None else block_size
+    sub_block_size = SUB_BLOCK if sub_block_size is None else sub_block_size
+    if block_size % sub_block_size:
+        raise ValueError(f"block_size ({block_size}) must be a multiple of sub_block_size ({sub_block_size})")
+    n_features, vocab_size = features.shape[0], weight.shape[0]
+    n = n_features + (0 if computed_logits is None else computed_logits.shape[0])
+    blocks, maxima, sub_sums = [], [], []
+    if exclude is not None:  # the excluded (row, token) pairs grouped by block, found by one sort
+        excluded_tokens, excluded_rows = exclude.sort()
+        excluded_bounds = _block_bounds(excluded_tokens, block_size, vocab_size)
+    for j, start in enumerate(range(0, vocab_size, block_size)):
+        width = min(block_size, vocab_size - start)
+        logits = features.new_empty(n, width)
+        torch.addmm(bias[start:start + width], features, weight[start:start + width].t(), out=logits[:n_features])
+        if computed_logits is not None:
+            logits[n_features:] = computed_logits[:, start:start + width]
+        if width % sub_block_size:  # the last block: pad to whole sub-blocks with probability 0
+            logits = F.pad(logits, (0, -width % sub_block_size), value=float("-inf"))
+        if exclude is not None:
+            here = slice(excluded_bounds[j], excluded_bounds[j + 1])
+            logits[excluded_rows[here], excluded_tokens[here] - start] = float("-inf")
+        block_max = logits.amax(-1, keepdim=True)
+        block_max.masked_fill_(block_max == float("-inf"), 0.0)  # a block without mass: its weights stay 0
+        weights = logits.sub_(block_max).exp_().view(n, -1, sub_block_size)
+        blocks.append(weights)
+        maxima.append(block_max)
+        sub_sums.append(weights.sum(-1))
+    # level 1: the sub-block, by the cumulative masses of all sub-blocks on the row's common scale
+    maxima = torch.cat(maxima, dim=-1)  # [n, blocks]
+    scales = (maxima - maxima.amax(-1, keepdim=True)).double().exp()
+    masses = torch.cat([sums.double() * scales[:, j, None] for j, sums in enumerate(sub_sums)], dim=-1)
+    cdf = masses.cumsum(-1)
+    uniform = torch.rand((n, num), generator=generator, dtype=cdf.dtype, device=cdf.device)
+    sub_block = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).clamp_max_(cdf.shape[-1] - 1)
+    # level 2: the token within its sub-block, by that sub-block's own cumulative weights; the draws are
+    # grouped by block (one sort), each block gathers its draws' sub-blocks
+    uniform = torch.rand(n * num, generator=generator, device=cdf.device)
+    sub_block, order = sub_block.flatten().sort()
+    draw_rows = order // num
+    bounds = _block_bounds(sub_block * sub_block_size, block_size, vocab_size)
+    tokens = torch.empty_like(sub_block)
+    for j, weights in enumerate(blocks):
+        here = slice(bounds[j], bounds[j + 1])
+        local = sub_block[here] - j * (block_size // sub_block_size)
+        sub_cdf = weights[draw_rows[here], local].cumsum(-1)  # [draws here, sub_block_size]
+        within = (sub_cdf <= (uniform[here] * sub_cdf[:, -1])[:, None]).sum(-1).clamp_max_(sub_block_size - 1)
+        tokens[here] = sub_block[here] * sub_block_size + within
+    return tokens.new_empty(n * num).index_copy_(0, order, tokens).view(n, num)
+
+
+def _block_bounds(sorted_tokens: torch.Tensor, block_size: int, vocab_size: int) -> list[int]:
+    """Where each block of ``block_size`` tokens starts and ends in ``sorted_tokens`` (a list, blocks + 1)."""
+    num_blocks = -(-vocab_size // block_size)
+    starts = torch.arange(num_blocks + 1, device=sorted_tokens.device) * block_size
+    return torch.searchsorted(sorted_tokens, starts).tolist()
+
+
 def _first_distinct(draws: torch.Tensor, num: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``num`` distinct tokens of each row of ``draws`` [n, m] in draw order, and a bool [n]: the
-    row had ``num`` distinct tokens (else its output row is meaningless)."""
+    """The first ``num`` distinct tokens of each row of ``draws`` [n, m] in draw order, and how many distinct
+    tokens each row has (at most ``num``; the entries of the output row past that count are meaningless)."""
     values, order = draws.sort(dim=-1, stable=True)  # equal tokens stay in draw order: the first comes first
     new = torch.ones_like(values, dtype=torch.bool)
     new[:, 1:] = values[:, 1:] != values[:, :-1]
     first = torch.zeros_like(new).scatter(1, order, new)  # back to draw order
     positions = torch.where(first, torch.arange(draws.shape[-1], device=draws.device), draws.shape[-1])
     picked = positions.sort(-1).values[:, :num].clamp_max(draws.shape[-1] - 1)
-    return draws.gather(1, picked), first.sum(-1) >= num
+    return draws.gather(1, picked), first.sum(-1).clamp_max(num)
 
 
-def sample_negatives(logits: torch.Tensor, num: int, *, with_replacement: bool,
-                     exclude: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """``num`` tokens per row of ``logits`` [n, V] from softmax(logits): LongTensor [n, num].
+def sample_negatives(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num: int, *,
+                     with_replacement: bool, computed_logits: torch.Tensor | None = None,
+                     exclude: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``num`` tokens per row from softmax(features·weightᵀ + bias) (the vocabulary head, float32, no
+    gradient), then per row of ``computed_logits`` from softmax(computed_logits) if given: LongTensor
+    [n (+ m), num], drawn by :func:`sample_from_vocabulary_head`.
 
-    ``logits`` (float32, no gradient) is overwritten: at n·V floats, a copy costs as much as the sampling.
     ``with_replacement``: independent draws (duplicates possible, the reference code); else a draw without
     replacement (the paper's text): successive draws, each ∝ p over the tokens not drawn yet. That equals
-    keeping the first ``num`` distinct tokens of a stream of independent draws, which is how it is computed
-    (a pool of 4·num draws; rows with fewer distinct tokens in it, i.e. very peaked rows, are drawn instead by
-    Gumbel top-k, the same distribution). ``exclude`` [n]: one token per row given probability 0 first (the
-    paper excludes the true token).
+    keeping the first ``num`` distinct tokens of a stream of independent draws, which is how it is computed:
+    a pool of 4·num draws; a row with fewer distinct tokens in it (a very peaked row) keeps the ones it has
+    and continues the stream exactly, by Gumbel top-k over the tokens not drawn yet (successive draws from
+    p restricted to them). ``exclude`` [n (+ m)]: one token per row given probability 0 first (the paper
+    excludes the true token).
     """
-    if logits.dtype != torch.float32 or logits.requires_grad:
-        raise ValueError("sample_negatives overwrites its logits: pass a float32 tensor without gradient")
-    if exclude is not None:
-        logits.scatter_(-1, exclude[:, None], float("-inf"))
-    weights = logits.sub_(logits.amax(-1, keepdim=True)).exp_()  # ∝ softmax (multinomial normalizes)
+    draw = dict(computed_logits=computed_logits, exclude=exclude, generator=generator)
     if with_replacement:
-        return torch.multinomial(weights, num, replacement=True, generator=generator)
-    pool = torch.multinomial(weights, 4 * num, replacement=True, generator=generator)
-    negatives, complete = _first_distinct(pool, num)
-    if not bool(complete.all()):
-        rows = (~complete).nonzero().squeeze(-1)
-        uniform = torch.rand((len(rows), weights.shape[-1]), generator=generator, device=weights.device)
+        return sample_from_vocabulary_head(features, weight, bias, num, **draw)
+    negatives, found = _first_distinct(sample_from_vocabulary_head(features, weight, bias, 4 * num, **draw), num)
+    rows = (found < num).nonzero().squeeze(-1)
+    if len(rows):
+        computed = rows >= len(features)
+        logits = features.new_empty(len(rows), weight.shape[0])
+        with torch.no_grad():
+            logits[~computed] = torch.addmm(bias, features[rows[~computed]], weight.t())
+        if computed_logits is not None:
+            logits[computed] = computed_logits[rows[computed] - len(features)].to(logits.dtype)
+        if exclude is not None:
+            logits[torch.arange(len(rows), device=rows.device), exclude[rows]] = float("-inf")
+        kept = torch.arange(num, device=rows.device) < found[rows, None]
+        found_tokens = torch.where(kept, negatives[rows], negatives[rows, :1])  # the first one is always found
+        logits.scatter_(1, found_tokens, float("-inf"))
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
         gumbel = -torch.log(-torch.log(uniform))  # u = 0 gives -inf: never picked
-        negatives[rows] = (weights[rows].log() + gumbel).topk(num, dim=-1).indices
+        continued = (logits + gumbel).topk(num, dim=-1).indices
+        following = continued.gather(1, (torch.arange(num, device=rows.device) - found[rows, None]).clamp_min(0))
+        negatives[rows] = torch.where(kept, negatives[rows], following)
     return negatives
 
 

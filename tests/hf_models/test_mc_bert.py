@@ -98,28 +98,125 @@ def test_masking_takes_the_expected_count_of_maskable_tokens():
     assert not torch.equal(masked, choose_masked_positions(maskable, 0.15, seeded(2)))
 
 
+def negatives(logits: torch.Tensor, num: int, **options) -> torch.Tensor:
+    """sample_negatives for hand-made logits: the vocabulary head with features = logits, weight = I."""
+    vocab = logits.shape[-1]
+    return sample_negatives(logits, torch.eye(vocab), torch.zeros(vocab), num, **options)
+
+
 def test_negatives_sampling_options():
     logits = torch.full((3, 10), -5.0)
     logits[:, [1, 2, 3]] = 5.0  # almost all mass on tokens 1, 2, 3
     originals = torch.tensor([1, 2, 3])
-    distinct = sample_negatives(logits.clone(), 3, with_replacement=False, generator=seeded())
+    distinct = negatives(logits, 3, with_replacement=False, generator=seeded())
     assert [sorted(row) for row in distinct.tolist()] == [[1, 2, 3]] * 3  # without replacement: all three
-    excluded = sample_negatives(logits.clone(), 5, with_replacement=False, exclude=originals,
-                                generator=seeded())
+    excluded = negatives(logits, 5, with_replacement=False, exclude=originals, generator=seeded())
     assert not (excluded == originals[:, None]).any() and all(len(set(r)) == 5 for r in excluded.tolist())
     peaked = torch.full((2, 10), -30.0)
     peaked[:, 7] = 30.0
-    repeated = sample_negatives(peaked.clone(), 4, with_replacement=True, generator=seeded())
+    repeated = negatives(peaked, 4, with_replacement=True, generator=seeded())
     assert (repeated == 7).all()  # with replacement, the reference's duplicates are kept
-    distinct = sample_negatives(peaked.clone(), 4, with_replacement=False, generator=seeded())
+    distinct = negatives(peaked, 4, with_replacement=False, generator=seeded())
     assert (distinct[:, 0] == 7).all() and all(len(set(r)) == 4 for r in distinct.tolist())  # Gumbel fallback
-    excluded = sample_negatives(peaked.clone(), 4, with_replacement=True, exclude=torch.tensor([7, 7]),
-                                generator=seeded())
+    excluded = negatives(peaked, 4, with_replacement=True, exclude=torch.tensor([7, 7]), generator=seeded())
     assert not (excluded == 7).any()
-    assert torch.equal(sample_negatives(logits.clone(), 3, with_replacement=True, generator=seeded(5)),
-                       sample_negatives(logits.clone(), 3, with_replacement=True, generator=seeded(5)))
-    with pytest.raises(ValueError, match="overwrites its logits"):
-        sample_negatives(logits.double(), 3, with_replacement=True)
+    assert torch.equal(negatives(logits, 3, with_replacement=True, generator=seeded(5)),
+                       negatives(logits, 3, with_replacement=True, generator=seeded(5)))
+
+
+def chi_square(draws: torch.Tensor, probabilities: torch.Tensor) -> float:
+    """Pearson's statistic of the token counts of each row of ``draws`` [rows, N] against that row of
+    ``probabilities`` [rows, V] (nothing may be drawn outside the support)."""
+    counts = torch.stack([torch.bincount(row, minlength=probabilities.shape[-1]) for row in draws]).double()
+    expected = probabilities.double() * draws.shape[-1]
+    support = expected > 0
+    assert (counts[~support] == 0).all()  # never an excluded token, never the last block's padding
+    return float(((counts - expected)[support] ** 2 / expected[support]).sum())
+
+
+def chi_square_bound(probabilities: torch.Tensor) -> float:
+    """4.5 standard deviations above the statistic's mean for the degrees of freedom (p < 1e-5)."""
+    degrees = int((probabilities > 0).sum()) - len(probabilities)
+    return degrees + 4.5 * (2 * degrees) ** 0.5
+
+
+@pytest.mark.parametrize("block_size, sub_block_size", [(8, 4), (12, 3), (1024, 32)])
+def test_vocabulary_head_draws_follow_the_softmax(block_size, sub_block_size):
+    torch.manual_seed(0)
+    vocab = 37  # 4 blocks of 8 and a partial one; 3 blocks of 12 and one of a single token; one block
+    features, weight, bias = torch.randn(3, 5), torch.randn(vocab, 5), torch.randn(vocab)
+    computed = 2 * torch.randn(2, vocab)  # rows whose logits are at hand (the MLM rows)
+    logits = torch.cat([features @ weight.T + bias, computed])
+    exclude = torch.tensor([int(logits[0].argmax()), 0, vocab - 1, int(logits[3].argmax()), 5])
+    drawn = objectives.sample_from_vocabulary_head(
+        features, weight, bias, 20_000, computed_logits=computed, exclude=exclude, generator=seeded(),
+        block_size=block_size, sub_block_size=sub_block_size)
+    assert drawn.shape == (5, 20_000)
+    excluded = logits.index_put((torch.arange(5), exclude), torch.tensor(float("-inf")))
+    expected = torch.softmax(excluded, -1)
+    assert chi_square(drawn, expected) < chi_square_bound(expected)
+    # the statistic tells a 10% change of temperature apart
+    assert chi_square(drawn, torch.softmax(1.1 * excluded, -1)) > 3 * chi_square_bound(expected)
+
+
+def test_negatives_without_replacement_are_successive_draws():
+    """P(first = a, second = b) = p_a · p_b / (1 − p_a) over the tokens not excluded, through both the pool of
+    draws and the Gumbel top-k of peaked rows, for rows of the vocabulary head and rows of given logits."""
+    logits = torch.tensor([3.0, 1.0, 0.0, 0.0, -1.0, 2.0])
+    rows = 8_000
+    features = logits.repeat(rows, 1)  # with weight = I: the vocabulary head gives these logits
+    exclude = torch.full((2 * rows,), 5)
+    drawn = sample_negatives(features, torch.eye(6), torch.zeros(6), 2, with_replacement=False,
+                             computed_logits=features, exclude=exclude, generator=seeded())
+    assert (drawn[:, 0] != drawn[:, 1]).all() and not (drawn == 5).any()
+    p = torch.softmax(logits.index_fill(0, torch.tensor([5]), float("-inf")), -1).double()
+    pairs = p[:, None] * p[None, :] / (1 - p[:, None])
+    pairs.fill_diagonal_(0)
+    for half in (drawn[:rows], drawn[rows:]):
+        assert chi_square((half[:, 0] * 6 + half[:, 1])[None], pairs.flatten()[None]) < chi_square_bound(
+            pairs.flatten()[None])
+    # both ways of drawing ran: some pools of 8 draws held a single distinct token
+    pool = objectives.sample_from_vocabulary_head(features, torch.eye(6), torch.zeros(6), 8, exclude=exclude[:rows],
+                                                  generator=seeded(1))
+    assert (objectives._first_distinct(pool, 2)[1] < 2).any()
+
+
+def test_pretraining_gradients_equal_the_full_vocabulary_computation(monkeypatch):
+    """Given the model's own masking, corruption and candidates, its loss and every gradient equal a
+    straightforward recomputation: full-vocabulary logits for the MC's MLM loss and for the main model's
+    candidate scores. Small vocabulary blocks: the blocked sampling runs over several blocks."""
+    monkeypatch.setattr(objectives, "VOCABULARY_BLOCK", 8)
+    monkeypatch.setattr(objectives, "SUB_BLOCK", 4)
+    torch.manual_seed(0)
+    config = McBertConfig(**TINY, mc_loss_weight=7.0)
+    model = McBertForPreTraining(config).eval()  # no dropout: the recomputation sees the same network
+    inputs = batch(2)
+    out = model(**inputs, generator=seeded())
+    out.loss.backward()
+    ours = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    tokens, masked = inputs["attention_mask"].bool(), out.masked_positions
+    embedding = model.get_input_embeddings().weight
+    mc = model.meta_controller
+    mc_hidden = mc(inputs["input_ids"].masked_fill(masked, MASK), model.get_input_embeddings(),
+                   inputs["attention_mask"])
+    mc_logits = mc.lm_transform(mc_hidden) @ mc.project(embedding).T + model.vocabulary_bias  # [b, s, V]
+    mlm = F.cross_entropy(mc_logits[masked], inputs["input_ids"][masked])
+    hidden = model.mc_bert(out.corrupted_input_ids, inputs["attention_mask"]).last_hidden_state[tokens]
+    vocabulary_scores = model.head(hidden) @ embedding.T + model.vocabulary_bias  # [n, V]
+    discriminator = F.cross_entropy(vocabulary_scores.gather(1, out.candidate_ids), out.discriminator_labels)
+    loss = mlm + 7.0 * discriminator
+    torch.testing.assert_close(out.loss, loss)
+    loss.backward()
+    assert set(ours) == {name for name, p in model.named_parameters() if p.grad is not None}
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(ours[name], p.grad, msg=name)
+    # the candidates follow the layout with several blocks: distinct negatives, never the original
+    negatives = out.candidate_ids[:, 2:]
+    assert all(len(set(row)) == len(row) for row in out.candidate_ids[:, 1:].tolist())
+    assert not (negatives == inputs["input_ids"][tokens][:, None]).any()
 
 
 def test_loss_weighting_is_the_references():
