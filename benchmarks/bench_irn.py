@@ -143,7 +143,7 @@ def main() -> None:
         n = sum(p.numel() for p in IRN(scale).parameters())
         print(f"  x{scale}: ours {n:,} ({n / 1e6:.2f}M)  paper {ref / 1e6:.2f}M")
 
-    small = IRN(2, blocks_per_step=8, growth_channels=8)  # the irn-vs-bicubic experiment's model
+    small = IRN(2, blocks_per_step=8, growth_channels=8)  # a small x2 model (irn-vs-bicubic trains 4 such blocks)
     reference = IRN(4)
     rows = [bench(model, size, args.repeats, label, channels_last, device, dtype)
             for model, size, label in ((small, args.size, "x2 small (8 blocks, gc 8)"),
