@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from graftkit.experiments.mlm_run import steps_to_reach
 from graftkit.registry import Outcome, RunContext, experiment
 
 
@@ -129,11 +130,6 @@ def _train_seeded(arm: str, seed: int, settings: TnfSettings, corpus: dict[str, 
             for key, value in _mlm_losses(model, valid).items():
                 curves[key].append(value)
     return {**curves, "words_with_notes": int(model.notes.has_note.sum())}
-
-
-def steps_to_reach(curve: Sequence[float], target: float, eval_every: int) -> int | None:
-    """The first evaluated step whose loss is <= ``target`` (None: never)."""
-    return next(((i + 1) * eval_every for i, value in enumerate(curve) if value <= target), None)
 
 
 @experiment(
