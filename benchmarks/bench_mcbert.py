@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--candidates", type=int, default=10, help="k")
     parser.add_argument("--with-replacement", action="store_true", help="the reference code's sampling")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds")
     parser.add_argument("--steps", type=int, default=1, help="training steps per objective per round")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's; 1 is steadier on a shared machine)")

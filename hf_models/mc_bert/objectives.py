@@ -68,7 +68,7 @@ def sample_replacements(logits: torch.Tensor, generator: torch.Generator | None 
 
 
 VOCABULARY_BLOCK = 1024  # columns of the vocabulary head computed at once: a [n, 1024] block stays in cache
-SUB_BLOCK = 32  # tokens per sub-block of the two-level inverse CDF
+SUB_BLOCK = 32  # tokens per sub-block of the inverse CDF within a block
 
 
 @torch.no_grad()
@@ -82,15 +82,21 @@ def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bi
     whose logits are already at hand (the MLM rows), sampled after the features' rows: the output is then
     [n + m, num]. ``exclude`` [n (+ m)]: one token per row given probability 0 (its logit set to −inf).
 
-    The logits are never materialized as one [n, V] tensor: at n·V floats that costs more than the sampling
-    (fresh memory to allocate, and a matrix product whose output fits no cache). Instead, one pass over the
-    vocabulary in blocks of ``block_size`` columns computes each block's logits, its row maxima,
-    exp(logit − block max) in place and the sums of its sub-blocks of ``sub_block_size`` tokens. Then a
-    two-level inverse CDF, exact in distribution: P(token) = P(its sub-block) · P(token | its sub-block) =
-    (S_b / Z)·(w_t / S_b) = w_t / Z, each level with its own uniform u < 1 (the sub-blocks' cumulative
-    masses in float64): u·total rounds below the total, so the count of cumulative masses ≤ it never reaches
-    an entry of probability 0 after the last with mass (an excluded token, the padding). Block sizes: the
-    module's ``VOCABULARY_BLOCK`` and ``SUB_BLOCK`` unless given.
+    One pass over the vocabulary in blocks of ``block_size`` columns, with a single [n, block_size] buffer:
+    neither the logits nor the probabilities are ever held for the whole vocabulary (n·V floats: fresh
+    memory every step, whose page faults cost more than the sampling, and gigabytes at real batch sizes).
+    Each block's logits, exp(logit − block max) in place and the masses of its sub-blocks of
+    ``sub_block_size`` tokens are computed while the block is in cache. Every draw is a weighted reservoir of
+    one item: with A_j the block's mass and T_j = A_0 + … + A_j, it moves to block j with probability
+    A_j / T_j, so it ends in block j with probability (A_j / T_j) · Π_{i>j} T_{i−1} / T_i = A_j / T. Instead
+    of a uniform per draw and block, a draw that moves at block j also draws when it next moves (the
+    exponential jumps of Efraimidis and Spirakis): P(no move up to block i) = T_j / T_i, so it moves again at
+    the first block whose T_i exceeds T_j / u (kept as logs in float64). A moving draw picks its token in the
+    block by a two-level inverse CDF: the sub-block by the block's cumulative sub-block masses, then the
+    token by that sub-block's cumulative weights, w_t / A_j in all. Each inverse CDF uses u < 1 times the
+    total, so it never lands on a token of probability 0 after the last with mass (an excluded token, the
+    padding). A draw moves about 1 + ln(blocks) times. Block sizes: the module's ``VOCABULARY_BLOCK`` and
+    ``SUB_BLOCK`` unless given.
     """
     block_size = VOCABULARY_BLOCK if block_size is None else block_size
     sub_block_size = SUB_BLOCK if sub_block_size is None else sub_block_size
@@ -98,48 +104,49 @@ def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bi
         raise ValueError(f"block_size ({block_size}) must be a multiple of sub_block_size ({sub_block_size})")
     n_features, vocab_size = features.shape[0], weight.shape[0]
     n = n_features + (0 if computed_logits is None else computed_logits.shape[0])
-    blocks, maxima, sub_sums = [], [], []
+    device = features.device
     if exclude is not None:  # the excluded (row, token) pairs grouped by block, found by one sort
         excluded_tokens, excluded_rows = exclude.sort()
         excluded_bounds = _block_bounds(excluded_tokens, block_size, vocab_size)
+    buffer = features.new_empty(n * block_size)  # reused by every block
+    tokens = torch.zeros(n, num, dtype=torch.long, device=device)
+    log_total = torch.full((n, 1), float("-inf"), dtype=torch.float64, device=device)  # log ΣA_≤j per row
+    next_move = torch.full((n, num), float("-inf"), dtype=torch.float64, device=device)  # per draw: log X
     for j, start in enumerate(range(0, vocab_size, block_size)):
         width = min(block_size, vocab_size - start)
-        logits = features.new_empty(n, width)
-        torch.addmm(bias[start:start + width], features, weight[start:start + width].t(), out=logits[:n_features])
+        padded = -(-width // sub_block_size) * sub_block_size
+        logits = buffer[:n * padded].view(n, padded)
+        if padded == width:
+            torch.addmm(bias[start:start + width], features, weight[start:start + width].t(),
+                        out=logits[:n_features])
+        else:  # the last block: padded to whole sub-blocks with probability 0
+            logits.fill_(float("-inf"))
+            logits[:n_features, :width] = torch.addmm(bias[start:start + width], features,
+                                                      weight[start:start + width].t())
         if computed_logits is not None:
-            logits[n_features:] = computed_logits[:, start:start + width]
-        if width % sub_block_size:  # the last block: pad to whole sub-blocks with probability 0
-            logits = F.pad(logits, (0, -width % sub_block_size), value=float("-inf"))
+            logits[n_features:, :width] = computed_logits[:, start:start + width]
         if exclude is not None:
             here = slice(excluded_bounds[j], excluded_bounds[j + 1])
             logits[excluded_rows[here], excluded_tokens[here] - start] = float("-inf")
         block_max = logits.amax(-1, keepdim=True)
         block_max.masked_fill_(block_max == float("-inf"), 0.0)  # a block without mass: its weights stay 0
         weights = logits.sub_(block_max).exp_().view(n, -1, sub_block_size)
-        blocks.append(weights)
-        maxima.append(block_max)
-        sub_sums.append(weights.sum(-1))
-    # level 1: the sub-block, by the cumulative masses of all sub-blocks on the row's common scale
-    maxima = torch.cat(maxima, dim=-1)  # [n, blocks]
-    scales = (maxima - maxima.amax(-1, keepdim=True)).double().exp()
-    masses = torch.cat([sums.double() * scales[:, j, None] for j, sums in enumerate(sub_sums)], dim=-1)
-    cdf = masses.cumsum(-1)
-    uniform = torch.rand((n, num), generator=generator, dtype=cdf.dtype, device=cdf.device)
-    sub_block = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).clamp_max_(cdf.shape[-1] - 1)
-    # level 2: the token within its sub-block, by that sub-block's own cumulative weights; the draws are
-    # grouped by block (one sort), each block gathers its draws' sub-blocks
-    uniform = torch.rand(n * num, generator=generator, device=cdf.device)
-    sub_block, order = sub_block.flatten().sort()
-    draw_rows = order // num
-    bounds = _block_bounds(sub_block * sub_block_size, block_size, vocab_size)
-    tokens = torch.empty_like(sub_block)
-    for j, weights in enumerate(blocks):
-        here = slice(bounds[j], bounds[j + 1])
-        local = sub_block[here] - j * (block_size // sub_block_size)
-        sub_cdf = weights[draw_rows[here], local].cumsum(-1)  # [draws here, sub_block_size]
-        within = (sub_cdf <= (uniform[here] * sub_cdf[:, -1])[:, None]).sum(-1).clamp_max_(sub_block_size - 1)
-        tokens[here] = sub_block[here] * sub_block_size + within
-    return tokens.new_empty(n * num).index_copy_(0, order, tokens).view(n, num)
+        sub_cdf = weights.sum(-1).double().cumsum_(-1)  # [n, sub-blocks of the block]
+        log_total = torch.logaddexp(log_total, sub_cdf[:, -1:].log() + block_max.double())
+        moving = (log_total > next_move).view(-1).nonzero().squeeze_(1)  # flat (row, draw) indices
+        rows = moving // num
+        uniform = torch.rand((2, len(moving)), generator=generator, dtype=torch.float64, device=device)
+        next_move.view(-1)[moving] = log_total.view(-1).index_select(0, rows) - uniform[0].log()
+        row_cdf = sub_cdf.index_select(0, rows)
+        sub_block = torch.searchsorted(row_cdf, (uniform[1] * row_cdf[:, -1])[:, None], right=True).squeeze_(1)
+        sub_block.clamp_max_(row_cdf.shape[-1] - 1)
+        token_cdf = weights.view(-1, sub_block_size).index_select(0, rows * row_cdf.shape[-1] + sub_block)
+        token_cdf.cumsum_(-1)
+        # a float32 u < 1 times a float32 total rounds below the total (a float64 u could round up to it)
+        target = torch.rand(len(moving), generator=generator, device=device) * token_cdf[:, -1]
+        within = torch.searchsorted(token_cdf, target[:, None], right=True).squeeze_(1)
+        tokens.view(-1)[moving] = start + sub_block * sub_block_size + within.clamp_max_(sub_block_size - 1)
+    return tokens
 
 
 def _block_bounds(sorted_tokens: torch.Tensor, block_size: int, vocab_size: int) -> list[int]:

@@ -140,10 +140,11 @@ def chi_square_bound(probabilities: torch.Tensor) -> float:
     return degrees + 4.5 * (2 * degrees) ** 0.5
 
 
-@pytest.mark.parametrize("block_size, sub_block_size", [(8, 4), (12, 3), (1024, 32)])
+@pytest.mark.parametrize("block_size, sub_block_size", [(1, 1), (8, 4), (12, 3), (1024, 32)])
 def test_vocabulary_head_draws_follow_the_softmax(block_size, sub_block_size):
     torch.manual_seed(0)
-    vocab = 37  # 4 blocks of 8 and a partial one; 3 blocks of 12 and one of a single token; one block
+    vocab = 37  # 37 blocks of one token (row 1 excludes token 0: its first block has no mass); 4 blocks of 8 and
+    # a partial one; 3 blocks of 12 and one of a single token (row 2 excludes it); one block
     features, weight, bias = torch.randn(3, 5), torch.randn(vocab, 5), torch.randn(vocab)
     computed = 2 * torch.randn(2, vocab)  # rows whose logits are at hand (the MLM rows)
     logits = torch.cat([features @ weight.T + bias, computed])
