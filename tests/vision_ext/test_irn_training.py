@@ -264,7 +264,7 @@ def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     from graftkit.experiments import irn as experiment
     from graftkit.registry import RunContext, load_all
 
-    tiny = {"scale": 2, "blocks": 1, "growth_channels": 4, "steps": 2, "max_seconds": 60.0, "batch_size": 2,
+    tiny = {"scale": 2, "blocks": 1, "growth_channels": 4, "steps": 2, "batch_size": 2,
             "patch_size": 16, "lr": 2e-4, "test_crop": 32, "curve_every": 1}
     monkeypatch.setitem(experiment.SETTINGS, "quick", tiny)
     monkeypatch.setattr(experiment, "CURVE_CROP", 32)  # the learning curve's validation crop
