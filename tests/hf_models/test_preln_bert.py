@@ -8,12 +8,11 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from loopback import run_script_on_two_ranks
 
-import hf_models
 from hf_models import (
     PreLNBertConfig,
     PreLNBertForMaskedLM,
@@ -442,13 +441,7 @@ def test_ddp_through_hf_trainer_keeps_ranks_identical(tmp_path):
 
     script = tmp_path / "train.py"
     script.write_text(_DDP_SCRIPT)
-    repo = str(Path(hf_models.__file__).resolve().parents[1])  # the workers import hf_models from the checkout
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(script), str(tmp_path)],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_script_on_two_ranks(script, str(tmp_path))
     meta = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert meta[0]["world_size"] == meta[1]["world_size"] == 2
     assert meta[0]["first_batch"] != meta[1]["first_batch"]  # each rank trains on its own shard

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from loopback import free_port
+from loopback import run_fairseq_train_on_two_ranks
 
 from graftkit.data.parallel import ToyLanguagePair
 
@@ -87,17 +86,8 @@ def test_fairseq_distributed_training_with_two_cpu_processes(trained):
     updates mean the ranks stayed in sync (the frozen BERT has no gradient; bert_attn weights do).
     """
     root = trained["root"]
-    init = f"tcp://127.0.0.1:{free_port()}"
-    argv = [str(BIN / "fairseq-train"), str(trained["data"]), "--user-dir", "plugins", "--task",
-            "translation_bert_fused", "--bert-model", str(trained["bert"]), "--arch", "bert_fused", *DIMS, *TRAIN,
-            "--max-update", "3", "--save-dir", str(root / "ddp"), "--distributed-world-size", "2",
-            "--distributed-init-method", init, "--distributed-backend", "gloo", "--distributed-no-spawn",
-            "--ddp-backend", "legacy_ddp", "--seed", "3"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen(argv + ["--distributed-rank", str(rank)], cwd=REPO, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in (0, 1)]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-    assert "distributed init (rank 1)" in logs[0] + logs[1]
+    logs = run_fairseq_train_on_two_ranks(
+        str(trained["data"]), "--task", "translation_bert_fused", "--bert-model", str(trained["bert"]), "--arch",
+        "bert_fused", *DIMS, *TRAIN, "--max-update", "3", "--save-dir", str(root / "ddp"), "--seed", "3")
     assert "num_updates 3" in logs[0]
     assert (root / "ddp" / "checkpoint_last.pt").is_file()

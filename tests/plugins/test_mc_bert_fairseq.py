@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from loopback import run_fairseq_ok as _run
+from loopback import run_fairseq_train_on_two_ranks
 
 TINY = ("--encoder-layers 2 --encoder-embed-dim 32 --encoder-ffn-embed-dim 64 --encoder-attention-heads 4 "
         "--tokens-per-sample 64 --sample-break-mode complete --batch-size 16 --optimizer adam --lr 1e-3 "
@@ -84,3 +85,17 @@ def test_fairseq_train_end_to_end(english_mlm_bin, tmp_path):
     assert state["cfg"]["model"].encoder_embed_dim == 32 and state["cfg"]["model"].mc_size_divider == 2
     head = state["model"]["pretraining.head.dense.weight"]
     assert head.shape == (32, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_fairseq_distributed_training_with_two_cpu_processes(english_mlm_bin, tmp_path):
+    """fairseq's own distributed training (2 processes, gloo, legacy_ddp): the task masks per example, the
+    criterion's sums and sample sizes are all-reduced by fairseq, and 3 updates with the gradient norms checked
+    equal on both ranks mean the ranks stayed in sync."""
+    logs = run_fairseq_train_on_two_ranks(str(english_mlm_bin), "--task", "mc_bert", "--criterion", "mc_bert",
+                                          "--arch", "mc_bert_small", *TINY, "--max-update", "3", "--save-dir",
+                                          str(tmp_path / "ddp"))
+    assert "num_updates 3" in logs[0] and "disc_acc" in logs[0]
+    state = torch.load(tmp_path / "ddp" / "checkpoint_last.pt", weights_only=False)
+    assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
