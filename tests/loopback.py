@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -72,6 +73,64 @@ def run_fairseq_train_on_two_ranks(*args: str, timeout: float = 300) -> list[str
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     assert "distributed init (rank 1)" in logs[0] + logs[1]
     return logs
+
+
+_TRAINER_SCRIPT = """
+import json, sys, torch
+import torch.distributed as dist
+import transformers
+from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, TrainingArguments
+import hf_models  # registers graftkit's model types with the Auto classes
+from graftkit.data.text import WordVocab, english_sentences
+
+out, auto_class, model_type, fields = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+sentences = english_sentences()[:64]
+tokenizer = WordVocab.build(sentences).to_hf_tokenizer(model_max_length=16)
+tokenizer.add_special_tokens({"additional_special_tokens": ["<neither>"]})  # MC-BERT's reject option
+rows = [{"input_ids": ids} for ids in tokenizer(sentences, truncation=True)["input_ids"]]
+fields = {k: tokenizer.convert_tokens_to_ids(v) if isinstance(v, str) and v in tokenizer.get_vocab() else v
+          for k, v in fields.items()}
+config = transformers.AutoConfig.for_model(
+    model_type, vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=64, max_position_embeddings=16, pad_token_id=tokenizer.pad_token_id, **fields)
+torch.manual_seed(0)
+model = getattr(transformers, auto_class).from_config(config)
+torch.save(model.state_dict(), f"{out}/initial.pt")
+args = TrainingArguments(output_dir=out, max_steps=3, per_device_train_batch_size=8, learning_rate=1e-3,
+                         report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
+                         ddp_backend="gloo", ddp_find_unused_parameters=False)
+collator = (DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15) if auto_class == "AutoModelForMaskedLM"
+            else DataCollatorWithPadding(tokenizer))  # a pre-training model that masks its input itself
+trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
+first = next(iter(trainer.get_train_dataloader()))["input_ids"]
+trainer.train()
+rank = dist.get_rank()
+torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
+with open(f"{out}/rank{rank}.json", "w") as f:
+    json.dump({"world_size": args.world_size, "first_batch": first.tolist()}, f)
+"""
+
+
+def train_with_trainer_on_two_ranks(out: Path, auto_class: str, model_type: str, **fields: object) -> dict:
+    """HF ``Trainer`` under ``torch.distributed.run`` on 2 gloo ranks: 3 steps of a tiny ``model_type`` model
+    (``auto_class``, e.g. "AutoModelForMaskedLM" with HF's masking collator, or "AutoModelForPreTraining" for a
+    model that masks its input itself) on the bundled English text, with ``fields`` added to its config (a
+    value naming a special token, "[MASK]" or "<neither>", becomes its id). DDP runs without its search for
+    unused parameters, so a parameter left without a gradient stops the run. Asserts both ranks saw a batch
+    of their own and ended with identical weights; returns {"initial": state dict, "final": state dict}."""
+    script = out / "train_on_two_ranks.py"
+    script.write_text(_TRAINER_SCRIPT)
+    run_script_on_two_ranks(script, str(out), auto_class, model_type, json.dumps(fields))
+    meta = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert meta[0]["world_size"] == meta[1]["world_size"] == 2
+    assert meta[0]["first_batch"] != meta[1]["first_batch"]  # each rank trains on its own shard
+    import torch
+
+    initial, *ranks = (torch.load(out / f"{name}.pt") for name in ("initial", "rank0", "rank1"))
+    assert ranks[0].keys() == ranks[1].keys() == initial.keys()
+    for name in initial:
+        torch.testing.assert_close(ranks[0][name], ranks[1][name], atol=0, rtol=0, msg=name)
+    return {"initial": initial, "final": ranks[0]}
 
 
 def run_script_on_two_ranks(script: Path, *args: str, timeout: float = 300) -> None:

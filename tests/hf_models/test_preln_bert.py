@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from loopback import run_script_on_two_ranks
+from loopback import train_with_trainer_on_two_ranks
 
 from hf_models import (
     PreLNBertConfig,
@@ -405,52 +405,9 @@ def test_hf_trainer_with_gradient_checkpointing(tmp_path):
     assert not torch.equal(model.bert.encoder.layers[0].feed_forward.output.weight, before)
 
 
-_DDP_SCRIPT = textwrap.dedent("""
-    import json, sys, torch
-    import torch.distributed as dist
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-    from graftkit.data.text import WordVocab, english_sentences
-    from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
-
-    out = sys.argv[1]
-    sentences = english_sentences()[:64]
-    tokenizer = WordVocab.build(sentences).to_hf_tokenizer(model_max_length=16)
-    rows = [{"input_ids": ids} for ids in tokenizer(sentences, truncation=True, max_length=16)["input_ids"]]
-    config = PreLNBertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=16, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    model = PreLNBertForMaskedLM(config)
-    args = TrainingArguments(output_dir=out, max_steps=4, per_device_train_batch_size=8, learning_rate=1e-3,
-                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
-                             ddp_backend="gloo")
-    trainer = Trainer(model=model, args=args, train_dataset=rows,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15))
-    first = next(iter(trainer.get_train_dataloader()))["input_ids"]
-    trainer.train()
-    rank = dist.get_rank()
-    torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
-    with open(f"{out}/rank{rank}.json", "w") as f:
-        json.dump({"world_size": args.world_size, "first_batch": first.tolist()}, f)
-""")
-
-
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_ddp_through_hf_trainer_keeps_ranks_identical(tmp_path):
-    import json
-
-    script = tmp_path / "train.py"
-    script.write_text(_DDP_SCRIPT)
-    run_script_on_two_ranks(script, str(tmp_path))
-    meta = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert meta[0]["world_size"] == meta[1]["world_size"] == 2
-    assert meta[0]["first_batch"] != meta[1]["first_batch"]  # each rank trains on its own shard
-    states = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    torch.manual_seed(0)  # the script's initial weights: training moved them
-    vocab_size = states[0]["bert.embeddings.word_embeddings.weight"].shape[0]
-    initial = PreLNBertForMaskedLM(PreLNBertConfig(**{**TINY, "vocab_size": vocab_size})).state_dict()
-    assert states[0].keys() == states[1].keys()
-    for name in states[0]:
-        torch.testing.assert_close(states[0][name], states[1][name], atol=0, rtol=0)
-    assert not torch.equal(states[0]["bert.encoder.layers.0.feed_forward.output.weight"],
-                           initial["bert.encoder.layers.0.feed_forward.output.weight"])
+    states = train_with_trainer_on_two_ranks(tmp_path, "AutoModelForMaskedLM", "preln_bert")
+    name = "bert.encoder.layers.0.feed_forward.output.weight"
+    assert not torch.equal(states["final"][name], states["initial"][name])  # trained

@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import torch
+from loopback import train_with_trainer_on_two_ranks
 
 from hf_models import (
     TupeConfig,
@@ -360,3 +361,14 @@ def test_export_and_compile_give_the_eager_outputs(cls, mode):
         compiled = torch.compile(model, fullgraph=True, backend="eager")(**data)
     for got in (exported, compiled):
         torch.testing.assert_close(got[0], expected[0], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("position_mode", ["absolute", "relative"])
+def test_ddp_through_hf_trainer_trains_every_parameter_and_keeps_ranks_identical(tmp_path, position_mode):
+    """HF Trainer on 2 gloo ranks without DDP's search for unused parameters: the untied positional term's
+    projections (and TUPE-R's relative buckets) get a gradient every step and stay identical on both ranks."""
+    states = train_with_trainer_on_two_ranks(tmp_path, "AutoModelForMaskedLM", "tupe", position_mode=position_mode)
+    moved = [name for name in states["initial"] if not torch.equal(states["final"][name], states["initial"][name])]
+    assert any("positional_bias" in name for name in moved), moved

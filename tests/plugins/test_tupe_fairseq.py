@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from loopback import run_fairseq_ok as _run
+from loopback import run_fairseq_train_on_two_ranks
 
 from graftkit.errors import GraftkitError
 
@@ -133,3 +134,15 @@ def test_cli_convert(tupe_r_checkpoint, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and (tmp_path / "hf" / "positional.py").is_file()
     assert main(["tupe", "convert", str(tmp_path / "missing.pt"), str(tmp_path / "x")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_fairseq_distributed_training_with_two_cpu_processes(english_mlm_bin, tmp_path):
+    """fairseq's own distributed training (2 processes, gloo, legacy_ddp) of TUPE-R: 3 updates with the
+    gradient norms checked equal on both ranks mean the ranks stayed in sync."""
+    logs = run_fairseq_train_on_two_ranks(str(english_mlm_bin), "--arch", "tupe_r_tiny", *TINY_MLM,
+                                          "--max-update", "3", "--save-dir", str(tmp_path / "ddp"))
+    assert "num_updates 3" in logs[0]
+    state = torch.load(tmp_path / "ddp" / "checkpoint_last.pt", weights_only=False)
+    assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
