@@ -58,25 +58,55 @@ def run_fairseq_ok(tool: str, *args: str, user_dir: bool = True) -> subprocess.C
     return done
 
 
-def run_fairseq_train_on_two_ranks(*args: str, timeout: float = 300) -> list[str]:
+# fairseq-train (``fairseq_cli.train.cli_main``) with one addition: when the process ends, every rank saves its
+# model's weights to <first argument>/rank<r>.pt (fairseq's checkpoints hold rank 0's only)
+_FAIRSEQ_TRAIN_SAVING_EVERY_RANK = """
+import atexit, sys, torch
+from fairseq.trainer import Trainer
+from fairseq_cli.train import cli_main
+
+out = sys.argv.pop(1)
+trainer_init = Trainer.__init__
+
+def init_and_save_at_exit(self, *args, **kwargs):
+    trainer_init(self, *args, **kwargs)
+    path = f"{out}/rank{self.data_parallel_rank}.pt"
+    atexit.register(lambda: torch.save(self.model.state_dict(), path))
+
+Trainer.__init__ = init_and_save_at_exit
+sys.exit(cli_main())
+"""
+
+
+def run_fairseq_train_on_two_ranks(out: Path, *args: str, timeout: float = 300) -> list[str]:
     """fairseq-train's own distributed training: one process per rank of a 2-rank gloo group on the loopback
     interface, ``legacy_ddp`` (fairseq's CPU-capable DDP), graftkit's plugins as ``--user-dir``. Asserts both
-    ranks finished; returns their logs (stdout and stderr). fairseq all-reduces every update's gradient norm
-    and stops when the ranks disagree, so finished updates mean the ranks stayed in sync."""
-    argv = [str(FAIRSEQ_BIN / "fairseq-train"), *args, "--user-dir", str(PLUGINS), "--distributed-world-size", "2",
-            "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}", "--distributed-backend", "gloo",
-            "--distributed-no-spawn", "--ddp-backend", "legacy_ddp"]
+    ranks joined and finished and that they end with identical weights (each rank saves its own to ``out``);
+    returns their logs (stdout and stderr). Both processes are killed after ``timeout`` seconds."""
+    argv = [sys.executable, "-c", _FAIRSEQ_TRAIN_SAVING_EVERY_RANK, str(out), *args, "--user-dir", str(PLUGINS),
+            "--distributed-world-size", "2", "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}",
+            "--distributed-backend", "gloo", "--distributed-no-spawn", "--ddp-backend", "legacy_ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     procs = [subprocess.Popen(argv + ["--distributed-rank", str(rank)], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in (0, 1)]
-    logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     assert "distributed init (rank 1)" in logs[0] + logs[1]
+    import torch
+
+    ranks = [torch.load(out / f"rank{rank}.pt") for rank in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    for name in ranks[0]:
+        torch.testing.assert_close(ranks[0][name], ranks[1][name], atol=0, rtol=0, msg=name)
     return logs
 
 
 _TRAINER_SCRIPT = """
-import json, sys, torch
+import json, os, sys, torch
 import torch.distributed as dist
 import transformers
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, TrainingArguments
@@ -88,14 +118,14 @@ sentences = english_sentences()[:64]
 tokenizer = WordVocab.build(sentences).to_hf_tokenizer(model_max_length=16)
 tokenizer.add_special_tokens({"additional_special_tokens": ["<neither>"]})  # MC-BERT's reject option
 rows = [{"input_ids": ids} for ids in tokenizer(sentences, truncation=True)["input_ids"]]
-fields = {k: tokenizer.convert_tokens_to_ids(v) if isinstance(v, str) and v in tokenizer.get_vocab() else v
-          for k, v in fields.items()}
+fields = {k: tokenizer.convert_tokens_to_ids(v) if k.endswith("_token_id") else v for k, v in fields.items()}
 config = transformers.AutoConfig.for_model(
     model_type, vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
     intermediate_size=64, max_position_embeddings=16, pad_token_id=tokenizer.pad_token_id, **fields)
 torch.manual_seed(0)
 model = getattr(transformers, auto_class).from_config(config)
-torch.save(model.state_dict(), f"{out}/initial.pt")
+if os.environ["RANK"] == "0":  # the same weights on both ranks: one writer
+    torch.save(model.state_dict(), f"{out}/initial.pt")
 args = TrainingArguments(output_dir=out, max_steps=3, per_device_train_batch_size=8, learning_rate=1e-3,
                          report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
                          ddp_backend="gloo", ddp_find_unused_parameters=False)
@@ -114,10 +144,11 @@ with open(f"{out}/rank{rank}.json", "w") as f:
 def train_with_trainer_on_two_ranks(out: Path, auto_class: str, model_type: str, **fields: object) -> dict:
     """HF ``Trainer`` under ``torch.distributed.run`` on 2 gloo ranks: 3 steps of a tiny ``model_type`` model
     (``auto_class``, e.g. "AutoModelForMaskedLM" with HF's masking collator, or "AutoModelForPreTraining" for a
-    model that masks its input itself) on the bundled English text, with ``fields`` added to its config (a
-    value naming a special token, "[MASK]" or "<neither>", becomes its id). DDP runs without its search for
-    unused parameters, so a parameter left without a gradient stops the run. Asserts both ranks saw a batch
-    of their own and ended with identical weights; returns {"initial": state dict, "final": state dict}."""
+    model that masks its input itself) on the bundled English text, with ``fields`` added to its config (the
+    value of a ``*_token_id`` field is a token, "[MASK]" or "<neither>", and becomes its id). DDP runs
+    without its search for unused parameters, so a parameter left without a gradient stops the run. Asserts
+    both ranks saw a batch of their own and ended with identical weights; returns {"initial": state dict,
+    "final": state dict}."""
     script = out / "train_on_two_ranks.py"
     script.write_text(_TRAINER_SCRIPT)
     run_script_on_two_ranks(script, str(out), auto_class, model_type, json.dumps(fields))

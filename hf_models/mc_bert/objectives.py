@@ -82,21 +82,23 @@ def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bi
     whose logits are already at hand (the MLM rows), sampled after the features' rows: the output is then
     [n + m, num]. ``exclude`` [n (+ m)]: one token per row given probability 0 (its logit set to −inf).
 
-    One pass over the vocabulary in blocks of ``block_size`` columns, with a single [n, block_size] buffer:
-    neither the logits nor the probabilities are ever held for the whole vocabulary (n·V floats: fresh
-    memory every step, whose page faults cost more than the sampling, and gigabytes at real batch sizes).
-    Each block's logits, exp(logit − block max) in place and the masses of its sub-blocks of
-    ``sub_block_size`` tokens are computed while the block is in cache. Every draw is a weighted reservoir of
-    one item: with A_j the block's mass and T_j = A_0 + … + A_j, it moves to block j with probability
-    A_j / T_j, so it ends in block j with probability (A_j / T_j) · Π_{i>j} T_{i−1} / T_i = A_j / T. Instead
-    of a uniform per draw and block, a draw that moves at block j also draws when it next moves (the
-    exponential jumps of Efraimidis and Spirakis): P(no move up to block i) = T_j / T_i, so it moves again at
-    the first block whose T_i exceeds T_j / u (kept as logs in float64). A moving draw picks its token in the
-    block by a two-level inverse CDF: the sub-block by the block's cumulative sub-block masses, then the
-    token by that sub-block's cumulative weights, w_t / A_j in all. Each inverse CDF uses u < 1 times the
-    total, so it never lands on a token of probability 0 after the last with mass (an excluded token, the
-    padding). A draw moves at most once per block; with equal block masses, 1 + 1/2 + … + 1/blocks times on
-    average (4.0 for 30 blocks). Block sizes: the module's ``VOCABULARY_BLOCK`` and ``SUB_BLOCK`` unless given.
+    One pass over the vocabulary in blocks of ``block_size`` columns, with a single [n, block_size] buffer: neither
+    the logits nor the probabilities are ever held for the whole vocabulary (n·V floats: fresh memory every step,
+    whose page faults cost more than the sampling, and gigabytes at real batch sizes). Each block's logits,
+    exp(logit − block max) in place and the masses of its sub-blocks of ``sub_block_size`` tokens are computed
+    while the block is in cache. Every draw is a weighted reservoir of one item: with A_j the block's mass and T_j
+    = A_0 + … + A_j, it moves to block j with probability A_j / T_j, so it ends in block j with probability (A_j /
+    T_j) · Π_{i>j} T_{i−1} / T_i = A_j / T. Instead of a uniform per draw and block, a draw that moves at block j
+    also draws when it next moves (the exponential jumps of Efraimidis and Spirakis): P(no move up to block i) =
+    T_j / T_i, so it moves again at the first block whose T_i exceeds T_j / u (kept as logs in float64). A moving
+    draw picks its token in the block by a two-level inverse CDF: the sub-block by the block's cumulative sub-block
+    masses, then the token by that sub-block's cumulative weights, w_t / A_j in all. Each inverse CDF uses u < 1
+    times the total, so it never lands on a token of probability 0 after the last with mass (an excluded token, the
+    padding). A row with a NaN or +inf logit has no distribution: its draws stay token 0, on purpose no error: such
+    a logit comes from a diverged or overflowed meta controller, whose MLM loss is then typically not finite
+    either, and mixed-precision loss scaling skips that step and recovers, where an exception would stop it. A draw
+    moves at most once per block; with equal block masses, 1 + 1/2 + … + 1/blocks times on average (4.0 for 30
+    blocks). Block sizes: the module's ``VOCABULARY_BLOCK`` and ``SUB_BLOCK`` unless given.
     """
     block_size = VOCABULARY_BLOCK if block_size is None else block_size
     sub_block_size = SUB_BLOCK if sub_block_size is None else sub_block_size
@@ -142,8 +144,10 @@ def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bi
         sub_block.clamp_max_(row_cdf.shape[-1] - 1)
         token_cdf = weights.view(-1, sub_block_size).index_select(0, rows * row_cdf.shape[-1] + sub_block)
         token_cdf.cumsum_(-1)
-        # a float32 u < 1 times a float32 total rounds below the total (a float64 u could round up to it)
-        target = torch.rand(len(moving), generator=generator, device=device) * token_cdf[:, -1]
+        # u < 1 times the total, kept below the total also where rounding (a subnormal total) reaches it
+        total = token_cdf[:, -1]
+        target = torch.minimum(torch.rand(len(moving), generator=generator, device=device) * total,
+                               total.nextafter(torch.zeros_like(total)))
         within = torch.searchsorted(token_cdf, target[:, None], right=True).squeeze_(1)
         tokens.view(-1)[moving] = start + sub_block * sub_block_size + within.clamp_max_(sub_block_size - 1)
     return tokens

@@ -367,8 +367,10 @@ def test_export_and_compile_give_the_eager_outputs(cls, mode):
 @pytest.mark.distributed
 @pytest.mark.parametrize("position_mode", ["absolute", "relative"])
 def test_ddp_through_hf_trainer_trains_every_parameter_and_keeps_ranks_identical(tmp_path, position_mode):
-    """HF Trainer on 2 gloo ranks without DDP's search for unused parameters: the untied positional term's
-    projections (and TUPE-R's relative buckets) get a gradient every step and stay identical on both ranks."""
+    """HF Trainer on 2 gloo ranks without DDP's search for unused parameters (so every parameter takes part in
+    every step): both ranks end identical, and the positional term (p, U^Q, U^K, TUPE-R's buckets) trained."""
     states = train_with_trainer_on_two_ranks(tmp_path, "AutoModelForMaskedLM", "tupe", position_mode=position_mode)
-    moved = [name for name in states["initial"] if not torch.equal(states["final"][name], states["initial"][name])]
-    assert any("positional_bias" in name for name in moved), moved
+    trained = ["embeddings.weight", "query.weight", "key.weight"] + (["relative_bias.weight"]
+                                                                    if position_mode == "relative" else [])
+    for name in (f"tupe.positional_bias.{part}" for part in trained):
+        assert not torch.equal(states["final"][name], states["initial"][name]), name

@@ -80,14 +80,11 @@ def test_translate_api_on_a_loaded_model(trained):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_fairseq_distributed_training_with_two_cpu_processes(trained):
-    """fairseq's own distributed training: 2 processes, gloo, legacy_ddp (its CPU-capable DDP).
-
-    fairseq's trainer all-reduces every update's gradient norm and stops if the ranks disagree, so 3 completed
-    updates mean the ranks stayed in sync (the frozen BERT has no gradient; bert_attn weights do).
-    """
+    """fairseq's own distributed training: 2 processes, gloo, legacy_ddp (its CPU-capable DDP); both ranks end
+    with identical weights (the frozen BERT has no gradient; bert_attn weights do)."""
     root = trained["root"]
     logs = run_fairseq_train_on_two_ranks(
-        str(trained["data"]), "--task", "translation_bert_fused", "--bert-model", str(trained["bert"]), "--arch",
+        root, str(trained["data"]), "--task", "translation_bert_fused", "--bert-model", str(trained["bert"]), "--arch",
         "bert_fused", *DIMS, *TRAIN, "--max-update", "3", "--save-dir", str(root / "ddp"), "--seed", "3")
     assert "num_updates 3" in logs[0]
     assert (root / "ddp" / "checkpoint_last.pt").is_file()

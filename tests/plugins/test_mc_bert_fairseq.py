@@ -90,12 +90,11 @@ def test_fairseq_train_end_to_end(english_mlm_bin, tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_fairseq_distributed_training_with_two_cpu_processes(english_mlm_bin, tmp_path):
-    """fairseq's own distributed training (2 processes, gloo, legacy_ddp): the task masks per example, the
-    criterion's sums and sample sizes are all-reduced by fairseq, and 3 updates with the gradient norms checked
-    equal on both ranks mean the ranks stayed in sync."""
-    logs = run_fairseq_train_on_two_ranks(str(english_mlm_bin), "--task", "mc_bert", "--criterion", "mc_bert",
-                                          "--arch", "mc_bert_small", *TINY, "--max-update", "3", "--save-dir",
-                                          str(tmp_path / "ddp"))
+    """fairseq's own distributed training (2 processes, gloo, legacy_ddp): the task masks per example, fairseq
+    all-reduces the criterion's sums and sample sizes; 3 updates, and both ranks end with identical weights."""
+    logs = run_fairseq_train_on_two_ranks(tmp_path, str(english_mlm_bin), "--task", "mc_bert", "--criterion",
+                                          "mc_bert", "--arch", "mc_bert_small", *TINY, "--max-update", "3",
+                                          "--save-dir", str(tmp_path / "ddp"))
     assert "num_updates 3" in logs[0] and "disc_acc" in logs[0]
     state = torch.load(tmp_path / "ddp" / "checkpoint_last.pt", weights_only=False)
     assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
