@@ -121,6 +121,17 @@ class WordVocab:
         unk = self.index[UNK]
         return [self.index.get(w, unk) for w in words(sentence)]
 
+    def encode_rows(self, texts: Sequence[str], max_len: int):
+        """A LongTensor [len(texts), max_len] of ``[CLS] w1 .. wn [SEP]`` rows, right-padded with [PAD]; a text
+        longer than ``max_len - 2`` words is cut."""
+        import torch
+
+        out = torch.full((len(texts), max_len), self.index[PAD], dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = [self.index[CLS]] + self.encode(text)[: max_len - 2] + [self.index[SEP]]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(self.tokens[i] for i in ids)
 

@@ -142,16 +142,6 @@ def passages(documents: list[list[str]], held_out: set[str], max_words: int) -> 
     return out
 
 
-def _encode(vocab, texts: list[str], max_len: int) -> torch.Tensor:
-    from graftkit.data.text import CLS, PAD, SEP
-
-    out = torch.full((len(texts), max_len), vocab.index[PAD], dtype=torch.long)
-    for i, text in enumerate(texts):
-        ids = [vocab.index[CLS]] + vocab.encode(text)[: max_len - 2] + [vocab.index[SEP]]
-        out[i, : len(ids)] = torch.tensor(ids)
-    return out
-
-
 def _config(objective: str, settings: McBertSettings, vocab, **extra: Any):
     from graftkit.data.text import MASK, PAD
     from hf_models import McBertConfig
@@ -342,9 +332,9 @@ def mcbert_vs_electra_vs_mlm(ctx: RunContext) -> Outcome:
     corpus_texts = passages(english_documents(), held_out, settings.max_len - 2)
     built = WordVocab.build(corpus_texts, max_size=settings.vocab - 1)
     vocab = WordVocab(built.tokens + [NEITHER], built.counts)
-    corpus = _encode(vocab, corpus_texts, settings.max_len)
+    corpus = vocab.encode_rows(corpus_texts, settings.max_len)
     pad = vocab.index[PAD]
-    inputs = _encode(vocab, [s for members in pool for s in members], settings.max_len)
+    inputs = vocab.encode_rows([s for members in pool for s in members], settings.max_len)
     labels = torch.tensor([topic for topic, members in enumerate(pool) for _ in members])
     splits = [label_split(len(pool[0]), len(TOPICS), settings.train_per_topic, settings.valid_per_topic,
                           ctx.seed + 1000 + i) for i in range(settings.probe_splits)]
@@ -407,7 +397,7 @@ def mcbert_vs_electra_vs_mlm(ctx: RunContext) -> Outcome:
                         "finetune_sd": metrics[f"finetune_sd_{objective}"]}
             table.append(row)
 
-    # the view (accuracy vs pre-training time) beside the budget's (vs FLOPs): same points
+    # accuracy against pre-training time beside accuracy against the budget's FLOPs: the same points
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     base, spread = metrics["probe_random"], metrics["probe_sd_random"]
     for ax, key, xlabel in zip(axes, ("gflop", "cpu_s"), ("pre-training compute (GFLOP, forward + backward)",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from graftkit.data.text import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, WordVocab, english_sentences, split_corpus
+from graftkit.data.text import MASK, PAD, SPECIAL_TOKENS, WordVocab, english_sentences, split_corpus
 from graftkit.errors import GraftkitError, check_int, check_number
 
 #: the seed of the validation masks: one fixed set of masked positions for every run
@@ -54,15 +54,7 @@ def mlm_corpus(vocab_size: int, max_len: int) -> MLMCorpus:
     check_int("max_len", max_len, minimum=3)
     train, valid = split_corpus(english_sentences(), valid_fraction=0.1, seed=0)
     vocab = WordVocab.build(train, max_size=vocab_size)
-
-    def rows(sentences: list[str]) -> torch.Tensor:
-        out = torch.full((len(sentences), max_len), vocab.index[PAD], dtype=torch.long)
-        for i, sentence in enumerate(sentences):
-            ids = [vocab.index[CLS]] + vocab.encode(sentence)[: max_len - 2] + [vocab.index[SEP]]
-            out[i, : len(ids)] = torch.tensor(ids)
-        return out
-
-    return MLMCorpus(vocab, rows(train), rows(valid))
+    return MLMCorpus(vocab, vocab.encode_rows(train, max_len), vocab.encode_rows(valid, max_len))
 
 
 def bert_mask(ids: torch.Tensor, vocab: WordVocab, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

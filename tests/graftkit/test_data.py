@@ -55,6 +55,13 @@ def test_vocab_counts_and_order():
     assert len(WordVocab.build(["a a b c"], max_size=7)) == 7
 
 
+def test_encode_rows_frame_pad_and_cut():
+    vocab = WordVocab.build(["the cat sat", "the dog"])
+    cls, sep, pad = (vocab.index[t] for t in ("[CLS]", "[SEP]", "[PAD]"))
+    rows = vocab.encode_rows(["the cat sat", "dog"], max_len=4)
+    assert rows.tolist() == [[cls, *vocab.encode("the cat"), sep], [cls, vocab.index["dog"], sep, pad]]
+
+
 def test_vocab_save_load_and_hf_tokenizer_agree(tmp_path, sentences):
     vocab = WordVocab.build(sentences, min_count=2)
     vocab.save(tmp_path / "v.json")

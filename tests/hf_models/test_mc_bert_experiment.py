@@ -19,7 +19,7 @@ def tiny_data():
     texts = mcbert.passages(english_documents()[:80], set(), TINY.max_len - 2)
     built = WordVocab.build(texts, max_size=TINY.vocab - 1)
     vocab = WordVocab(built.tokens + [mcbert.NEITHER], built.counts)
-    return vocab, mcbert._encode(vocab, texts, TINY.max_len)
+    return vocab, vocab.encode_rows(texts, TINY.max_len)
 
 
 def test_labelled_pool_is_balanced_and_labelled_by_source():
