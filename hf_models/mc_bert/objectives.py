@@ -132,7 +132,7 @@ def sample_from_vocabulary_head(features: torch.Tensor, weight: torch.Tensor, bi
             logits[excluded_rows[here], excluded_tokens[here] - start] = float("-inf")
         block_max = logits.amax(-1, keepdim=True)
         block_max.masked_fill_(block_max == float("-inf"), 0.0)  # a block without mass: its weights stay 0
-        weights = logits.sub_(block_max).exp_().view(n, -1, sub_block_size)
+        weights = logits.sub_(block_max).exp_().view(n, padded // sub_block_size, sub_block_size)
         sub_cdf = weights.sum(-1).double().cumsum_(-1)  # [n, sub-blocks of the block]
         log_total = torch.logaddexp(log_total, sub_cdf[:, -1:].log() + block_max.double())
         moving = (log_total > next_move).view(-1).nonzero().squeeze_(1)  # flat (row, draw) indices

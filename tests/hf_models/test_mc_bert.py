@@ -230,6 +230,20 @@ def test_loss_weighting_is_the_references():
     assert float(objectives.mean_pretraining_loss(mlm_only, 20.0)) == 2.0
 
 
+@pytest.mark.parametrize("objective", ["mc", "rtd", "mlm"])
+def test_a_batch_of_padding_only_has_loss_zero(objective):
+    """Nothing to mask or discriminate: the reference's "nothing masked" case (loss 0), not a crash in the
+    sampling (its vocabulary head gets no rows)."""
+    torch.manual_seed(0)
+    model = McBertForPreTraining(McBertConfig(**TINY, objective=objective))
+    ids = batch()["input_ids"]
+    out = model(ids, attention_mask=torch.zeros_like(ids), generator=seeded())
+    assert float(out.loss) == 0.0
+    out.loss.backward()
+    assert objectives.sample_from_vocabulary_head(torch.zeros(0, 5), torch.randn(37, 5), torch.zeros(37), 3,
+                                                  block_size=8, sub_block_size=4).shape == (0, 3)
+
+
 @pytest.mark.parametrize("objective", ["mc", "rtd"])
 def test_model_loss_is_mlm_plus_weighted_discriminator_from_its_own_outputs(objective):
     torch.manual_seed(0)
