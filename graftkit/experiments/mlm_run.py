@@ -29,6 +29,12 @@ NEVER = "never reached"
 PLATEAU_MARGIN = 0.1
 
 
+def off_plateau_loss(unigram: float) -> float:
+    """The validation loss at or below which a run has left the unigram plateau (``unigram``: see
+    :func:`unigram_loss`)."""
+    return unigram - PLATEAU_MARGIN
+
+
 @dataclass(frozen=True)
 class MLMCorpus:
     """Train and validation id rows (``[CLS] w1 .. wn [SEP]``, right-padded to ``max_len``) and their vocabulary."""

@@ -11,7 +11,15 @@ from typing import Any
 import torch
 
 from graftkit.experiments import mlm_run
-from graftkit.experiments.mlm_run import MLMCorpus, MLMTraining, mlm_corpus, steps_to_reach, train_mlm
+from graftkit.experiments.mlm_run import (
+    PLATEAU_MARGIN,
+    MLMCorpus,
+    MLMTraining,
+    mlm_corpus,
+    off_plateau_loss,
+    steps_to_reach,
+    train_mlm,
+)
 from graftkit.registry import Outcome, RunContext, experiment
 
 #: the arms of each grid cell: Post-LN with warm-up sets the target, the two no-warm-up arms race to it
@@ -102,7 +110,6 @@ class WarmupGrid:
 #: runs the judged cell only; --full sweeps the grid.
 QUICK_GRID = WarmupGrid(depths=(6,), lrs=(2e-3,), judged=(6, 2e-3), steps=600, eval_every=25)
 FULL_GRID = WarmupGrid(depths=(6, 12), lrs=(1e-3, 2e-3, 5e-3), judged=(6, 2e-3), steps=600, eval_every=25)
-PLATEAU_MARGIN = mlm_run.PLATEAU_MARGIN
 
 
 def _train(position: str, warmup: bool, layers: int, lr: float, seed: int, grid: WarmupGrid, corpus: MLMCorpus,
@@ -160,7 +167,7 @@ def _judged(metrics: dict[str, Any]) -> bool | None:
     models learn word frequencies only, and warm-up cannot matter)."""
     if "steps_pre_nowarmup" not in metrics:
         return None
-    if not metrics["target_loss"] <= metrics["unigram_loss"] - PLATEAU_MARGIN:
+    if not metrics["target_loss"] <= off_plateau_loss(metrics["unigram_loss"]):
         return None
     return _effect_in_cell({"pre_nowarmup": metrics["steps_pre_nowarmup"],
                             "post_nowarmup": metrics["steps_post_nowarmup"]})
@@ -220,7 +227,7 @@ def warmup(ctx: RunContext) -> Outcome:
             key = _run_key(position, warm)
             curve = curves[layers, lr, key]
             steps[key] = steps_to_reach(curve, target, grid.eval_every)
-            leave[key] = steps_to_reach(curve, plateau - PLATEAU_MARGIN, grid.eval_every)
+            leave[key] = steps_to_reach(curve, off_plateau_loss(plateau), grid.eval_every)
             finals[layers, lr, key] = curve[-1]
             table.append({"layers": layers, "lr": lr, "layer_norm": position,
                           "warmup_steps": grid.warmup_steps if warm else 0, "final_valid_loss": curve[-1],

@@ -9,7 +9,15 @@ from typing import Any
 import torch
 
 from graftkit.experiments import mlm_run
-from graftkit.experiments.mlm_run import MLMCorpus, MLMTraining, mlm_corpus, steps_to_reach, train_mlm
+from graftkit.experiments.mlm_run import (
+    PLATEAU_MARGIN,
+    MLMCorpus,
+    MLMTraining,
+    mlm_corpus,
+    off_plateau_loss,
+    steps_to_reach,
+    train_mlm,
+)
 from graftkit.registry import Outcome, RunContext, experiment
 
 # arm -> (label, model kind, TUPE position mode)
@@ -21,7 +29,6 @@ ARMS: dict[str, tuple[str, str, str | None]] = {
 #: a TUPE arm must reach BERT-A's final validation loss within this fraction of BERT-A's steps
 MAX_STEP_FRACTION = 0.5
 #: BERT-A's final loss must have left the unigram plateau for the comparison to decide anything
-PLATEAU_MARGIN = mlm_run.PLATEAU_MARGIN
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ def step_fractions(curves: dict[str, list[float]], eval_every: int) -> dict[str,
 
 
 def _supported(metrics: dict[str, Any]) -> bool | None:
-    if "unigram_loss" in metrics and not metrics["target_loss"] <= metrics["unigram_loss"] - PLATEAU_MARGIN:
+    if "unigram_loss" in metrics and not metrics["target_loss"] <= off_plateau_loss(metrics["unigram_loss"]):
         return None  # BERT-A never left the word-frequency plateau: reaching its loss shows nothing
     fractions = [metrics.get("fraction_tupe_a"), metrics.get("fraction_tupe_r")]
     return all(f is not None and f <= MAX_STEP_FRACTION for f in fractions)
@@ -132,7 +139,7 @@ def tupe_vs_bert(ctx: RunContext) -> Outcome:
     metrics: dict[str, Any] = {"target_loss": target, "unigram_loss": plateau}
     table = []
     for arm, (label, _, _) in ARMS.items():
-        leave = steps_to_reach(curves[arm], plateau - PLATEAU_MARGIN, settings.eval_every)
+        leave = steps_to_reach(curves[arm], off_plateau_loss(plateau), settings.eval_every)
         metrics[f"final_loss_{arm}"] = curves[arm][-1]
         metrics[f"steps_to_leave_plateau_{arm}"] = leave
         row = {"arm": label, "final_valid_loss": curves[arm][-1], "best_valid_loss": min(curves[arm]),
