@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                                    "(encoder, multi-choice head and meta controller), with identical outputs and a "
                                    "tokenizer with the fairseq dictionary's ids (+ <mask>, <neither>).")
     c.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
-    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty)")
+    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty, unless --force)")
     c.add_argument("--with-controller", action="store_true",
                    help="keep the pre-training parts: McBertForPreTraining instead of the encoder alone")
     add_tokenizer_arguments(c)

@@ -40,6 +40,6 @@ def register(subparsers) -> None:
                                    "hf_models.TupeForMaskedLM with identical outputs, and a tokenizer with the "
                                    "fairseq dictionary's ids, so AutoTokenizer and pipeline('fill-mask') work.")
     c.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
-    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty)")
+    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty, unless --force)")
     add_tokenizer_arguments(c)
     c.set_defaults(func=_convert)
