@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..core.attention import padding_bias
@@ -47,6 +48,14 @@ class McBertPreTrainedModel(EncoderPreTrainedModel):
     config: McBertConfig
     config_class = McBertConfig
     base_model_prefix = "mc_bert"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The core's init (HF's default), plus the pre-training model's own parameter: the shared vocabulary
+        bias starts at 0 (as the reference's output bias). HF runs this on every module whose weights a
+        checkpoint does not hold, e.g. the head and meta controller when pre-training starts from an encoder."""
+        super()._init_weights(module)
+        if isinstance(module, McBertForPreTraining):
+            init.zeros_(module.vocabulary_bias)
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
         """The core's save, plus :mod:`.objectives` (imported by the config and model modules) for
@@ -153,6 +162,31 @@ class McBertForPreTraining(McBertPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.mc_bert.set_input_embeddings(value)
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """HF's resize of the word embeddings (shared by the meta controller and the candidate scores), and of
+        the vocabulary bias with them: kept rows keep their values, new rows start at 0 (the init)."""
+        size = self.config.vocab_size if new_num_tokens is None else new_num_tokens
+        if pad_to_multiple_of is not None:
+            size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
+        needed = {name: getattr(self.config, name) for name in self.config.token_id_fields
+                  if getattr(self.config, name) is not None}
+        for name, token_id in needed.items():
+            if token_id >= size:
+                raise ValueError(f"cannot resize the vocabulary to {size} tokens: {name}={token_id} would be "
+                                 "outside it")
+        if size < self.config.num_candidates:
+            raise ValueError(f"cannot resize the vocabulary to {size} tokens: fewer than num_candidates "
+                             f"(k={self.config.num_candidates})")
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        old_bias, rows = self.vocabulary_bias, embeddings.num_embeddings
+        if old_bias.shape[0] != rows:
+            new_bias = old_bias.new_zeros(rows)
+            kept = min(rows, old_bias.shape[0])
+            new_bias[:kept] = old_bias.detach()[:kept]
+            self.vocabulary_bias = nn.Parameter(new_bias, requires_grad=old_bias.requires_grad)
+        return embeddings
 
     def forward(
         self,

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from weight_init import assert_init_sets_every_buffer, assert_init_sets_every_weight
 
 from hf_models import (
     McBertConfig,
@@ -500,6 +501,55 @@ def test_loads_with_trust_remote_code_without_graftkit(tmp_path):
     result = torch.load(tmp_path / "out.pt")
     assert result["module"].startswith("transformers_modules.")
     torch.testing.assert_close(result["loss"], model(**batch(), generator=seeded(1)).loss)
+
+
+ALL_CLASSES = [McBertModel, McBertForPreTraining, McBertForSequenceClassification, McBertForTokenClassification]
+
+
+@pytest.mark.parametrize("cls, objective", [(cls, "mc") for cls in ALL_CLASSES]
+                         + [(McBertForPreTraining, "rtd"), (McBertForPreTraining, "mlm")])
+def test_weight_init_sets_every_weight_and_buffer(cls, objective):
+    """transformers' common tests test_can_init_all_missing_weights and test_init_weights_can_init_buffers
+    (the objective changes the pre-training model only)."""
+    config = McBertConfig(**TINY, objective=objective, num_labels=3)
+    assert_init_sets_every_weight(cls, config)
+    assert_init_sets_every_buffer(cls, config)
+
+
+def test_pretraining_from_an_encoder_folder_starts_as_a_fresh_head(tmp_path):
+    """The head, the meta controller and the vocabulary bias a McBertModel folder lacks get the weight init:
+    the loss is finite and equals that of a fresh model holding the same weights."""
+    config = McBertConfig(**TINY)
+    McBertModel(config).save_pretrained(tmp_path)
+    loaded = McBertForPreTraining.from_pretrained(tmp_path)
+    assert torch.equal(loaded.vocabulary_bias, torch.zeros(config.vocab_size))
+    fresh = McBertForPreTraining(config)
+    state = {k: v for k, v in loaded.state_dict().items() if k != "vocabulary_bias"}
+    assert fresh.load_state_dict(state, strict=False).missing_keys == ["vocabulary_bias"]
+    loss = loaded.eval()(**batch(), generator=seeded(1)).loss
+    assert torch.isfinite(loss)
+    assert torch.equal(loss, fresh.eval()(**batch(), generator=seeded(1)).loss)
+
+
+@pytest.mark.parametrize("objective", ["mc", "rtd", "mlm"])
+def test_resizing_the_vocabulary_resizes_the_vocabulary_bias(objective):
+    model = McBertForPreTraining(McBertConfig(**TINY, objective=objective))
+    with torch.no_grad():
+        model.vocabulary_bias.copy_(torch.arange(40.0))
+    model.resize_token_embeddings(50)
+    assert model.config.vocab_size == 50 and model.get_input_embeddings().num_embeddings == 50
+    assert torch.equal(model.vocabulary_bias, torch.cat([torch.arange(40.0), torch.zeros(10)]))
+    ids = torch.randint(6, 50, (3, 12))
+    ids[:, 0] = 49  # a new token
+    loss = model(ids, generator=seeded()).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert model.vocabulary_bias.grad.shape == (50,)
+    model.resize_token_embeddings(30, pad_to_multiple_of=16)  # shrink: the kept rows keep their values
+    assert torch.equal(model.vocabulary_bias.detach(), torch.arange(32.0))
+    with pytest.raises(ValueError, match="neither_token_id=5"):
+        model.resize_token_embeddings(5)
+    assert model.vocabulary_bias.shape == (32,)  # refused before any change
 
 
 def test_main_model_is_the_cores_base_model_left_padding_included():
