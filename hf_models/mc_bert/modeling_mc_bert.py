@@ -7,8 +7,9 @@ The encoders are graftkit's shared core (``hf_models.core``); the method's math 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import initialization as init
@@ -40,6 +41,9 @@ from .objectives import (
     sample_replacements,
     token_cross_entropy_sum,
 )
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction
 
 
 class McBertPreTrainedModel(EncoderPreTrainedModel):
@@ -194,19 +198,36 @@ class McBertForPreTraining(McBertPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         special_tokens_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        return_loss: bool = True,
         return_dict: bool | None = None,
     ) -> McBertForPreTrainingOutput | tuple:
         """Mask ``mask_prob`` of the non-pad tokens (never those of ``special_tokens_mask``), then
-        :meth:`pretrain`. ``attention_mask`` 1 = real token, 0 = padding (all real when None)."""
+        :meth:`pretrain`. ``attention_mask`` 1 = real token, 0 = padding (all real when None).
+
+        ``labels`` (optional, [batch, seq]): a masked-LM collator's choice instead (``DataCollatorForLanguage
+        Modeling``, as ``run_mlm.py`` uses): the positions whose label is not -100 are the masked ones and their
+        labels the original tokens; what the collator put in ``input_ids`` there (<mask>, a random or the same
+        token) is not read, as MC-BERT masks every chosen position with <mask>; ``config.mask_prob`` is then
+        unused. The loss is always computed: ``return_loss=True`` tells HF's ``Trainer`` so, which then evaluates
+        it also without labels when ``TrainingArguments(label_names=[])`` (with labels it does anyway).
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape [batch, seq_len], got {tuple(input_ids.shape)}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        maskable = attention_mask.bool()
-        if special_tokens_mask is not None:
-            maskable = maskable & ~special_tokens_mask.bool()
-        masked = choose_masked_positions(maskable, self.config.mask_prob, generator)
+        if labels is not None:
+            if labels.shape != input_ids.shape:
+                raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, "
+                                 f"got {tuple(labels.shape)}")
+            masked = labels != -100
+            input_ids = torch.where(masked, labels, input_ids)
+        else:
+            maskable = attention_mask.bool()
+            if special_tokens_mask is not None:
+                maskable = maskable & ~special_tokens_mask.bool()
+            masked = choose_masked_positions(maskable, self.config.mask_prob, generator)
         output = self.pretrain(input_ids, masked, attention_mask, token_type_ids, generator)
         return maybe_tuple(output, return_dict, self.config)
 
@@ -279,6 +300,16 @@ class McBertForPreTraining(McBertPreTrainedModel):
             loss_parts=parts)
 
 
+def pretraining_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """``compute_metrics`` for HF's ``Trainer`` evaluating :class:`McBertForPreTraining`: each part of the loss,
+    ``mlm_loss`` (the meta controller's, or the main model's for "mlm") and ``discriminator_loss`` (the mean
+    per-token multi-choice or RTD loss), averaged over the evaluation batches as ``eval_loss`` is, so that
+    eval_loss = eval_mlm_loss + λ · eval_discriminator_loss. The Trainer calls it when the batches carry labels
+    (``DataCollatorForLanguageModeling``); the other outputs are ``config.keys_to_ignore_at_inference``."""
+    parts = prediction.predictions if isinstance(prediction.predictions, tuple) else (prediction.predictions,)
+    return {name: float(np.mean(values)) for name, values in zip(("mlm_loss", "discriminator_loss"), parts)}
+
+
 class McBertForSequenceClassification(McBertPreTrainedModel, EncoderForSequenceClassification):
     """Pooled [CLS] -> dropout -> linear over the main model; loss by ``config.problem_type``, as in BERT."""
 
@@ -295,6 +326,7 @@ McBertPreTrainedModel.auto_classes = {
     "AutoConfig": McBertConfig,
     "AutoModel": McBertModel,
     "AutoModelForPreTraining": McBertForPreTraining,
+    "AutoModelForMaskedLM": McBertForPreTraining,  # what run_mlm.py loads: MC-BERT's masked-LM pre-training
     "AutoModelForSequenceClassification": McBertForSequenceClassification,
     "AutoModelForTokenClassification": McBertForTokenClassification,
 }
@@ -306,4 +338,5 @@ __all__ = [
     "McBertForTokenClassification",
     "McBertModel",
     "McBertPreTrainedModel",
+    "pretraining_metrics",
 ]
