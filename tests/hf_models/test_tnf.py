@@ -443,3 +443,49 @@ def test_notes_start_from_the_init_when_loading_a_backbone_folder(tmp_path, firs
         assert not notes.has_note.any() and torch.equal(notes.notes, torch.zeros(50, 16))
     else:
         assert notes.has_note.all() and 0.01 < float(notes.notes.std()) < 0.03  # N(0, 0.02²)
+
+
+def test_a_bf16_model_trains():
+    model = _model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train().to(torch.bfloat16)
+    ids, mask, spans, labels = _batch()
+    labels[0, 5] = ids[0, 5]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # the first step takes notes, the second mixes them in and updates them by EMA
+        loss = model(ids, attention_mask=mask, labels=labels, rare_spans=spans).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert model.notes.has_note.tolist() == [True, True, True, True] and torch.isfinite(model.notes.notes).all()
+
+
+def _training_inputs():
+    ids, mask, spans, labels = _batch()
+    labels[0, 5] = ids[0, 5]
+    return dict(input_ids=ids, attention_mask=mask, labels=labels, rare_spans=spans)
+
+
+@pytest.mark.slow
+def test_training_forward_compiles_and_exports_with_the_note_update():
+    """fullgraph=True and torch.export take the whole training step, the note update included (fixed shapes:
+    dense per-word sums), and give eager's loss, gradients and notes."""
+    eager = _model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
+    for _ in range(2):  # first notes, then mixed and EMA-updated
+        want = eager(**_training_inputs()).loss
+        got = compiled(**_training_inputs()).loss
+        torch.testing.assert_close(got, want)
+        want.backward()
+        got.backward()
+        torch.testing.assert_close(twin.notes.notes, eager.notes.notes)
+        assert torch.equal(twin.notes.has_note, eager.notes.has_note)
+    grad = twin.bert.embeddings.word_embeddings.weight.grad
+    torch.testing.assert_close(grad, eager.bert.embeddings.word_embeddings.weight.grad)
+    exported = _model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    exported.notes.notes.copy_(twin.notes.notes)
+    exported.notes.has_note.copy_(twin.notes.has_note)
+    program = torch.export.export(exported, (), kwargs=_training_inputs()).module()
+    reference = copy.deepcopy(exported)
+    torch.testing.assert_close(program(**_training_inputs()).loss, reference(**_training_inputs()).loss)
+    torch.testing.assert_close(program.notes.notes, reference.notes.notes)  # the update is in the program
