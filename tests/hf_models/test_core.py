@@ -20,6 +20,7 @@ from hf_models.core import (
     validate_encoder_config,
     write_remote_code,
 )
+from hf_models.core.modeling import positional_attention_bias
 
 
 def encoder_config(**overrides) -> SimpleNamespace:
@@ -417,14 +418,17 @@ def _positional_model(**overrides):
 
     config = PreLNBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                              intermediate_size=48, max_position_embeddings=12, hidden_dropout_prob=0.0,
-                             attention_probs_dropout_prob=0.0, **overrides)
-    return EncoderModel(config, positional_bias=_RecordingBias(4), attention_scale=0.1).eval()
+                             attention_probs_dropout_prob=0.0, position_embedding_type="tupe_absolute",
+                             **overrides)
+    model = EncoderModel(config).eval()
+    model.positional_bias = _RecordingBias(4)  # TUPE's term, swapped for one that records its positions
+    return model
 
 
 def test_a_positional_bias_replaces_the_input_positions_and_reaches_every_layer():
     model = _positional_model()
     assert model.embeddings.position_embeddings is None
-    assert all(layer.attention.scale == 0.1 for layer in model.encoder.layers)
+    assert all(layer.attention.scale == (2 * 8) ** -0.5 for layer in model.encoder.layers)  # TUPE's 1/sqrt(2d)
     ids = torch.randint(2, 50, (3, 6))
     mask = torch.ones(3, 6, dtype=torch.long)
     mask[2, 4:] = 0
@@ -473,7 +477,7 @@ def test_without_a_positional_bias_the_input_carries_the_positions():
     model = PreLNBertModel(PreLNBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
                                            num_attention_heads=4, intermediate_size=48))
     assert model.positional_bias is None and model.embeddings.position_embeddings is not None
-    assert model.positional_attention_bias(None, torch.ones(1, 3), torch.zeros(1, 3, 32)) is None
+    assert positional_attention_bias(model.positional_bias, None, torch.ones(1, 3), torch.zeros(1, 3, 32)) is None
 
 
 MODEL_CONFIGS = ["PreLNBertConfig", "TupeConfig", "McBertConfig", "TnfConfig"]
@@ -491,10 +495,12 @@ def test_model_configs_extend_the_cores_config(name):
     own = {field.name: field.default for field in dataclasses.fields(cls)}
     assert issubclass(cls, EncoderConfig) and shared.keys() <= own.keys()
     # a model declares only its own fields and the defaults it changes (Pre-LN BERT and TNF: "pre" / "post")
+    # (TUPE: position_embedding_type, None = from its earlier position_mode field, else TUPE-A)
+    changed = {"layer_norm_position", "position_embedding_type"}
     redeclared = set(vars(cls).get("__annotations__", {})) & shared.keys()
-    assert redeclared <= {"layer_norm_position"}
-    assert {k: v for k, v in own.items() if k in shared and k != "layer_norm_position"} == {
-        k: v for k, v in shared.items() if k != "layer_norm_position"}
+    assert redeclared <= changed
+    assert {k: v for k, v in own.items() if k in shared and k not in changed} == {
+        k: v for k, v in shared.items() if k not in changed}
     # the core's validation runs for every model config
     with pytest.raises(ValueError, match=r"hidden_size \(100\) must be divisible by num_attention_heads \(12\)"):
         cls(hidden_size=100)
