@@ -524,3 +524,42 @@ def test_remote_code_carries_the_core_config(tmp_path):
     written = {p.name for p in write_remote_code(tmp_path, [TupeConfig])}
     assert {"configuration_tupe.py", "config.py", "activations.py"} <= written
     assert "from .config import EncoderConfig" in (tmp_path / "configuration_tupe.py").read_text()
+
+
+_TOKENIZER_AFTER_REMOTE_MODEL = """
+import importlib.abc, sys
+class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, HideGraftkit())
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+model = AutoModelForMaskedLM.from_pretrained(sys.argv[1], trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])  # a user's plain call: no trust_remote_code
+print(type(model).__name__, tokenizer("the list")["input_ids"])
+"""
+
+
+@pytest.mark.slow
+def test_a_plain_auto_tokenizer_call_after_a_remote_code_load_neither_prompts_nor_warns(tmp_path):
+    # issue 24: AutoTokenizer reads the model config first; the remote config's model type was unknown to
+    # AutoConfig, so it prompted "Do you wish to run the custom code?" and fell back to a bare config
+    # ("model of type `preln_bert` to instantiate a model of type ``")
+    import os
+    import subprocess
+    import sys
+
+    from graftkit.data.text import WordVocab, english_sentences
+    from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
+
+    tokenizer = WordVocab.build(english_sentences()[:40]).to_hf_tokenizer(model_max_length=16)
+    PreLNBertForMaskedLM(PreLNBertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    (tmp_path / "load.py").write_text(_TOKENIZER_AFTER_REMOTE_MODEL)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / "m")], cwd=tmp_path, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+    output = result.stdout + result.stderr
+    assert "PreLNBertForMaskedLM [" in result.stdout
+    assert "Do you wish to run the custom code" not in output and "to instantiate a model of type" not in output
