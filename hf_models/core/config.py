@@ -64,6 +64,13 @@ def validate_position_encoding(config: Any) -> None:
         raise ValueError(f"position_embedding_type must be one of {POSITION_EMBEDDING_TYPES}, "
                          f"got {position_embedding_type!r}")
     if not uses_tupe(config):
+        # TUPE's settings on BERT's input positions would be silently unused: refuse them
+        for name, default in (("untie_cls", True), ("relative_attention_num_buckets", 32),
+                              ("relative_attention_max_distance", 128)):
+            if getattr(config, name, default) != default:
+                raise ValueError(f"{name}={getattr(config, name)!r} is a setting of TUPE's positional term: it "
+                                 f"needs position_embedding_type 'tupe_absolute' or 'tupe_relative', got "
+                                 f"{position_embedding_type!r}")
         return
     if not isinstance(config.untie_cls, bool):
         raise ValueError(f"untie_cls must be True or False, got {config.untie_cls!r}")
