@@ -45,8 +45,9 @@ def gradnorm(ctx: RunContext) -> Outcome:
     depths = [2, 4, 6, 8, 12] if ctx.quick else [2, 4, 6, 8, 12, 16, 24]
     seeds = 5 if ctx.quick else 10
     size = dict(batch=4, seq_len=16) if ctx.quick else dict(batch=8, seq_len=32)
-    linear = gn.measure(depths, seeds, gn.GradNormSettings(d_model=64, loss="linear", **size))
-    softmax = gn.measure(depths, seeds, gn.GradNormSettings(d_model=64, loss="softmax", **size))
+    linear = gn.measure(depths, seeds, gn.GradNormSettings(d_model=64, loss="linear", **size), first_seed=ctx.seed)
+    softmax = gn.measure(depths, seeds, gn.GradNormSettings(d_model=64, loss="softmax", **size),
+                         first_seed=ctx.seed)
     figure = gn.plot(linear, ctx.figure_path("gradnorm.png"))
     figure_softmax = gn.plot(softmax, ctx.figure_path("gradnorm_softmax.png"))
     table = [{**row, **{f"{k}_softmax": v for k, v in soft.items() if k != "depth"}}
@@ -57,7 +58,8 @@ def gradnorm(ctx: RunContext) -> Outcome:
         table=table, figures=[figure, figure_softmax],
         data="SYNTHETIC: Gaussian token vectors N(0, I) into graftkit's shared encoder (hf_models.core) at "
              "initialization; no training.",
-        notes=f"d_model 64, 4 heads, ReLU FFN 4d, Xavier-normal weights, depths {depths}, {seeds} seeds, "
+        notes=f"d_model 64, 4 heads, ReLU FFN 4d, Xavier-normal weights, depths {depths}, {seeds} seeds "
+              f"({ctx.seed} to {ctx.seed + seeds - 1}), "
               f"batch {size['batch']} x {size['seq_len']} tokens. Verdict from the theory's setting: a loss "
               "whose gradient w.r.t. the output does not depend on the representation (random linear "
               "read-out). The softmax columns (cross-entropy of a random read-out against random labels) are "
