@@ -14,7 +14,17 @@ from dataclasses import dataclass
 
 import torch
 
-from graftkit.data.text import MASK, PAD, SPECIAL_TOKENS, WordVocab, english_sentences, split_corpus
+from graftkit.data.text import (
+    CLS,
+    MASK,
+    PAD,
+    SEP,
+    SPECIAL_TOKENS,
+    WordVocab,
+    english_documents,
+    english_sentences,
+    split_corpus,
+)
 from graftkit.errors import GraftkitError, check_int, check_number
 
 #: the seed of the validation masks: one fixed set of masked positions for every run
@@ -61,6 +71,73 @@ def mlm_corpus(vocab_size: int, max_len: int) -> MLMCorpus:
     train, valid = split_corpus(english_sentences(), valid_fraction=0.1, seed=0)
     vocab = WordVocab.build(train, max_size=vocab_size)
     return MLMCorpus(vocab, vocab.encode_rows(train, max_len), vocab.encode_rows(valid, max_len))
+
+
+def packed_corpus(vocab_size: int, max_len: int) -> MLMCorpus:
+    """graftkit's real English documents (one help page or docstring each), split 90/10 by document (seed 0),
+    as rows packed from consecutive sentences: ``[CLS] s1 [SEP] s2 [SEP] ..`` up to ``max_len`` tokens, a row
+    never crossing a document and a sentence never split across rows (a sentence longer than a row is cut);
+    the rest of a row is [PAD]. Validation documents leave out the sentences that also occur in a training
+    document. In such rows positions carry signal across sentences: which sentence a word is in, how far
+    the neighbouring sentence boundary is, the earlier sentences of the same page."""
+    check_int("vocab_size", vocab_size, minimum=len(SPECIAL_TOKENS) + 1)
+    check_int("max_len", max_len, minimum=3)
+    train_docs, valid_docs = split_corpus(english_documents(), valid_fraction=0.1, seed=0)
+    seen = {s for doc in train_docs for s in doc}
+    valid_docs = [kept for doc in valid_docs if (kept := [s for s in doc if s not in seen])]
+    vocab = WordVocab.build((s for doc in train_docs for s in doc), max_size=vocab_size)
+    return MLMCorpus(vocab, _pack(train_docs, vocab, max_len), _pack(valid_docs, vocab, max_len))
+
+
+def markov_corpus(words: int, successors: int, max_len: int, train_rows: int, valid_rows: int,
+                  seed: int = 0) -> MLMCorpus:
+    """SYNTHETIC rows ``[CLS] w1 .. wn [SEP]`` (n = ``max_len`` - 2) of a first-order Markov chain over
+    ``words`` word types: each word has ``successors`` possible next words (chosen at random, weights from a
+    flat Dirichlet), the first word is uniform. A masked word is then almost fixed by its neighbours, while
+    word frequencies alone say little (the unigram loss is near log ``words``): context signal that sits at
+    fixed relative positions. The chain follows ``seed``; training and validation rows are drawn
+    independently from it."""
+    check_int("words", words, minimum=2)
+    check_int("successors", successors, minimum=1)
+    check_int("max_len", max_len, minimum=3)
+    check_int("train_rows", train_rows)
+    check_int("valid_rows", valid_rows)
+    if successors > words:
+        raise GraftkitError(f"successors ({successors}) must be at most words ({words})")
+    g = torch.Generator().manual_seed(seed)
+    first = len(SPECIAL_TOKENS)
+    nexts = torch.stack([torch.randperm(words, generator=g)[:successors] for _ in range(words)])
+    weights = -torch.rand(words, successors, generator=g).log()  # Dirichlet(1, .., 1), unnormalised
+    transition = torch.zeros(words, words).scatter_(1, nexts, weights / weights.sum(1, keepdim=True))
+    vocab = WordVocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(words)])
+
+    def rows(n: int) -> torch.Tensor:
+        chain = torch.empty(n, max_len - 2, dtype=torch.long)
+        chain[:, 0] = torch.randint(words, (n,), generator=g)
+        for t in range(1, max_len - 2):
+            chain[:, t] = torch.multinomial(transition[chain[:, t - 1]], 1, generator=g).squeeze(1)
+        out = torch.empty(n, max_len, dtype=torch.long)
+        out[:, 0], out[:, -1], out[:, 1:-1] = vocab.index[CLS], vocab.index[SEP], chain + first
+        return out
+
+    return MLMCorpus(vocab, rows(train_rows), rows(valid_rows))
+
+
+def _pack(documents: Sequence[Sequence[str]], vocab: WordVocab, max_len: int) -> torch.Tensor:
+    rows: list[list[int]] = []
+    for doc in documents:
+        row = [vocab.index[CLS]]
+        for sentence in doc:
+            ids = vocab.encode(sentence)[: max_len - 2] + [vocab.index[SEP]]
+            if len(row) + len(ids) > max_len:
+                rows.append(row)
+                row = [vocab.index[CLS]]
+            row += ids
+        rows.append(row)
+    out = torch.full((len(rows), max_len), vocab.index[PAD], dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
 
 
 def bert_mask(ids: torch.Tensor, vocab: WordVocab, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
