@@ -21,11 +21,11 @@ from graftkit.data.text import (
     SEP,
     SPECIAL_TOKENS,
     WordVocab,
-    english_documents,
     english_sentences,
     split_corpus,
 )
 from graftkit.errors import GraftkitError, check_int, check_number
+from graftkit.experiments.protocol import Gate
 
 #: the seed of the validation masks: one fixed set of masked positions for every run
 VALID_MASK_SEED = 12345
@@ -73,22 +73,6 @@ def mlm_corpus(vocab_size: int, max_len: int) -> MLMCorpus:
     return MLMCorpus(vocab, vocab.encode_rows(train, max_len), vocab.encode_rows(valid, max_len))
 
 
-def packed_corpus(vocab_size: int, max_len: int) -> MLMCorpus:
-    """graftkit's real English documents (one help page or docstring each), split 90/10 by document (seed 0),
-    as rows packed from consecutive sentences: ``[CLS] s1 [SEP] s2 [SEP] ..`` up to ``max_len`` tokens, a row
-    never crossing a document and a sentence never split across rows (a sentence longer than a row is cut);
-    the rest of a row is [PAD]. Validation documents leave out the sentences that also occur in a training
-    document. In such rows positions carry signal across sentences: which sentence a word is in, how far
-    the neighbouring sentence boundary is, the earlier sentences of the same page."""
-    check_int("vocab_size", vocab_size, minimum=len(SPECIAL_TOKENS) + 1)
-    check_int("max_len", max_len, minimum=3)
-    train_docs, valid_docs = split_corpus(english_documents(), valid_fraction=0.1, seed=0)
-    seen = {s for doc in train_docs for s in doc}
-    valid_docs = [kept for doc in valid_docs if (kept := [s for s in doc if s not in seen])]
-    vocab = WordVocab.build((s for doc in train_docs for s in doc), max_size=vocab_size)
-    return MLMCorpus(vocab, _pack(train_docs, vocab, max_len), _pack(valid_docs, vocab, max_len))
-
-
 def markov_corpus(words: int, successors: int, max_len: int, train_rows: int, valid_rows: int,
                   seed: int = 0) -> MLMCorpus:
     """SYNTHETIC rows ``[CLS] w1 .. wn [SEP]`` (n = ``max_len`` - 2) of a first-order Markov chain over
@@ -123,21 +107,40 @@ def markov_corpus(words: int, successors: int, max_len: int, train_rows: int, va
     return MLMCorpus(vocab, rows(train_rows), rows(valid_rows))
 
 
-def _pack(documents: Sequence[Sequence[str]], vocab: WordVocab, max_len: int) -> torch.Tensor:
-    rows: list[list[int]] = []
-    for doc in documents:
-        row = [vocab.index[CLS]]
-        for sentence in doc:
-            ids = vocab.encode(sentence)[: max_len - 2] + [vocab.index[SEP]]
-            if len(row) + len(ids) > max_len:
-                rows.append(row)
-                row = [vocab.index[CLS]]
-            row += ids
-        rows.append(row)
-    out = torch.full((len(rows), max_len), vocab.index[PAD], dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row)
-    return out
+@dataclass(frozen=True)
+class MarkovData:
+    """The SYNTHETIC data of ``tupe-vs-bert`` and ``preln-warmup`` (see :func:`markov_corpus`, chain seed 0).
+
+    With 64 words of 3 successors in 16-token rows the word-frequency plateau is left within ~100 steps by
+    a 4-layer BERT (batch 32): on graftkit's real English, short rows took 250-300 steps, and rows packed to
+    64 tokens from consecutive sentences were still on it after 300 steps at lr 1e-3 and 3e-3."""
+
+    words: int = 64
+    successors: int = 3
+    max_len: int = 16
+    train_rows: int = 8000
+    valid_rows: int = 500
+
+    def corpus(self) -> MLMCorpus:
+        return markov_corpus(self.words, self.successors, self.max_len, self.train_rows, self.valid_rows)
+
+    def describe(self) -> str:
+        return (f"SYNTHETIC: rows [CLS] w1 .. w{self.max_len - 2} [SEP] of a first-order Markov chain over "
+                f"{self.words} word types, each with {self.successors} possible successors (weights from a flat "
+                f"Dirichlet; graftkit.experiments.mlm_run.markov_corpus, chain seed 0); {self.train_rows} training "
+                f"and {self.valid_rows} validation rows drawn independently; BERT masking (15%), one fixed set of "
+                "validation masks.")
+
+
+def left_plateau_gate(finals: dict[str, Sequence[float]], seeds: Sequence[int], unigram: float) -> Gate:
+    """The gate ``left_plateau``: every arm of ``finals`` (arm -> final validation loss per seed) ended, in
+    every seed, at least :data:`PLATEAU_MARGIN` below the unigram loss (a diverged run, nan, fails it)."""
+    worst = max(((math.inf if math.isnan(v) else v), arm, seed) for arm, values in finals.items()
+                for v, seed in zip(values, seeds, strict=True))
+    return Gate("left_plateau", worst[0] <= off_plateau_loss(unigram),
+                f"the highest final validation loss of {', '.join(finals)} ({worst[1]}, seed {worst[2]}) is "
+                f"{worst[0]:.3f}; leaving the plateau needs at most {off_plateau_loss(unigram):.3f} (the unigram "
+                f"loss {unigram:.3f} - {PLATEAU_MARGIN}).")
 
 
 def bert_mask(ids: torch.Tensor, vocab: WordVocab, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,13 +11,13 @@ import torch
 from graftkit.experiments import mlm_run, protocol
 from graftkit.experiments.mlm_run import (
     PLATEAU_MARGIN,
+    MarkovData,
     MLMCorpus,
     MLMTraining,
     off_plateau_loss,
     steps_to_reach,
     train_mlm,
 )
-from graftkit.experiments.protocol import Gate
 from graftkit.registry import Outcome, RunContext, experiment
 
 # arm -> (label, model kind, TUPE position mode, [CLS] untied)
@@ -32,10 +32,11 @@ JUDGED = ("tupe_a", "tupe_r")
 #: a TUPE arm must reach BERT-A's final validation loss within this fraction of BERT-A's steps
 MAX_STEP_FRACTION = 0.5
 #: Each arm's learning rate: the grid is searched at --full on the tuning seed (final validation loss after
-#: the --full budget); the quick values are what that search chose (docs/tupe.md, `--full` run).
-LEARNING_RATES = protocol.LearningRates(
-    grid=(1e-3, 2e-3, 4e-3),
-    quick={"bert_a": 4e-3, "tupe_a": 2e-3, "tupe_r": 2e-3, "tupe_a_tied_cls": 2e-3})
+#: the --full budget); the quick values are what that search chose (docs/tupe.md, `--full` run). The ablation
+#: differs from TUPE-A only in the [CLS] untying and runs at TUPE-A's lr.
+LEARNING_RATES = protocol.LearningRates(grid=(1e-3, 2e-3, 4e-3),
+                                        quick={"bert_a": 4e-3, "tupe_a": 2e-3, "tupe_r": 2e-3})
+TUNED = ("bert_a", *JUDGED)
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,8 @@ class TupeSettings:
     arms: tuple[str, ...] = ("bert_a", *JUDGED)
     warmup_fraction: float = 0.1
     batch: int = 32
-    max_len: int = 16
-    words: int = 64
-    successors: int = 3
-    train_rows: int = 8000
-    valid_rows: int = 500
     heads: int = 4
+    data: MarkovData = field(default_factory=MarkovData)
 
     def training(self, lr: float) -> MLMTraining:
         """AdamW (0.9, 0.98), eps 1e-6, weight decay 0.01 (the paper's BERT recipe), lr linear over the first
@@ -63,12 +60,12 @@ class TupeSettings:
                            warmup_steps=round(self.warmup_fraction * self.steps), betas=(0.9, 0.98), eps=1e-6,
                            weight_decay=0.01)
 
-    def corpus(self) -> MLMCorpus:
-        return mlm_run.markov_corpus(self.words, self.successors, self.max_len, self.train_rows, self.valid_rows)
 
 
 QUICK = TupeSettings(hidden=64, layers=4, steps=300, eval_every=25)
-FULL = TupeSettings(hidden=64, layers=4, steps=400, eval_every=25, arms=("bert_a", *JUDGED, "tupe_a_tied_cls"))
+#: --full: the quick budget with a third seed, the lr grid and the tied-[CLS] ablation (its seeds 0 and 1 are the
+#: quick run's, so --full reproduces quick and adds to it)
+FULL = TupeSettings(hidden=64, layers=4, steps=300, eval_every=25, arms=("bert_a", *JUDGED, "tupe_a_tied_cls"))
 
 
 def _model(arm: str, settings: TupeSettings, vocab_size: int, pad: int):
@@ -78,7 +75,7 @@ def _model(arm: str, settings: TupeSettings, vocab_size: int, pad: int):
     _, kind, position_mode, untie_cls = ARMS[arm]
     size = dict(vocab_size=vocab_size, hidden_size=settings.hidden, num_hidden_layers=settings.layers,
                 num_attention_heads=settings.heads, intermediate_size=4 * settings.hidden,
-                max_position_embeddings=settings.max_len, type_vocab_size=0, pad_token_id=pad,
+                max_position_embeddings=settings.data.max_len, type_vocab_size=0, pad_token_id=pad,
                 layer_norm_position="post")
     if kind == "bert":
         return PreLNBertForMaskedLM(PreLNBertConfig(**size))
@@ -131,8 +128,8 @@ def _budget(settings: TupeSettings, seeds: int) -> str:
           "fraction of the steps (paper: ~30% of BERT-A's; TUPE-A and TUPE-R at 300k steps beat BERT-A at 1M).",
     rule=f"BERT-A, TUPE-A and TUPE-R of one size on SYNTHETIC Markov-chain rows where a masked word is fixed "
          f"by its neighbours' positions (quick {_budget(QUICK, protocol.QUICK_SEEDS)}, full "
-         f"{_budget(FULL, protocol.FULL_SEEDS)} + the tied-[CLS] ablation); paired seeds (same data order, "
-         f"masks and initial values of the shared parts); each arm at its own lr ({LEARNING_RATES.words()}). "
+         f"{_budget(FULL, protocol.FULL_SEEDS)} + the tied-[CLS] ablation at TUPE-A's lr); paired seeds (same data "
+         f"order, masks and initial values of the shared parts); each arm at its own lr ({LEARNING_RATES.words()}). "
          f"Per seed, target = BERT-A's final validation MLM loss and fraction = the arm's steps to reach it / "
          f"BERT-A's steps (never: one evaluation past the budget). Gate: BERT-A, TUPE-A and TUPE-R end, in "
          f"every seed, at least {PLATEAU_MARGIN} nats below the unigram loss (else undecided). Supported if, "
@@ -142,16 +139,16 @@ def _budget(settings: TupeSettings, seeds: int) -> str:
 )
 def tupe_vs_bert(ctx: RunContext) -> Outcome:
     settings = QUICK if ctx.quick else FULL
-    corpus = settings.corpus()
+    corpus = settings.data.corpus()
     plateau = mlm_run.unigram_loss(corpus)
     seeds = protocol.paired_seeds(ctx.seed, ctx.quick)
     table: list[dict[str, Any]] = []
     if ctx.quick:
-        lrs = {arm: LEARNING_RATES.quick[arm] for arm in settings.arms}
+        lrs = dict(LEARNING_RATES.quick)
     else:
         lrs = {}
         tuning = protocol.tuning_seed(ctx.seed)
-        for arm in settings.arms:
+        for arm in TUNED:
             def score(lr: float, arm: str = arm) -> float:
                 stage = f"lr grid: {arm} lr {lr:g} seed {tuning}: step"
                 curve = train_curve(arm, tuning, lr, settings, corpus,
@@ -160,6 +157,7 @@ def tupe_vs_bert(ctx: RunContext) -> Outcome:
             lrs[arm], scores = protocol.best_learning_rate(LEARNING_RATES.grid, score)
             table += [{"arm": ARMS[arm][0], "lr": lr, "seed": f"{tuning} (tuning)", "final_valid_loss": value,
                        "chosen": lr == lrs[arm]} for lr, value in scores.items()]
+    lrs["tupe_a_tied_cls"] = lrs["tupe_a"]
 
     curves: dict[str, list[list[float]]] = {arm: [] for arm in settings.arms}
     for seed in seeds:
@@ -170,11 +168,7 @@ def tupe_vs_bert(ctx: RunContext) -> Outcome:
 
     bert = curves["bert_a"]
     metrics: dict[str, Any] = {"unigram_loss": plateau, **{f"lr_{arm}": lr for arm, lr in lrs.items()}}
-    worst = max((curves[arm][i][-1], arm, seed) for arm in ("bert_a", *JUDGED) for i, seed in enumerate(seeds))
-    gates = [Gate("left_plateau", worst[0] <= off_plateau_loss(plateau),
-                  f"the highest final validation loss of a judged arm or BERT-A ({worst[1]}, seed {worst[2]}) is "
-                  f"{worst[0]:.3f}; leaving the plateau needs at most {off_plateau_loss(plateau):.3f} (the unigram "
-                  f"loss {plateau:.3f} - {PLATEAU_MARGIN}).")]
+    gates = [mlm_run.left_plateau_gate({arm: [c[-1] for c in curves[arm]] for arm in TUNED}, seeds, plateau)]
     metrics |= protocol.gate_metrics(gates)
     metrics |= protocol.per_seed("target_loss", seeds, [c[-1] for c in bert])
     for arm in settings.arms:
@@ -203,11 +197,7 @@ def tupe_vs_bert(ctx: RunContext) -> Outcome:
                    "spans at most their range; it says how far the seeds agree, not a population interval.")
     return Outcome(
         metrics=metrics, table=table, figures=[figure],
-        data=f"SYNTHETIC: rows [CLS] w1 .. w{settings.max_len - 2} [SEP] of a first-order Markov chain over "
-             f"{settings.words} word types, each with {settings.successors} possible successors (weights from "
-             f"a flat Dirichlet; graftkit.experiments.mlm_run.markov_corpus, seed 0); {settings.train_rows} "
-             f"training and {settings.valid_rows} validation rows drawn independently; BERT masking (15%) with "
-             "fixed validation masks.",
+        data=settings.data.describe(),
         notes=f"hf_models PreLNBertForMaskedLM (Post-LN, learned absolute positions added to the input) vs "
               f"TupeForMaskedLM (Post-LN), both on graftkit's core: {settings.layers} layers, hidden "
               f"{settings.hidden}, {settings.heads} heads, FFN {4 * settings.hidden}, batch {settings.batch}, "
