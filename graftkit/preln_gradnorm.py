@@ -92,11 +92,16 @@ def build_encoder(position: LayerNormPosition, depth: int, settings: GradNormSet
                              hidden_act="relu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                              layer_norm_eps=1e-5, layer_norm_position=position)
     encoder = Encoder(config)
-    for module in encoder.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_normal_(module.weight)
-            nn.init.zeros_(module.bias)
+    xavier_init(encoder)
     return encoder
+
+
+def xavier_init(module: nn.Module) -> None:
+    """The theory's initialization: every linear weight Xavier-normal, every linear bias 0."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.xavier_normal_(sub.weight)
+            nn.init.zeros_(sub.bias)
 
 
 def ffn_grad_norms(position: LayerNormPosition, depth: int, seed: int,
@@ -133,6 +138,35 @@ def w2_grad_norms(encoder: nn.Module, x: torch.Tensor, loss_of) -> list[float]:
     """‖∂loss_of(encoder(x))/∂W2‖_F for every layer of ``encoder``, first to last."""
     weights = [layer.feed_forward.output.weight for layer in encoder.layers]
     grads = torch.autograd.grad(loss_of(encoder(x).last_hidden_state), weights)
+    return [float(g.norm()) for g in grads]
+
+
+def mlm_ffn_grad_norms(position: LayerNormPosition, depth: int, seed: int, inputs: torch.Tensor,
+                       attention_mask: torch.Tensor, labels: torch.Tensor, vocab_size: int, pad: int,
+                       settings: GradNormSettings = GradNormSettings()) -> list[float]:
+    """‖∂L/∂W2‖_F of every layer (first to last) of a freshly initialized ``PreLNBertForMaskedLM`` under its
+    masked-LM loss on one batch (``inputs``, ``attention_mask``, ``labels``: -100 where not masked) — the
+    quantity of the paper's per-layer picture (Xiong et al., Figure 3). Encoder linear layers as the theory
+    (:func:`xavier_init`), embeddings and head as the model's own init, no dropout; the weights follow
+    ``seed`` alone, so Post-LN and Pre-LN (the same parameters) start from the same values. The caller's
+    random state is left untouched."""
+    from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
+
+    check_int("depth", depth)
+    if position not in POSITIONS:
+        raise GraftkitError(f"layer-norm position must be one of {POSITIONS}, got {position!r}")
+    config = PreLNBertConfig(vocab_size=vocab_size, hidden_size=settings.d_model, num_hidden_layers=depth,
+                             num_attention_heads=settings.heads, intermediate_size=4 * settings.d_model,
+                             hidden_act="relu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                             layer_norm_eps=1e-5, max_position_embeddings=inputs.shape[1], type_vocab_size=0,
+                             pad_token_id=pad, layer_norm_position=position)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = PreLNBertForMaskedLM(config)
+        xavier_init(model.bert.encoder)
+    layers = model.bert.encoder.layers
+    loss = model(inputs, attention_mask=attention_mask, labels=labels).loss
+    grads = torch.autograd.grad(loss, [layer.feed_forward.output.weight for layer in layers])
     return [float(g.norm()) for g in grads]
 
 
