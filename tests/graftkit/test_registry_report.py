@@ -164,3 +164,38 @@ def test_reproduce_refuses_a_seed_numpy_or_torch_cannot_take_before_writing(tmp_
         with pytest.raises(GraftkitError, match="seed must be an integer in"):
             reproduce(list(empty_registry.values()), "quick", seed, tmp_path, {}, progress=False)
     assert not any(tmp_path.iterdir())
+
+
+_SLEEPER = """
+import sys, time
+from graftkit import cli, registry
+from graftkit.registry import experiment
+
+@experiment("sleeper", method="graphnorm", claim="c", rule="r", verdict=lambda m: None)
+def sleeper(ctx):
+    print("started", file=sys.__stdout__, flush=True)
+    time.sleep(120)
+
+registry.load_all = lambda: dict(registry._EXPERIMENTS)
+sys.exit(cli.main(["reproduce", "--out", sys.argv[1], "--no-progress"]))
+"""
+
+
+@pytest.mark.slow
+def test_sigint_to_a_running_reproduce_marks_the_run_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", _SLEEPER, str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "started"
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and err.endswith("graftkit: interrupted\n"), err
+    assert "Traceback" not in err and not (tmp_path / "latest").exists()
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["status"] == "interrupted" and saved["not_finished"] == ["sleeper"]
