@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from graftkit.errors import check_input
+
 
 def _convert(args: argparse.Namespace) -> int:
+    check_input(args.checkpoint, "CKPT")  # before fairseq is imported (seconds)
     from plugins.convert_tupe import convert_fairseq_tupe_to_hf
 
     out = convert_fairseq_tupe_to_hf(args.checkpoint, args.out, dictionary=args.dict,

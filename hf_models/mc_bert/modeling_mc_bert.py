@@ -15,7 +15,6 @@ from torch import nn
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ..core.attention import padding_bias
 from ..core.embeddings import Embeddings
 from ..core.encoder import Encoder
 from ..core.modeling import (
@@ -23,7 +22,9 @@ from ..core.modeling import (
     EncoderForTokenClassification,
     EncoderModel,
     EncoderPreTrainedModel,
+    encoder_attention_bias,
     maybe_tuple,
+    tupe_positional_bias,
 )
 from ..core.remote_code import write_remote_code
 from .configuration_mc_bert import McBertConfig
@@ -95,6 +96,8 @@ class McBertMetaController(nn.Module):
 
     It reads the main model's word embeddings E through ``embedding_projection`` (d -> d/divider; none when
     the widths are equal), and scores the vocabulary with the same projected E: LN(GELU(W h))·P(E)ᵀ + b.
+    Its positions follow ``position_embedding_type`` as the main model's: with TUPE it has its own positional
+    term at its width and heads (``positional_bias``) and no position vectors.
     """
 
     def __init__(self, config: McBertConfig) -> None:
@@ -102,9 +105,11 @@ class McBertMetaController(nn.Module):
         mc_config = _MetaControllerConfig(config)
         self.embedding_projection = (nn.Linear(config.hidden_size, mc_config.hidden_size)
                                      if mc_config.hidden_size != config.hidden_size else None)
-        self.embeddings = Embeddings(mc_config)
+        positional_bias = tupe_positional_bias(mc_config)
+        self.embeddings = Embeddings(mc_config, position_embeddings=positional_bias is None)
         self.embeddings.word_embeddings = None  # the main model's word embeddings are read instead
-        self.encoder = Encoder(mc_config)
+        self.positional_bias = positional_bias
+        self.encoder = Encoder(mc_config, attention_scale=getattr(positional_bias, "scale", None))
         self.lm_transform = PredictionTransform(mc_config.hidden_size, config.hidden_act, config.layer_norm_eps)
 
     def project(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -115,7 +120,8 @@ class McBertMetaController(nn.Module):
         """Last hidden states [batch, seq, d/divider] of the (masked) input."""
         embedded = self.embeddings(inputs_embeds=self.project(word_embeddings(input_ids)),
                                    token_type_ids=token_type_ids)
-        return self.encoder(embedded, padding_bias(attention_mask, embedded.dtype)).last_hidden_state
+        bias = encoder_attention_bias(self.positional_bias, None, attention_mask, embedded)
+        return self.encoder(embedded, bias).last_hidden_state
 
 
 @dataclass

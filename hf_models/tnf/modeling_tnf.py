@@ -94,8 +94,10 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         position_ids = resolve_position_ids(position_ids, attention_mask, seq_len, input_ids.device)
         mix, notes = self.notes.token_notes(rare_spans, seq_len,
                                             None if self.config.mix_masked_words else labels)
-        mixed = note_inputs_embeds(embeddings.word_embeddings(input_ids), embeddings.position_embeddings(position_ids),
-                                   notes, mix, self.config.note_weight)
+        # with TUPE's positions (position_embedding_type "tupe_*") the input has no position vector to mix
+        positions = None if embeddings.position_embeddings is None else embeddings.position_embeddings(position_ids)
+        mixed = note_inputs_embeds(embeddings.word_embeddings(input_ids), positions, notes, mix,
+                                   self.config.note_weight)
         outputs = self._encode(None, attention_mask, token_type_ids, position_ids, mixed,
                                output_attentions, output_hidden_states)
         self.notes.update(outputs.last_hidden_state, rare_spans, attention_mask)
