@@ -674,3 +674,27 @@ def test_init_weights_sets_the_rare_word_tables():
     config = TnfConfig(**SIZE, num_rare_words=2, rare_word_token_ids=[[5, 6], [7]], word_boundary_marks="s-" * 60)
     assert_init_covers_missing_weights(TnfForMaskedLM, config)
     assert_init_weights_sets_buffers(TnfForMaskedLM, config)
+
+
+@pytest.mark.slow
+def test_training_forward_compiles_and_exports_when_the_model_finds_the_spans():
+    """Without rare_spans the model finds them in input_ids (fixed shapes while compiling): compiled with
+    fullgraph=True and exported, equal to eager."""
+    # ids 0-4 special, "5 ##6" is rare word 0, "7" rare word 1
+    config = TnfConfig(**{**SIZE, "num_rare_words": 2}, rare_word_token_ids=[[5, 6], [7]],
+                       word_boundary_marks="x-" * 5 + "s-c-" + "s-" * 53, hidden_dropout_prob=0.0,
+                       attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    eager = TnfForMaskedLM(config).train()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
+    ids = torch.tensor([[1, 5, 6, 7, 9, 0], [1, 7, 5, 6, 6, 0]])  # row 1: "5 ##6 ##6" is another word
+    labels = torch.full_like(ids, -100)
+    labels[0, 4] = 9
+    for _ in range(2):
+        torch.testing.assert_close(compiled(ids, labels=labels).loss, eager(ids, labels=labels).loss)
+        torch.testing.assert_close(twin.notes.notes, eager.notes.notes)
+    assert eager.notes.has_note.tolist() == [True, True]
+    program = torch.export.export(copy.deepcopy(eager), (ids,), kwargs={"labels": labels}).module()
+    torch.testing.assert_close(program(ids, labels=labels).loss, eager(ids, labels=labels).loss)
+    torch.testing.assert_close(program.notes.notes, eager.notes.notes)
