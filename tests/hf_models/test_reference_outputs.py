@@ -244,10 +244,15 @@ COMPOSED_FIELDS = dict(position_embedding_type="absolute", untie_cls=True, relat
                        relative_attention_max_distance=128)
 
 
+#: fields a model type gained since b2e7509 beyond the composed ones, at their defaults (TNF: the stored rare
+#: vocabulary, docs/tnf.md)
+ADDED_FIELDS: dict[str, dict[str, object]] = {"tnf": {"rare_word_token_ids": None, "word_boundary_marks": None}}
+
+
 def _with_composed_fields(saved: str, model_type: str) -> dict:
     """A config's JSON at b2e7509 plus :data:`COMPOSED_FIELDS` (a tupe config had TUPE's fields: it gains
-    ``position_embedding_type`` matching its ``position_mode``)."""
-    fields = json.loads(saved)
+    ``position_embedding_type`` matching its ``position_mode``) and the type's :data:`ADDED_FIELDS`."""
+    fields = {**ADDED_FIELDS.get(model_type, {}), **json.loads(saved)}
     if model_type == "tupe":
         return {**fields, "position_embedding_type": f"tupe_{fields.get('position_mode', 'absolute')}"}
     return {**COMPOSED_FIELDS, **fields}
