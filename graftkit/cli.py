@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from graftkit import __version__
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, seed_argument
 from graftkit.methods import METHODS
 
 
@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"graftkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("list", help="methods and experiments, with status")
+    p = sub.add_parser("list", help="methods and experiments, with status",
+                       description="List the ten methods (available or planned), where each lives, and the "
+                                   "experiments `graftkit reproduce` can run for it.")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("reproduce", help="run experiments and write the report",
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", action="store_true", help="small CPU-sized runs (the default)")
     size.add_argument("--full", action="store_true", help="larger runs, closer to the papers (minutes each)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="report root folder (default: reports)")
-    p.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="base random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--markdown", action="store_true", help="print the verdict table as Markdown")
     p.set_defaults(func=_reproduce)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from graftkit.errors import GraftkitError, check_int
+from graftkit.errors import GraftkitError, check_int, check_seed
 
 LayerNormPosition = Literal["post", "pre"]
 Loss = Literal["linear", "softmax"]
@@ -52,6 +52,36 @@ class GradNormSettings:
             raise GraftkitError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
 
+def bytes_needed(depth: int, settings: GradNormSettings) -> tuple[int, int]:
+    """(weights, activations): about how many bytes one :func:`ffn_grad_norms` call at ``depth`` allocates.
+
+    float32 weights, 12·d² per layer (attention 4·d², FFN 8·d²); activations autograd keeps, per layer about
+    20 values per token and dimension (the FFN's 4·d hidden units among them) and twice the heads'
+    seq_len² attention weights per sequence. An estimate, to refuse sizes no machine of this size can hold.
+    """
+    s = settings
+    weights = 4 * depth * 12 * s.d_model**2
+    activations = 4 * depth * (20 * s.batch * s.seq_len * s.d_model + 2 * s.batch * s.heads * s.seq_len**2)
+    return weights, activations
+
+
+def check_fits_in_memory(depth: int, settings: GradNormSettings) -> None:
+    """A GraftkitError naming the setting (and its ``graftkit preln gradnorm`` flag) when the deepest encoder
+    would need more than this machine's memory: before torch's allocator fails with a traceback."""
+    from graftkit.runtime import physical_memory
+
+    available = physical_memory()
+    weights, activations = bytes_needed(depth, settings)
+    if available is None or weights + activations <= available:
+        return
+    s = settings
+    culprit = (f"d_model {s.d_model} (--d-model)" if weights >= activations else
+               f"batch {s.batch} x seq_len {s.seq_len} (--batch, --seq-len)")
+    raise GraftkitError(f"{culprit} is too large: the depth-{depth} encoder needs about "
+                        f"{(weights + activations) / 2**30:.3g} GiB, this machine has {available / 2**30:.3g} GiB "
+                        "of memory")
+
+
 def build_encoder(position: LayerNormPosition, depth: int, settings: GradNormSettings) -> nn.Module:
     """graftkit's shared encoder with ``depth`` layers, initialized as the theory assumes."""
     from hf_models import PreLNBertConfig
@@ -62,11 +92,16 @@ def build_encoder(position: LayerNormPosition, depth: int, settings: GradNormSet
                              hidden_act="relu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                              layer_norm_eps=1e-5, layer_norm_position=position)
     encoder = Encoder(config)
-    for module in encoder.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_normal_(module.weight)
-            nn.init.zeros_(module.bias)
+    xavier_init(encoder)
     return encoder
+
+
+def xavier_init(module: nn.Module) -> None:
+    """The theory's initialization: every linear weight Xavier-normal, every linear bias 0."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.xavier_normal_(sub.weight)
+            nn.init.zeros_(sub.bias)
 
 
 def ffn_grad_norms(position: LayerNormPosition, depth: int, seed: int,
@@ -106,6 +141,35 @@ def w2_grad_norms(encoder: nn.Module, x: torch.Tensor, loss_of) -> list[float]:
     return [float(g.norm()) for g in grads]
 
 
+def mlm_ffn_grad_norms(position: LayerNormPosition, depth: int, seed: int, inputs: torch.Tensor,
+                       attention_mask: torch.Tensor, labels: torch.Tensor, vocab_size: int, pad: int,
+                       settings: GradNormSettings = GradNormSettings()) -> list[float]:
+    """‖∂L/∂W2‖_F of every layer (first to last) of a freshly initialized ``PreLNBertForMaskedLM`` under its
+    masked-LM loss on one batch (``inputs``, ``attention_mask``, ``labels``: -100 where not masked) — the
+    quantity of the paper's per-layer picture (Xiong et al., Figure 3). Encoder linear layers as the theory
+    (:func:`xavier_init`), embeddings and head as the model's own init, no dropout; the weights follow
+    ``seed`` alone, so Post-LN and Pre-LN (the same parameters) start from the same values. The caller's
+    random state is left untouched."""
+    from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
+
+    check_int("depth", depth)
+    if position not in POSITIONS:
+        raise GraftkitError(f"layer-norm position must be one of {POSITIONS}, got {position!r}")
+    config = PreLNBertConfig(vocab_size=vocab_size, hidden_size=settings.d_model, num_hidden_layers=depth,
+                             num_attention_heads=settings.heads, intermediate_size=4 * settings.d_model,
+                             hidden_act="relu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                             layer_norm_eps=1e-5, max_position_embeddings=inputs.shape[1], type_vocab_size=0,
+                             pad_token_id=pad, layer_norm_position=position)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = PreLNBertForMaskedLM(config)
+        xavier_init(model.bert.encoder)
+    layers = model.bert.encoder.layers
+    loss = model(inputs, attention_mask=attention_mask, labels=labels).loss
+    grads = torch.autograd.grad(loss, [layer.feed_forward.output.weight for layer in layers])
+    return [float(g.norm()) for g in grads]
+
+
 def fit_exponent(depths: Sequence[int], values: Sequence[float]) -> float:
     """Least-squares slope α of log(value) = α·log(depth) + c."""
     if len(depths) != len(values) or len(set(depths)) < 2:
@@ -120,11 +184,13 @@ def fit_exponent(depths: Sequence[int], values: Sequence[float]) -> float:
 
 @dataclass
 class GradNormResult:
-    """``layers[position][depth]``: per-layer (mean, std) over seeds; ``exponents[position]``: α."""
+    """``layers[position][depth]``: per-layer (mean, std) over the seeds ``first_seed`` to
+    ``first_seed + seeds - 1``; ``exponents[position]``: α."""
 
     depths: list[int]
     seeds: int
     settings: GradNormSettings
+    first_seed: int = 0
     layers: dict[str, dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
     exponents: dict[str, float] = field(default_factory=dict)
 
@@ -144,23 +210,28 @@ class GradNormResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"settings": asdict(self.settings), "depths": self.depths, "seeds": self.seeds,
+                "first_seed": self.first_seed,
                 "exponents": self.exponents, "last_layer": self.summary_rows(), "layers": self.layer_rows()}
 
 
 def measure(depths: Sequence[int], seeds: int = 5, settings: GradNormSettings = GradNormSettings(),
-            progress: bool = False) -> GradNormResult:
-    """Per-layer FFN-W2 gradient norms for Post-LN and Pre-LN at every depth, averaged over ``seeds``."""
+            progress: bool = False, first_seed: int = 0) -> GradNormResult:
+    """Per-layer FFN-W2 gradient norms for Post-LN and Pre-LN at every depth, averaged over ``seeds``
+    initializations (seeds ``first_seed`` to ``first_seed + seeds - 1``)."""
     from tqdm.auto import tqdm
 
     depths = list(depths)
     if len(set(depths)) < 2 or any(not isinstance(d, int) or d < 1 for d in depths):
         raise GraftkitError(f"depths must be two or more distinct positive integers, got {depths}")
     check_int("seeds", seeds)
+    check_seed("first_seed", first_seed)
     depths = sorted(set(depths))
-    result = GradNormResult(depths, seeds, settings)
+    check_fits_in_memory(depths[-1], settings)
+    result = GradNormResult(depths, seeds, settings, first_seed)
     jobs = [(p, d) for p in POSITIONS for d in depths]
     for position, depth in tqdm(jobs, desc="gradnorm", disable=not progress):
-        norms = torch.tensor([ffn_grad_norms(position, depth, seed, settings) for seed in range(seeds)])
+        norms = torch.tensor([ffn_grad_norms(position, depth, seed, settings)
+                              for seed in range(first_seed, first_seed + seeds)])
         std = norms.std(0) if seeds > 1 else torch.zeros(depth)
         result.layers.setdefault(position, {})[depth] = list(zip(norms.mean(0).tolist(), std.tolist()))
     result.exponents = {p: fit_exponent(depths, result.last_layer(p)) for p in POSITIONS}

@@ -1,6 +1,7 @@
 """Run registered experiments and write the report: results.json, report.md, report.html, config.json.
 
-Each run goes to ``<out>/<timestamp>/``; ``<out>/latest`` is a symlink to the newest run.
+Each run goes to ``<out>/<timestamp>/``; ``<out>/latest`` is a symlink to the newest complete run. A run
+stopped by Ctrl-C keeps what it finished, its report marked interrupted, and ``latest`` stays where it was.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from graftkit.checkpoint import atomic_write
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_seed
 from graftkit.registry import Experiment, Mode, RunContext
 from graftkit.runtime import single_thread
 
@@ -172,9 +173,22 @@ def load_results(run_dir: Path) -> dict[str, Any]:
     return results
 
 
+def run_status_mark(results: dict[str, Any]) -> str:
+    """The line a report opens with when the run is not complete (empty when it is, or predates the status)."""
+    status = results.get("status", "complete")
+    if status == "complete":
+        return ""
+    if status == "interrupted":
+        not_finished = results.get("not_finished") or []
+        return "INTERRUPTED (Ctrl-C): this report is incomplete" + (
+            f"; not finished: {', '.join(not_finished)}." if not_finished else ".")
+    return "RUNNING (or stopped without a trace): this report is incomplete."
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     lines = [f"# graftkit reproduce — {results['mode']} run", "",
              f"Commit `{results['commit']}`, started {results['started']}, seed {results['seed']}.", "",
+             *([f"**{mark}**", ""] if (mark := run_status_mark(results)) else []),
              *verdict_table_markdown(results).splitlines()]
     for name, rec in results["experiments"].items():
         lines += ["", f"## {name}", "", f"**Paper's claim.** {rec['claim']}", "",
@@ -211,6 +225,7 @@ def render_html(results: dict[str, Any]) -> str:
     parts = [f"<h1>graftkit reproduce — {e(results['mode'])} run</h1>",
              f"<p>Commit <code>{e(results['commit'])}</code>, started {e(results['started'])}, "
              f"seed {results['seed']}.</p>",
+             *([f"<p><b>{e(mark)}</b></p>"] if (mark := run_status_mark(results)) else []),
              table(["experiment", "method", "verdict", "seconds"],
                    [[n, r["method"], verdict_word(r["supported"], r.get("error")), f"{r['seconds']:.1f}"]
                     for n, r in results["experiments"].items()])]
@@ -253,24 +268,42 @@ def write_report(run_dir: Path, results: dict[str, Any], config: dict[str, Any])
 
 def reproduce(experiments: list[Experiment], mode: Mode, seed: int, out_root: Path,
               config: dict[str, Any], progress: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Run ``experiments`` in order, write the report after each (a crash loses nothing), return it."""
+    """Run ``experiments`` in order, write the report after each (a crash loses nothing), return it.
+
+    ``results["status"]`` is ``"running"`` until the last experiment ends (``"complete"``; ``latest`` is then
+    pointed at the run). On KeyboardInterrupt the report is rewritten with status ``"interrupted"`` and the
+    experiments not finished (the one running, those not started), and the interrupt is raised again.
+    """
     from tqdm.auto import tqdm
 
+    check_seed("seed", seed)
     if not logging.getLogger().handlers:
         # warnings and errors only: hosts' INFO logs (fairseq prints whole models) would bury the summary
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     run_dir = new_run_dir(out_root)
     results: dict[str, Any] = {"experiments": {}, "commit": git_commit(),
                                "started": datetime.now(UTC).isoformat(timespec="seconds"),
-                               "mode": mode, "seed": seed}
+                               "mode": mode, "seed": seed, "status": "running"}
+    write_report(run_dir, results, config)
+    bar = tqdm(experiments, desc="reproduce", unit="exp", disable=not progress or not experiments)
+    try:
+        for exp in bar:
+            bar.set_postfix_str(exp.name)
+            show = _progress_line(bar, exp.name) if progress else None
+            results["experiments"][exp.name] = run_experiment(exp, mode, seed, run_dir, show)
+            write_report(run_dir, results, config)
+    except KeyboardInterrupt:
+        bar.close()
+        done = results["experiments"]
+        results.update(status="interrupted",
+                       not_finished=[e.name for e in experiments if e.name not in done])
+        write_report(run_dir, results, config)
+        print(f"\n{len(done)} of {len(experiments)} experiments done; partial report {run_dir / 'report.md'} "
+              f"(marked interrupted); {out_root / 'latest'} unchanged", file=sys.stderr)
+        raise
+    results["status"] = "complete"
     write_report(run_dir, results, config)
     point_latest(out_root, run_dir)
-    bar = tqdm(experiments, desc="reproduce", unit="exp", disable=not progress or not experiments)
-    for exp in bar:
-        bar.set_postfix_str(exp.name)
-        show = _progress_line(bar, exp.name) if progress else None
-        results["experiments"][exp.name] = run_experiment(exp, mode, seed, run_dir, show)
-        write_report(run_dir, results, config)
     return run_dir, results
 
 

@@ -18,7 +18,7 @@ from torch_geometric.nn import GCNConv, MessagePassing, global_add_pool, global_
 from torch_geometric.nn.norm import InstanceNorm
 
 from graftkit.errors import GraftkitError
-from graph_ext.norm import GraphNorm
+from graph_ext.norm import GraphNorm, check_batch_size
 
 NormKind = Literal["graph", "batch", "layer", "instance", "none"]
 NORM_KINDS: tuple[str, ...] = ("graph", "batch", "layer", "instance", "none")
@@ -154,7 +154,8 @@ def _batch_or_single(x: Tensor, batch: Tensor | None, batch_size: int | None,
         return x.new_zeros(x.size(0), dtype=torch.long), 1
     if batch_size is None:
         batch_size = int(batch.max()) + 1 if batch.numel() else 1
-    return batch, batch_size
+    # the pooling allocates batch_size rows: a wrong 10**12 must be named, not end in an allocator error
+    return batch, check_batch_size(batch_size, x.size(0), "graph classifier")
 
 
 def build_classifier(arch: Literal["gin", "gcn"], in_channels: int, num_classes: int, **kwargs) -> torch.nn.Module:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graftkit.errors import GraftkitError, check_number
+from graftkit.errors import GraftkitError, check_int, check_number
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -25,6 +25,20 @@ def _column_sums(values: Tensor) -> Tensor:
 def _segment_sums(values: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     """``[batch_size, C]`` per-graph sums of ``values`` (``[N, C]``) in one ``index_add_``."""
     return values.new_zeros(batch_size, values.size(1)).index_add_(0, batch, values)
+
+
+def check_batch_size(batch_size: object, num_nodes: int, where: str) -> int:
+    """``batch_size`` if it is an int in ``1..max(num_nodes, 1)``; else a GraftkitError (a ValueError) naming it.
+
+    Per-graph statistics are allocated for every graph, empty ones included, so a wrong ``batch_size`` of
+    10**12 used to end in an allocator error. More graphs than nodes means all but ``num_nodes`` of them are
+    empty, which no loader produces: it is refused here, before anything is allocated.
+    """
+    batch_size = check_int(f"{where}: batch_size", batch_size)
+    if batch_size > max(num_nodes, 1):
+        raise GraftkitError(f"{where}: batch_size={batch_size} is more graphs than the batch has nodes "
+                            f"({num_nodes}); it must be the number of graphs in the batch")
+    return batch_size
 
 
 class _GraphNormFunction(torch.autograd.Function):
@@ -97,25 +111,29 @@ class _GraphNormFunction(torch.autograd.Function):
             torch.mul(g, shifted, out=work[:, channels:])
             sums = _segment_sums(work, batch, ctx.batch_size)  # [g, g * (x - alpha*mu)] in one reduction
             g_sum, gs_sum = sums[:, :channels], sums[:, channels:]
-        # Q = mean over the graph of g * x_hat, with x_hat = (x - alpha*mu) * rstd
+        # Q = mean over the graph of g * x_hat, with x_hat = (x - alpha*mu) * rstd; the gradient with respect to
+        # the shifted values is d = u*g - v*(x - alpha*mu)
         q = rstd * gs_sum / count
         u = rstd * gamma
-        # B = mean over the graph of dL/d(x - alpha*mu), where mean(x - alpha*mu) = (1 - alpha)*mu;
-        # x's gradient is dL/d(x - alpha*mu) - alpha*B = u*g - v*(x - alpha*mu) - alpha*B
-        b = u * (g_sum / count - q * rstd * (mean - alpha * mean))
         v = u * rstd * q
-        w = -alpha * b
+        # x's gradient is d - alpha * mean(d). mean(d) is summed from the d actually formed, not taken as
+        # u*mean(g) - v*(1 - alpha)*mu: the rounded shifted values do not average to (1 - alpha)*mu, and on
+        # 1-3-node graphs d - alpha*mean(d) cancels almost entirely, so that residual times v (~ rstd^2)
+        # dominated the result (2-node graphs were ~40x less precise than PyG's autograd).
         if batch is None:
             grad_x = torch.mul(g, u)
-            grad_x.addcmul_(shifted, v, value=-1).add_(w)
+            grad_x.addcmul_(shifted, v, value=-1)
+            d_sum = _column_sums(grad_x)
+            grad_x.sub_(alpha * d_sum / count)
         else:
             torch.index_select(torch.cat([u, v], dim=1), 0, batch, out=work)  # reuse the work buffer
             grad_x = torch.mul(g, work[:, :channels])
             grad_x.addcmul_(shifted, work[:, channels:], value=-1)
-            grad_x.add_(torch.index_select(w, 0, batch, out=work[:, :channels]))
+            d_sum = _segment_sums(grad_x, batch, ctx.batch_size)
+            grad_x.sub_(torch.index_select(alpha * d_sum / count, 0, batch, out=work[:, :channels]))
         grad_weight = (count * q).sum(0)
         grad_bias = g_sum.sum(0)
-        grad_mean_scale = -(count * mean * b).sum(0)
+        grad_mean_scale = -(mean * d_sum).sum(0)
         return (grad_x.to(x_dtype), None, None, grad_weight.to(w_dtype), grad_bias.to(b_dtype),
                 grad_mean_scale.to(a_dtype), None)
 
@@ -179,8 +197,8 @@ class GraphNorm(torch.nn.Module):
             x: node features.
             batch: graph index of each node, ``[num_nodes]`` with values in ``0..batch_size-1``, in any
                 order; ``None`` means all nodes form one graph.
-            batch_size: number of graphs (``max(batch) + 1`` when not given); graphs without nodes are
-                allowed and simply produce no output rows.
+            batch_size: number of graphs (``max(batch) + 1`` when not given), at most the number of nodes;
+                graphs without nodes are allowed and simply produce no output rows.
         """
         batch, batch_size = self._check(x, batch, batch_size)
         if batch_size == 1:
@@ -208,12 +226,17 @@ class GraphNorm(torch.nn.Module):
             raise GraftkitError(f"GraphNorm: batch is on {batch.device} but x is on {x.device}")
         if batch.dtype not in (torch.int64, torch.int32):
             raise GraftkitError(f"GraphNorm: batch must be an integer (int64/int32) tensor, got {batch.dtype}")
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size, batch.numel(), "GraphNorm")
         if batch.numel() == 0:
             return batch.long(), batch_size or 1
         low, high = (int(v) for v in torch.aminmax(batch))
         if low < 0:
             raise GraftkitError(f"GraphNorm: batch has a negative graph index ({low})")
         if batch_size is None:
+            if high >= batch.numel():
+                raise GraftkitError(f"GraphNorm: batch has graph index {high} for {batch.numel()} nodes: more "
+                                    f"graphs than nodes; graph indices must be 0..number of graphs - 1")
             batch_size = high + 1
         elif high >= batch_size:
             raise GraftkitError(f"GraphNorm: batch has graph index {high} but batch_size={batch_size}")

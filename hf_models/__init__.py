@@ -55,6 +55,7 @@ AutoModelForMaskedLM.register(TnfConfig, TnfForMaskedLM, exist_ok=True)
 AutoConfig.register(McBertConfig.model_type, McBertConfig, exist_ok=True)
 AutoModel.register(McBertConfig, McBertModel, exist_ok=True)
 AutoModelForPreTraining.register(McBertConfig, McBertForPreTraining, exist_ok=True)
+AutoModelForMaskedLM.register(McBertConfig, McBertForPreTraining, exist_ok=True)  # run_mlm.py's class
 AutoModelForSequenceClassification.register(McBertConfig, McBertForSequenceClassification, exist_ok=True)
 AutoModelForTokenClassification.register(McBertConfig, McBertForTokenClassification, exist_ok=True)
 

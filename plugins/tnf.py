@@ -10,7 +10,10 @@ The note math is graftkit's one implementation (:mod:`hf_models.tnf.notes`). Thi
   a forward hook on the encoder's token embedding (RoBERTa adds positions itself, so the hook returns
   tok + λ(ND - scale·tok - pos)/scale), and take notes from the encoder's final output after the forward;
 - the notes are the model's submodule ``tnf_notes`` (buffers), so checkpoints carry them and ``fairseq-train``
-  resumes exactly; :func:`export_backbone` writes the plain ``masked_lm`` checkpoint (no notes) to fine-tune.
+  resumes exactly; :func:`export_backbone` writes the plain ``masked_lm`` checkpoint (no notes) to fine-tune;
+- on several ranks every rank starts from rank 0's notes (shared once, before the first mix: a random
+  ``--tnf-first-note ema`` start would otherwise differ per rank, as fairseq does not broadcast buffers), and
+  a dummy batch (``ignore_grad``) takes no notes while still joining the ranks' note all-reduce.
 
 Validation steps (eval mode) use neither: the model is its plain backbone there.
 """
@@ -120,13 +123,16 @@ class MaskedLMTnfTask(MaskedLMTask):
         original = torch.where(target.ne(pad), target, source)  # the masked positions' true tokens
         labels = None if self.cfg.tnf_mix_masked_words else torch.where(target.ne(pad), 0, -100)
         spans = self.rare_spans(original)
+        # a dummy batch (ignore_grad: fairseq keeps the ranks in step with it) takes no notes, but the rank
+        # still joins the update's all-reduce with no occurrences, as the other ranks wait for it
+        taken = torch.full_like(spans, -1) if ignore_grad else spans
         self._step = {"encoder": inner.encoder.sentence_encoder, "notes": notes, "spans": spans, "labels": labels}
         try:
             result = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
             features = self._step.pop("features")
         finally:
             self._step = None
-        notes.update(features, spans, source.ne(pad))
+        notes.update(features, taken, source.ne(pad))
         return result
 
 

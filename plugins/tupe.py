@@ -4,7 +4,8 @@ task and ``sentence_prediction`` fine-tuning, and the converter to ``hf_models.T
 
 The encoder is ``hf_models.TupeModel`` (no pooler) built from the fairseq settings, so the positional-bias math
 (``hf_models.tupe.positional``) and the layers are the same code in both frameworks; fairseq supplies the
-data, the LM and classification heads (RoBERTa's), the criterions and the training loop. Architectures:
+data, the LM and classification heads (RoBERTa's), the criterions and the training loop. The converter to
+``hf_models.TupeForMaskedLM`` (this arch's checkpoints and guolinke/TUPE's) is ``plugins.convert_tupe``. Architectures:
 
 - ``tupe_base`` / ``tupe_r_base``: BERT base (12 layers, d 768, FFN 3072, 12 heads), TUPE-A / TUPE-R, Post-LN.
 - ``tupe_tiny`` / ``tupe_r_tiny``: 2 layers, d 64, FFN 128, 4 heads, for tests and smoke runs.
@@ -15,10 +16,6 @@ Flags: ``--tupe-no-untie-cls`` (the plain untied term), ``--tupe-relative-bucket
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,12 +26,9 @@ from fairseq.utils import safe_getattr
 from torch import nn
 
 from graftkit.errors import GraftkitError
-from hf_models import TupeConfig, TupeForMaskedLM, TupeModel
-from plugins.convert_preln import _load
-
-# fairseq activation -> the core's (HF) name
-_ACTIVATIONS = {"gelu": "gelu", "gelu_accurate": "gelu_new", "relu": "relu", "tanh": "tanh", "swish": "silu"}
-_SENTENCE_ENCODER = "encoder.sentence_encoder.tupe."
+from hf_models import TupeConfig, TupeModel
+from plugins.convert_fairseq import ACTIVATIONS as _ACTIVATIONS
+from plugins.convert_tupe import convert_fairseq_tupe_to_hf  # noqa: F401  (the converter, documented here)
 
 
 def tupe_config_from_args(args: Any, vocab_size: int, pad: int) -> TupeConfig:
@@ -161,54 +155,3 @@ def tupe_tiny_architecture(args) -> None:
 def tupe_r_tiny_architecture(args) -> None:
     _tiny(args)
     _tupe_defaults(args, "relative")
-
-
-def _hf_state_dict(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fairseq ``tupe`` weight names -> TupeForMaskedLM weight names (classification heads are dropped)."""
-    out = {"tupe." + key[len(_SENTENCE_ENCODER):]: value for key, value in weights.items()
-           if key.startswith(_SENTENCE_ENCODER)}
-    for part in ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias"):
-        out[f"lm_head.{part}"] = weights[f"encoder.lm_head.{part}"]
-    out["lm_head.decoder.weight"] = weights["encoder.lm_head.weight"]
-    out["lm_head.decoder.bias"] = weights["encoder.lm_head.bias"]
-    return out
-
-
-def _save_atomically(model: TupeForMaskedLM, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def convert_fairseq_tupe_to_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write ``out_dir`` (a ``save_pretrained`` folder) holding the ``TupeForMaskedLM`` equivalent of a fairseq
-    ``tupe`` checkpoint (``--arch tupe_base``, ``tupe_r_base``, ...); returns ``out_dir``.
-
-    Written beside ``out_dir`` and renamed into place; an existing non-empty ``out_dir`` is refused. Token ids
-    are the fairseq dictionary's (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3).
-    """
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise GraftkitError(f"output folder {out} exists and is not empty")
-    weights, cfg = _load(checkpoint_path)
-    if _SENTENCE_ENCODER + "embeddings.word_embeddings.weight" not in weights:
-        raise GraftkitError(f"{checkpoint_path} is not a fairseq TUPE checkpoint (no {_SENTENCE_ENCODER}"
-                            "embeddings): train it with --arch tupe_base or tupe_r_base")
-    vocab_size = weights[_SENTENCE_ENCODER + "embeddings.word_embeddings.weight"].shape[0]
-    config = tupe_config_from_args(cfg, vocab_size, int(cfg.get("pad", 1)))
-    model = TupeForMaskedLM(config)
-    try:
-        missing, unexpected = model.load_state_dict(_hf_state_dict(weights), strict=False)
-    except (KeyError, RuntimeError) as err:
-        raise GraftkitError(f"checkpoint {checkpoint_path} does not match its own settings: {err}") from err
-    if missing or unexpected:
-        raise GraftkitError(f"weights not converted: missing {missing}, unexpected {unexpected}")
-    _save_atomically(model, out)
-    return out

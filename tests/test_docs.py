@@ -149,3 +149,68 @@ def test_readme_verdict_table_is_in_the_tools_format() -> None:
         name, method, verdict, seconds = (cell.strip() for cell in row.strip("|").split("|"))
         assert name in registered and registered[name].method == method, row
         assert verdict in {"supported", "not supported", "undecided", "error"} and float(seconds) >= 0, row
+
+
+# --- pages that must agree with the code (one test per kind of contradiction) -------------------------------
+
+
+def _index_rows() -> dict[str, list[str]]:
+    """docs/index.md's method table: method title -> its cells after the first."""
+    rows = {}
+    for line in (REPO_ROOT / "docs" / "index.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 4 and cells[0] not in ("method", "---"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_index_has_a_filled_row_for_every_available_method() -> None:
+    """What `graftkit list` calls available is not "(in progress)" with empty cells in docs/index.md."""
+    from graftkit.methods import METHODS
+
+    rows = _index_rows()
+    assert set(rows) == {m.title for m in METHODS}, sorted(rows)
+    for m in METHODS:
+        if m.available:
+            assert all(rows[m.title]) and "in progress" not in " ".join(rows[m.title]), (m.title, rows[m.title])
+
+
+def _per_method_commands() -> set[str]:
+    import argparse
+
+    from graftkit.cli import build_parser
+
+    hub = {"list", "reproduce", "report", "fairseq-user-dir"}
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(subcommands.choices) - hub
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/reproduce.md"])
+def test_tools_line_names_every_per_method_command(page: str) -> None:
+    lines = [line for line in (REPO_ROOT / page).read_text().splitlines() if "# per-method tools:" in line]
+    assert len(lines) == 1, f"{page}: one `graftkit <method> ... --help   # per-method tools: a, b` line"
+    listed = {name.strip() for name in lines[0].split("# per-method tools:", 1)[1].split(",")}
+    assert listed == _per_method_commands(), f"{page}: tools line {sorted(listed)}"
+
+
+def _corpus_size(import_torch: bool) -> tuple[int, int]:
+    code = ("import torch\n" if import_torch else "") + (
+        "from graftkit.data.text import english_sentences, words\n"
+        "s = english_sentences(); print(len(s), sum(len(words(x)) for x in s))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    sentences, words = done.stdout.split()
+    return int(sentences), int(words)
+
+
+def test_install_states_the_text_corpus_size_it_has() -> None:
+    """The corpus size in install.md, with torch imported and without (the count depends on it)."""
+    text = " ".join((REPO_ROOT / "docs" / "install.md").read_text().split())
+    stated = re.search(r"On Python ([\d.]+) it has ([\d,]+) sentences / ([\d,]+) words once torch is imported,"
+                       r".*? and ([\d,]+) / ([\d,]+) before", text)
+    assert stated, "install.md: the corpus size sentence changed; update this test with it"
+    version, *numbers = stated.groups()
+    if version != ".".join(map(str, sys.version_info[:3])):
+        pytest.skip(f"install.md states the corpus of Python {version}")
+    with_torch, without = [int(n.replace(",", "")) for n in numbers[:2]], [int(n.replace(",", "")) for n in numbers[2:]]
+    assert _corpus_size(import_torch=True) == tuple(with_torch)
+    assert _corpus_size(import_torch=False) == tuple(without)

@@ -11,11 +11,11 @@ import argparse
 import importlib
 from pathlib import Path
 
-from graftkit.errors import GraftkitError, check_int
+from graftkit.errors import GraftkitError, check_input, check_int
 
 
 def load_plugins() -> None:
-    """Import graftkit's fairseq plugins, as ``--user-dir plugins`` does (works from any working folder).
+    """Import graftkit's fairseq plugins, as ``--user-dir "$(graftkit fairseq-user-dir)"`` does (from any folder).
 
     ``plugins`` is imported directly, before anything else of fairseq: its ``fairseq_compat`` imports fairseq
     itself and undoes the fork's root-logging change, which it cannot do once fairseq was imported first.
@@ -27,8 +27,8 @@ def load_plugins() -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser("bertnmt", help="BERT-fused NMT (fairseq plugin): data preparation",
                               description="BERT-fused NMT (Zhu et al., ICLR 2020) as a fairseq plugin; train with "
-                                          "fairseq-train --user-dir plugins --task translation_bert_fused "
-                                          "--arch bert_fused.")
+                                          "fairseq-train --user-dir \"$(graftkit fairseq-user-dir)\" "
+                                          "--task translation_bert_fused --arch bert_fused.")
     sub = p.add_subparsers(dest="bertnmt_command", metavar="COMMAND", required=True)
     q = sub.add_parser("prepare", help="binarize the BERT-side source for each split",
                        description=__doc__.splitlines()[0])
@@ -60,6 +60,7 @@ def _splits(args: argparse.Namespace) -> list[tuple[str, Path]]:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    check_input(args.bert_model, "--bert-model", folder=True)  # before fairseq is imported (seconds)
     load_plugins()
     from plugins.bert_fused.bert_side import (
         BertTokenizing,

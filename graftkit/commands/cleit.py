@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from graftkit.errors import GraftkitError, check_int
+from graftkit.errors import GraftkitError, check_input, check_int, seed_argument
 
 METRIC_COLUMNS = ("dpearsonr", "dpearsonr_abs", "cpearsonr", "cpearsonr_abs", "dspearmanr", "dmse")
 
@@ -36,8 +36,10 @@ def _run(args: argparse.Namespace) -> int:
             run_folds = [int(f) for f in args.run_folds.split(",")]
         except ValueError:
             raise GraftkitError(f"--run-folds must be comma-separated fold numbers, got {args.run_folds!r}") from None
-    check_int("--seed", args.seed, minimum=0)
     check_int("--finetune-epochs", args.finetune_epochs)  # 0 would report an untrained head's predictions
+    for flag, path in (("--expression", args.expression), ("--mutation", args.mutation),
+                       ("--response", args.response)):
+        check_input(path, flag)
     out = Path(args.out)
     check_writable(out, folder=True, what="--out")  # before the folds train, not after
     config = CLEITConfig(expression_pretrain_epochs=args.pretrain_epochs, transmission_epochs=args.transmission_epochs,
@@ -72,7 +74,6 @@ def _synthetic(args: argparse.Namespace) -> int:
     from omics_ext.cleit import make_synthetic
 
     check_int("--samples", args.samples)
-    check_int("--seed", args.seed, minimum=0)
     out = Path(args.out)
     check_writable(out, folder=True, what="--out")
     ds = make_synthetic(n_samples=args.samples, seed=args.seed)
@@ -111,12 +112,15 @@ def register(subparsers) -> None:
                                                           "10x more epochs)")
     r.add_argument("--patience", type=int, default=10, help="early-stopping / unfreezing patience (default 10)")
     r.add_argument("--shared-genes", action="store_true", help="keep only genes present in both levels")
-    r.add_argument("--seed", type=int, default=0, help="seed for folds and training (default 0)")
+    r.add_argument("--seed", type=seed_argument, default=0, help="seed for folds and training (default 0)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=_run)
 
-    s = sub.add_parser("synthetic", help="write a SYNTHETIC example (expression, mutation, response CSVs)")
+    s = sub.add_parser("synthetic", help="write a SYNTHETIC example (expression, mutation, response CSVs)",
+                       description="Write a small SYNTHETIC data set in the formats `graftkit cleit run` reads: "
+                                   "expression.csv and mutation.csv (samples x genes) and response.csv (sample, "
+                                   "drug, auc), for --samples cell lines.")
     s.add_argument("--out", required=True, type=Path, help="output folder")
     s.add_argument("--samples", type=int, default=240, help="number of cell lines (default 240)")
-    s.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    s.add_argument("--seed", type=seed_argument, default=0, help="generator seed (default 0)")
     s.set_defaults(func=_synthetic)

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_input, seed_argument
 
 
 def _keeping_freed_memory(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -54,6 +54,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.out.exists() and not args.resume:
         raise GraftkitError(f"{args.out} exists: pass --resume to continue it, or choose another --out")
+    check_input(args.images, "image folder", folder=True)
     check_writable(args.out, what="--out")
     torch.manual_seed(args.seed)
     images = [image for _, image in _load_folder(args.images)]
@@ -75,6 +76,8 @@ def _downscale(args: argparse.Namespace) -> int:
     from vision_ext.irn.images import load_image, save_image
     from vision_ext.irn.training import load_irn
 
+    check_input(args.input, "image")
+    check_input(args.model, "--model")
     _check_image_output(args.output)
     model = load_irn(args.model)
     hr = load_image(args.input)
@@ -95,6 +98,8 @@ def _upscale(args: argparse.Namespace) -> int:
 
     if not args.gaussian_scale >= 0:
         raise GraftkitError(f"--gaussian-scale must be >= 0, got {args.gaussian_scale}")
+    check_input(args.input, "image")
+    check_input(args.model, "--model")
     _check_image_output(args.output)
     model = load_irn(args.model)
     lr = load_image(args.input)
@@ -113,6 +118,8 @@ def _eval(args: argparse.Namespace) -> int:
     from vision_ext.irn.evaluation import PAPER_PSNR_Y, evaluate_images
     from vision_ext.irn.training import load_irn
 
+    check_input(args.images, "image folder", folder=True)
+    check_input(args.model, "--model")
     model = load_irn(args.model)
     scores = evaluate_images(model, _load_folder(args.images), seed=args.seed)
     header = f"{'image':<24} {'IRN z~N':>14} {'IRN z=0':>14} {'bicubic':>14}"
@@ -134,7 +141,7 @@ def _eval(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("irn", help="Invertible Image Rescaling: train, downscale, upscale, eval",
                                    description="Invertible Image Rescaling (Xiao et al., ECCV 2020).")
-    sub = parser.add_subparsers(dest="irn_command", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(dest="irn_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train an IRN on random patches of a folder of images",
                        description="Train on random patches (flips/rotations) of the images in DIR; "
@@ -152,7 +159,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop early after this wall time, writing the checkpoint (default: no limit)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_keeping_freed_memory(_train))
 
@@ -171,7 +178,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_arg(p)
     p.add_argument("--gaussian-scale", type=float, default=1.0, help="std of the sampled z; 0 uses z = 0 "
                                                                      "(default: 1, as the paper)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled z (default: 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="seed of the sampled z (default: 0)")
     p.set_defaults(func=_keeping_freed_memory(_upscale))
 
     p = sub.add_parser("eval", help="PSNR/SSIM (Y channel) of IRN restore vs bicubic on a folder of images",
@@ -179,5 +186,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "scale); PSNR/SSIM on Y, border = scale, vs bicubic down+up and the paper.")
     p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of HR test images")
     _add_model_arg(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled z (default: 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="seed of the sampled z (default: 0)")
     p.set_defaults(func=_keeping_freed_memory(_eval))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from graftkit.errors import GraftkitError, check_input, check_int, seed_argument
+
 DATA_HELP = ("'digits' (scikit-learn's 8x8 digits: train split for training, test split for certify) or an "
              ".npz file with 'images' (N,C,H,W) or (N,H,W), float in [0,1] or uint8, and 'labels' (N,)")
 
@@ -13,8 +15,6 @@ DATA_HELP = ("'digits' (scikit-learn's 8x8 digits: train split for training, tes
 def _setup(args: argparse.Namespace):
     """Apply --threads and return the torch device of --device."""
     import torch
-
-    from graftkit.errors import GraftkitError
 
     if args.threads < 0:
         raise GraftkitError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
@@ -40,7 +40,6 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from graftkit.checkpoint import check_writable
-    from graftkit.errors import GraftkitError, check_int
     from vision_ext.macer import MacerConfig, TrainSettings, train_smoothed
     from vision_ext.macer.data import load_images
     from vision_ext.models import build_model
@@ -51,6 +50,7 @@ def _train(args: argparse.Namespace) -> int:
         check_int("--milestones (epochs after which the learning rate drops)", milestone, minimum=1)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                              weight_decay=args.weight_decay, milestones=args.milestones, seed=args.seed)
+    _check_data(args.data)
     images, labels = load_images(args.data, "train")
     if images.shape[2] != images.shape[3]:
         raise GraftkitError(f"images must be square, got {images.shape[2]}x{images.shape[3]}")
@@ -74,7 +74,6 @@ def _train(args: argparse.Namespace) -> int:
 
 def _certify(args: argparse.Namespace) -> int:
     from graftkit.checkpoint import check_writable, load_checkpoint
-    from graftkit.errors import GraftkitError
     from vision_ext.macer import Smooth
     from vision_ext.macer.data import load_images
     from vision_ext.macer.reporting import plot_certified_accuracy, signed_radii, write_certify_tsv
@@ -85,6 +84,8 @@ def _certify(args: argparse.Namespace) -> int:
     plot = args.plot or args.out.with_suffix(".png")
     check_writable(args.out, what="--out")
     check_writable(plot, what="--plot")
+    check_input(args.model, "--model")
+    _check_data(args.data)
     state = load_checkpoint(args.model, map_location=device)
     spec = state.get("model_spec") if isinstance(state, dict) else None
     if not spec or "model" not in state:
@@ -118,6 +119,12 @@ def _certify(args: argparse.Namespace) -> int:
     print(f"ACR {summary['acr']:.4f}")
     print(f"wrote {args.out} and {plot}")
     return 0
+
+
+def _check_data(data: str) -> None:
+    """--data names the bundled digits or an .npz file: the file must be a file."""
+    if data != "digits":
+        check_input(data, "--data")
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +163,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--weight-decay", type=float, default=5e-4, help="(default: 5e-4)")
     t.add_argument("--milestones", type=int, nargs="*", default=[200, 400],
                    help="epochs after which the learning rate is multiplied by 0.1 (default: 200 400)")
-    t.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    t.add_argument("--seed", type=seed_argument, default=0, help="(default: 0)")
     _add_run_args(t)
     t.set_defaults(func=_train)
 
@@ -176,6 +183,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--batch-size", type=int, default=1000, help="noisy images per forward pass (default: 1000)")
     c.add_argument("--skip", type=int, default=1, help="certify every SKIP-th image (default: 1)")
     c.add_argument("--max", type=int, default=None, help="certify at most MAX images")
-    c.add_argument("--seed", type=int, default=0, help="noise seed; image i uses seed + i (default: 0)")
+    c.add_argument("--seed", type=seed_argument, default=0, help="noise seed; image i uses seed + i (default: 0)")
     _add_run_args(c)
     c.set_defaults(func=_certify)

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_input, seed_argument
 
 
 def _depths(text: str) -> list[int]:
@@ -26,7 +26,7 @@ def _gradnorm(args: argparse.Namespace) -> int:
     check_writable(args.out, folder=True, what="--out")
     settings = gn.GradNormSettings(d_model=args.d_model, heads=args.heads, seq_len=args.seq_len,
                                    batch=args.batch, loss=args.loss)
-    result = gn.measure(args.depths, args.seeds, settings, progress=not args.json)
+    result = gn.measure(args.depths, args.seeds, settings, progress=not args.json, first_seed=args.seed)
     table, figure = gn.write(result, args.out)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -44,6 +44,9 @@ def _convert(args: argparse.Namespace) -> int:
     from graftkit.checkpoint import check_writable
     from plugins.convert_preln import convert_fairseq_roberta_to_preln_bert
 
+    check_input(args.checkpoint, "CKPT")
+    if args.dict is not None:
+        check_input(args.dict, "--dict")
     check_writable(args.out, folder=True, what="OUT")
     out = convert_fairseq_roberta_to_preln_bert(args.checkpoint, args.out, dictionary=args.dict,
                                                 tokenizer=not args.no_tokenizer)
@@ -67,6 +70,8 @@ def register(subparsers) -> None:
     g.add_argument("--d-model", type=int, default=64, help="hidden size d (default 64)")
     g.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
     g.add_argument("--seeds", type=int, default=5, help="initializations averaged per depth (default 5)")
+    g.add_argument("--seed", type=seed_argument, default=0,
+                   help="first seed; the initializations use SEED to SEED + SEEDS - 1 (default 0)")
     g.add_argument("--seq-len", type=int, default=32, help="tokens per sequence (default 32)")
     g.add_argument("--batch", type=int, default=8, help="sequences per batch (default 8)")
     g.add_argument("--loss", choices=("linear", "softmax"), default="linear",

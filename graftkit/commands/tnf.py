@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import GraftkitError, check_input
 
 
 def _build_vocab(args: argparse.Namespace) -> int:
@@ -15,15 +16,15 @@ def _build_vocab(args: argparse.Namespace) -> int:
     from hf_models.tnf.vocabulary import FILE_NAME, RareVocabulary, check_rare_range
 
     check_rare_range(args.min_count, args.max_count)
-    missing = [str(p) for p in args.corpus if not p.is_file()]
-    if missing:
-        raise GraftkitError(f"corpus file not found: {', '.join(missing)}")
+    for path in args.corpus:
+        check_input(path, "corpus file")
+    check_input(args.tokenizer, "--tokenizer", folder=True)
     if not (args.tokenizer / "tokenizer.json").is_file() and not (args.tokenizer / "tokenizer_config.json").is_file():
         raise GraftkitError(f"no tokenizer in {args.tokenizer} (a save_pretrained folder of a fast tokenizer)")
     out = args.out or args.tokenizer / FILE_NAME
+    check_writable(out, what="--out")  # a folder is refused here, before --force is offered for a file
     if out.exists() and not args.force:
         raise GraftkitError(f"{out} exists: pass --force to replace it")
-    check_writable(out, what="--out")
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
 
     def lines():
@@ -34,13 +35,28 @@ def _build_vocab(args: argparse.Namespace) -> int:
             except UnicodeDecodeError as err:
                 raise GraftkitError(f"corpus {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
-    vocab = RareVocabulary.build(tokenizer, lines(), args.min_count, args.max_count,
-                                 corpus={"files": [str(p) for p in args.corpus]})
+    corpus = {"files": [str(p) for p in args.corpus]}
+    vocab = RareVocabulary.build(tokenizer, lines(), args.min_count, args.max_count, corpus=corpus)
+    if not vocab:
+        raise _no_rare_words(RareVocabulary.build(tokenizer, lines(), 1, sys.maxsize, corpus=corpus), args)
     vocab.save(out)
     print(f"wrote {out}: {len(vocab)} rare words (count in [{args.min_count}, {args.max_count}]) of "
           f"{vocab.corpus['distinct_words']} distinct words, {vocab.corpus['words']} words in "
           f"{vocab.corpus['texts']} lines")
     return 0
+
+
+def _no_rare_words(every_word, args: argparse.Namespace) -> GraftkitError:
+    """The error for a range no word's count falls in, with the counts the corpus has (``every_word``: the
+    vocabulary of all its words) and a range to try: the paper's max/min ratio of 5, ending at the largest
+    count (100 to 500 suits a corpus of Wikipedia's size)."""
+    counts = every_word.counts  # descending
+    top = counts[0]
+    return GraftkitError(
+        f"no word of the corpus occurs {args.min_count} to {args.max_count} times (--min-count, --max-count): "
+        f"its {len(counts)} distinct words occur {counts[-1]} to {top} times ({every_word.corpus['words']} words "
+        f"in {every_word.corpus['texts']} lines); try --min-count {max(1, top // 5)} --max-count {top}, or a "
+        "larger corpus")
 
 
 def register(subparsers) -> None:

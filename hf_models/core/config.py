@@ -13,6 +13,9 @@ from transformers.configuration_utils import PreTrainedConfig
 from .activations import ACTIVATIONS
 
 LAYER_NORM_POSITIONS = ("post", "pre")
+#: where positions enter: BERT's learned vectors added to the input, or TUPE's untied attention term (TUPE-A),
+#: plus its relative buckets (TUPE-R); BertConfig's field name, TUPE's values
+POSITION_EMBEDDING_TYPES = ("absolute", "tupe_absolute", "tupe_relative")
 
 
 def validate_encoder_config(config: Any) -> None:
@@ -40,10 +43,42 @@ def validate_encoder_config(config: Any) -> None:
             raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     if not 0 < config.layer_norm_eps < math.inf:  # also false for NaN
         raise ValueError(f"layer_norm_eps must be positive and finite, got {config.layer_norm_eps!r}")
+    validate_position_encoding(config)
     initializer_range = getattr(config, "initializer_range", 0.0)
     if not 0 <= initializer_range < math.inf:
         raise ValueError(f"initializer_range (the init's standard deviation) must be >= 0 and finite, "
                          f"got {initializer_range!r}")
+
+
+def uses_tupe(config: Any) -> bool:
+    """True when the config's positions enter as TUPE's attention term (no position vector in the input)."""
+    return getattr(config, "position_embedding_type", "absolute") != "absolute"
+
+
+def validate_position_encoding(config: Any) -> None:
+    """Raise a ValueError naming the field when ``position_embedding_type`` or, for TUPE, its fields are
+    unusable (TUPE's own checks, :func:`hf_models.tupe.positional.check_bucket_settings`). A config without the
+    field (an object of the core's fields only) has BERT's absolute positions."""
+    position_embedding_type = getattr(config, "position_embedding_type", "absolute")
+    if position_embedding_type not in POSITION_EMBEDDING_TYPES:
+        raise ValueError(f"position_embedding_type must be one of {POSITION_EMBEDDING_TYPES}, "
+                         f"got {position_embedding_type!r}")
+    if not uses_tupe(config):
+        # TUPE's settings on BERT's input positions would be silently unused: refuse them
+        for name, default in (("untie_cls", True), ("relative_attention_num_buckets", 32),
+                              ("relative_attention_max_distance", 128)):
+            if getattr(config, name, default) != default:
+                raise ValueError(f"{name}={getattr(config, name)!r} is a setting of TUPE's positional term: it "
+                                 f"needs position_embedding_type 'tupe_absolute' or 'tupe_relative', got "
+                                 f"{position_embedding_type!r}")
+        return
+    if not isinstance(config.untie_cls, bool):
+        raise ValueError(f"untie_cls must be True or False, got {config.untie_cls!r}")
+    if position_embedding_type == "tupe_relative":
+        # imported here: the tupe package imports this module (its config extends EncoderConfig)
+        from ..tupe.positional import check_bucket_settings
+
+        check_bucket_settings(config.relative_attention_num_buckets, config.relative_attention_max_distance)
 
 
 def padding_index(config: Any) -> int | None:
@@ -96,6 +131,17 @@ class EncoderConfig(PreTrainedConfig):
         LayerNorm on the summed input embeddings (BERT and HF RobertaPreLayerNorm have it; fairseq's
         `roberta_prenorm` does not).
     type_vocab_size (`int`, defaults to 2): 0 for no token-type embeddings.
+    position_embedding_type (`str`, defaults to `"absolute"`):
+        where positions enter. `"absolute"`: BERT's learned vectors added to the input; `"tupe_absolute"`:
+        TUPE-A (Ke et al., ICLR 2021), no vector in the input, an untied positional attention term shared by
+        every layer and each attention term scaled by 1/sqrt(2d); `"tupe_relative"`: TUPE-R, TUPE-A plus
+        T5-style relative buckets. The term is :class:`hf_models.tupe.TupePositionalBias` (see docs/compose.md
+        for what combines).
+    untie_cls (`bool`, defaults to `True`):
+        TUPE's [CLS] untying (the [CLS] row and column of the positional term are learned constants per head);
+        read with a `"tupe_*"` position_embedding_type only.
+    relative_attention_num_buckets (`int`, defaults to 32), relative_attention_max_distance (`int`, 128):
+        T5's bidirectional bucketing of `"tupe_relative"` (even, >= 4; max distance > buckets // 4).
 
     Validated on construction (:func:`validate_encoder_config`, :func:`validate_embedding_config` over
     ``token_id_fields``): a ValueError names the field when a value is unusable (e.g. hidden_size not divisible
@@ -122,8 +168,29 @@ class EncoderConfig(PreTrainedConfig):
     embedding_layer_norm: bool = True
     pad_token_id: int | None = 0
     classifier_dropout: float | int | None = None
+    position_embedding_type: str = "absolute"
+    untie_cls: bool = True
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
 
     def __post_init__(self, **kwargs):
         validate_encoder_config(self)
         validate_embedding_config(self, self.token_id_fields)
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str | type = "AutoConfig") -> None:
+        """HF's registration, plus this ``model_type`` in ``AutoConfig`` when nothing holds it yet.
+
+        transformers calls this when it loads the class as remote code (``trust_remote_code=True``). A later
+        Auto call on the same folder without that flag (``AutoTokenizer.from_pretrained(folder)``, which reads
+        the model config first) then finds the type as local code: no interactive prompt, and no fallback to
+        a bare config that warns "model of type `tupe` to instantiate a model of type ``". Where graftkit is
+        imported its own classes hold the types already and are kept.
+        """
+        super().register_for_auto_class(auto_class)
+        from transformers import AutoConfig
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        if cls.model_type and cls.model_type not in CONFIG_MAPPING:
+            AutoConfig.register(cls.model_type, cls)

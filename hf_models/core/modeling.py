@@ -25,6 +25,7 @@ from transformers.modeling_utils import PreTrainedModel
 
 from .attention import combine_biases, padding_bias
 from .checks import checking_values
+from .config import uses_tupe
 from .embeddings import Embeddings, resolve_position_ids
 from .encoder import Encoder
 from .heads import MaskedLMHead, Pooler, classifier_dropout, sequence_classification_loss, token_cross_entropy
@@ -59,27 +60,69 @@ class EncoderPreTrainedModel(PreTrainedModel):
             write_remote_code(save_directory, list(self.auto_classes.values()))
 
 
+def tupe_positional_bias(config: Any) -> nn.Module | None:
+    """TUPE's positional attention term (:class:`hf_models.tupe.TupePositionalBias`) for a config whose
+    ``position_embedding_type`` is ``"tupe_absolute"`` / ``"tupe_relative"``, at the config's width and heads
+    (a meta controller's config gives its own); None for BERT's absolute positions."""
+    if not uses_tupe(config):
+        return None
+    # imported here: the tupe package imports this module (its models are the core's)
+    from ..tupe.positional import TupePositionalBias
+
+    return TupePositionalBias(
+        config.hidden_size, config.num_attention_heads, config.max_position_embeddings,
+        position_mode="relative" if config.position_embedding_type == "tupe_relative" else "absolute",
+        untie_cls=config.untie_cls, num_buckets=config.relative_attention_num_buckets,
+        max_distance=config.relative_attention_max_distance, layer_norm_eps=config.layer_norm_eps)
+
+
+def positional_attention_bias(positional_bias: nn.Module | None, position_ids: torch.Tensor | None,
+                              attention_mask: torch.Tensor | None, embedded: torch.Tensor) -> torch.Tensor | None:
+    """``positional_bias`` of the input's positions, in the embeddings' dtype; None without one.
+
+    The positions are the embeddings' (:func:`resolve_position_ids`, checked there): counted over the tokens
+    the mask keeps, for every row whatever the other rows hold. In eager mode a mask whose rows are all real
+    tokens followed by padding (right padding, the common batch) takes 0..seq-1 for the whole batch instead:
+    the same positions on every real token (only the padding's, which no real token attends to, differ), and one
+    [1, heads, seq, seq] bias for the batch. While compiling the mask is always used (no data-dependent branch).
+    """
+    if positional_bias is None:
+        return None
+    if (position_ids is None and attention_mask is not None and checking_values()
+            and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())):
+        attention_mask = None
+    positions = resolve_position_ids(position_ids, attention_mask, embedded.shape[1], embedded.device)
+    return positional_bias(positions.long()).to(embedded.dtype)
+
+
+def encoder_attention_bias(positional_bias: nn.Module | None, position_ids: torch.Tensor | None,
+                           attention_mask: torch.Tensor | None, embedded: torch.Tensor) -> torch.Tensor | None:
+    """The one additive bias every encoder layer takes: padding (:func:`padding_bias`) + positional
+    (:func:`positional_attention_bias`, when the model has one)."""
+    return combine_biases(padding_bias(attention_mask, embedded.dtype),
+                          positional_attention_bias(positional_bias, position_ids, attention_mask, embedded))
+
+
 class EncoderModel(EncoderPreTrainedModel):
-    """BERT's base model on the core: :class:`Embeddings` (word + absolute position + type) -> :class:`Encoder`
-    (Post-LN or Pre-LN by ``config.layer_norm_position``) -> optional :class:`Pooler`.
+    """BERT's base model on the core: :class:`Embeddings` -> :class:`Encoder` (Post-LN or Pre-LN by
+    ``config.layer_norm_position``) -> optional :class:`Pooler`; positions by ``config.position_embedding_type``.
 
     ``hidden_states`` (when asked) are the embedding output and each layer's output; with Pre-LN the last
     entry is before the final LayerNorm and ``last_hidden_state`` after it. Without ``position_ids``, positions
     are counted over the tokens ``attention_mask`` keeps, so left- and right-padded batches agree.
 
-    A model whose positions enter the attention instead of the input (TUPE) passes ``positional_bias``: a
-    module mapping position ids [batch|1, seq] to an additive bias [batch|1, heads, seq, seq]. The input then gets
-    no position embeddings, and every layer adds that bias (computed once per forward, see
-    :meth:`positional_attention_bias`) to the padding's; ``attention_scale`` replaces the content logits'
-    1/sqrt(head_dim).
+    With ``"absolute"`` the embeddings add BERT's learned position vectors. With ``"tupe_absolute"`` /
+    ``"tupe_relative"`` the input gets none: ``positional_bias`` (TUPE's term, :func:`tupe_positional_bias`)
+    maps the position ids to an additive bias [batch|1, heads, seq, seq], computed once per forward and added
+    to the padding's in every layer, and each layer scales its content logits by the term's 1/sqrt(2d).
     """
 
-    def __init__(self, config: Any, add_pooling_layer: bool = True, positional_bias: nn.Module | None = None,
-                 attention_scale: float | None = None) -> None:
+    def __init__(self, config: Any, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
+        positional_bias = tupe_positional_bias(config)
         self.embeddings = Embeddings(config, position_embeddings=positional_bias is None)
         self.positional_bias = positional_bias
-        self.encoder = Encoder(config, attention_scale=attention_scale)
+        self.encoder = Encoder(config, attention_scale=getattr(positional_bias, "scale", None))
         self.pooler = Pooler(config) if add_pooling_layer else None
         self.post_init()
 
@@ -106,8 +149,7 @@ class EncoderModel(EncoderPreTrainedModel):
                                 else output_hidden_states)
         # positions follow the mask (left padding counts from the first real token, as HF RoBERTa)
         embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, attention_mask)
-        bias = combine_biases(padding_bias(attention_mask, embedded.dtype),
-                              self.positional_attention_bias(position_ids, attention_mask, embedded))
+        bias = encoder_attention_bias(self.positional_bias, position_ids, attention_mask, embedded)
         encoded = self.encoder(embedded, bias, output_attentions=bool(output_attentions),
                                output_hidden_states=bool(output_hidden_states))
         pooled = self.pooler(encoded.last_hidden_state) if self.pooler is not None else None
@@ -115,23 +157,6 @@ class EncoderModel(EncoderPreTrainedModel):
                                             hidden_states=encoded.hidden_states,
                                             attentions=encoded.attentions)
         return maybe_tuple(output, return_dict, self.config)
-
-    def positional_attention_bias(self, position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                                  embedded: torch.Tensor) -> torch.Tensor | None:
-        """``positional_bias`` of the input's positions, in the embeddings' dtype; None for a model without one.
-
-        The positions are the embeddings' (:func:`resolve_position_ids`, checked there), except that a batch
-        without left padding (no row starts with a masked token) takes 0..seq-1 for every row: the same positions
-        on the real tokens, and one [1, heads, seq, seq] bias for the whole batch. While compiling the mask is
-        always used (no data-dependent branch).
-        """
-        if self.positional_bias is None:
-            return None
-        if (position_ids is None and attention_mask is not None and checking_values()
-                and not bool((attention_mask[:, 0] == 0).any())):
-            attention_mask = None
-        positions = resolve_position_ids(position_ids, attention_mask, embedded.shape[1], embedded.device)
-        return self.positional_bias(positions.long()).to(embedded.dtype)
 
 
 class _TaskModel(EncoderPreTrainedModel):

@@ -9,6 +9,7 @@ from .modeling_mc_bert import (
     McBertForTokenClassification,
     McBertModel,
     McBertPreTrainedModel,
+    pretraining_metrics,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "McBertForTokenClassification",
     "McBertModel",
     "McBertPreTrainedModel",
+    "pretraining_metrics",
 ]

@@ -7,13 +7,14 @@ The encoders are graftkit's shared core (``hf_models.core``); the method's math 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ..core.attention import padding_bias
 from ..core.embeddings import Embeddings
 from ..core.encoder import Encoder
 from ..core.modeling import (
@@ -21,7 +22,9 @@ from ..core.modeling import (
     EncoderForTokenClassification,
     EncoderModel,
     EncoderPreTrainedModel,
+    encoder_attention_bias,
     maybe_tuple,
+    tupe_positional_bias,
 )
 from ..core.remote_code import write_remote_code
 from .configuration_mc_bert import McBertConfig
@@ -40,6 +43,9 @@ from .objectives import (
     token_cross_entropy_sum,
 )
 
+if TYPE_CHECKING:
+    from transformers import EvalPrediction
+
 
 class McBertPreTrainedModel(EncoderPreTrainedModel):
     """Config class and weight prefix of the mc_bert models (everything else: the core's base)."""
@@ -47,6 +53,14 @@ class McBertPreTrainedModel(EncoderPreTrainedModel):
     config: McBertConfig
     config_class = McBertConfig
     base_model_prefix = "mc_bert"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The core's init (HF's default), plus the pre-training model's own parameter: the shared vocabulary
+        bias starts at 0 (as the reference's output bias). HF runs this on every module whose weights a
+        checkpoint does not hold, e.g. the head and meta controller when pre-training starts from an encoder."""
+        super()._init_weights(module)
+        if isinstance(module, McBertForPreTraining):
+            init.zeros_(module.vocabulary_bias)
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
         """The core's save, plus :mod:`.objectives` (imported by the config and model modules) for
@@ -82,6 +96,8 @@ class McBertMetaController(nn.Module):
 
     It reads the main model's word embeddings E through ``embedding_projection`` (d -> d/divider; none when
     the widths are equal), and scores the vocabulary with the same projected E: LN(GELU(W h))·P(E)ᵀ + b.
+    Its positions follow ``position_embedding_type`` as the main model's: with TUPE it has its own positional
+    term at its width and heads (``positional_bias``) and no position vectors.
     """
 
     def __init__(self, config: McBertConfig) -> None:
@@ -89,9 +105,11 @@ class McBertMetaController(nn.Module):
         mc_config = _MetaControllerConfig(config)
         self.embedding_projection = (nn.Linear(config.hidden_size, mc_config.hidden_size)
                                      if mc_config.hidden_size != config.hidden_size else None)
-        self.embeddings = Embeddings(mc_config)
+        positional_bias = tupe_positional_bias(mc_config)
+        self.embeddings = Embeddings(mc_config, position_embeddings=positional_bias is None)
         self.embeddings.word_embeddings = None  # the main model's word embeddings are read instead
-        self.encoder = Encoder(mc_config)
+        self.positional_bias = positional_bias
+        self.encoder = Encoder(mc_config, attention_scale=getattr(positional_bias, "scale", None))
         self.lm_transform = PredictionTransform(mc_config.hidden_size, config.hidden_act, config.layer_norm_eps)
 
     def project(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -102,7 +120,8 @@ class McBertMetaController(nn.Module):
         """Last hidden states [batch, seq, d/divider] of the (masked) input."""
         embedded = self.embeddings(inputs_embeds=self.project(word_embeddings(input_ids)),
                                    token_type_ids=token_type_ids)
-        return self.encoder(embedded, padding_bias(attention_mask, embedded.dtype)).last_hidden_state
+        bias = encoder_attention_bias(self.positional_bias, None, attention_mask, embedded)
+        return self.encoder(embedded, bias).last_hidden_state
 
 
 @dataclass
@@ -154,25 +173,67 @@ class McBertForPreTraining(McBertPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.mc_bert.set_input_embeddings(value)
 
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """HF's resize of the word embeddings (shared by the meta controller and the candidate scores), and of
+        the vocabulary bias with them: kept rows keep their values, new rows start at 0 (the init)."""
+        size = self.config.vocab_size if new_num_tokens is None else new_num_tokens
+        if pad_to_multiple_of is not None:
+            size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
+        needed = {name: getattr(self.config, name) for name in self.config.token_id_fields
+                  if getattr(self.config, name) is not None}
+        for name, token_id in needed.items():
+            if token_id >= size:
+                raise ValueError(f"cannot resize the vocabulary to {size} tokens: {name}={token_id} would be "
+                                 "outside it")
+        if size < self.config.num_candidates:
+            raise ValueError(f"cannot resize the vocabulary to {size} tokens: fewer than num_candidates "
+                             f"(k={self.config.num_candidates})")
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        old_bias, rows = self.vocabulary_bias, embeddings.num_embeddings
+        if old_bias.shape[0] != rows:
+            new_bias = old_bias.new_zeros(rows)
+            kept = min(rows, old_bias.shape[0])
+            new_bias[:kept] = old_bias.detach()[:kept]
+            self.vocabulary_bias = nn.Parameter(new_bias, requires_grad=old_bias.requires_grad)
+        return embeddings
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         special_tokens_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        return_loss: bool = True,
         return_dict: bool | None = None,
     ) -> McBertForPreTrainingOutput | tuple:
         """Mask ``mask_prob`` of the non-pad tokens (never those of ``special_tokens_mask``), then
-        :meth:`pretrain`. ``attention_mask`` 1 = real token, 0 = padding (all real when None)."""
+        :meth:`pretrain`. ``attention_mask`` 1 = real token, 0 = padding (all real when None).
+
+        ``labels`` (optional, [batch, seq]): a masked-LM collator's choice instead (``DataCollatorForLanguage
+        Modeling``, as ``run_mlm.py`` uses): the positions whose label is not -100 are the masked ones and their
+        labels the original tokens; what the collator put in ``input_ids`` there (<mask>, a random or the same
+        token) is not read, as MC-BERT masks every chosen position with <mask>; ``config.mask_prob`` is then
+        unused. The loss is always computed: ``return_loss=True`` tells HF's ``Trainer`` so, which then evaluates
+        it also without labels when ``TrainingArguments(label_names=[])`` (with labels it does anyway).
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape [batch, seq_len], got {tuple(input_ids.shape)}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        maskable = attention_mask.bool()
-        if special_tokens_mask is not None:
-            maskable = maskable & ~special_tokens_mask.bool()
-        masked = choose_masked_positions(maskable, self.config.mask_prob, generator)
+        if labels is not None:
+            if labels.shape != input_ids.shape:
+                raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, "
+                                 f"got {tuple(labels.shape)}")
+            masked = labels != -100
+            input_ids = torch.where(masked, labels, input_ids)
+        else:
+            maskable = attention_mask.bool()
+            if special_tokens_mask is not None:
+                maskable = maskable & ~special_tokens_mask.bool()
+            masked = choose_masked_positions(maskable, self.config.mask_prob, generator)
         output = self.pretrain(input_ids, masked, attention_mask, token_type_ids, generator)
         return maybe_tuple(output, return_dict, self.config)
 
@@ -245,6 +306,16 @@ class McBertForPreTraining(McBertPreTrainedModel):
             loss_parts=parts)
 
 
+def pretraining_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """``compute_metrics`` for HF's ``Trainer`` evaluating :class:`McBertForPreTraining`: each part of the loss,
+    ``mlm_loss`` (the meta controller's, or the main model's for "mlm") and ``discriminator_loss`` (the mean
+    per-token multi-choice or RTD loss), averaged over the evaluation batches as ``eval_loss`` is, so that
+    eval_loss = eval_mlm_loss + λ · eval_discriminator_loss. The Trainer calls it when the batches carry labels
+    (``DataCollatorForLanguageModeling``); the other outputs are ``config.keys_to_ignore_at_inference``."""
+    parts = prediction.predictions if isinstance(prediction.predictions, tuple) else (prediction.predictions,)
+    return {name: float(np.mean(values)) for name, values in zip(("mlm_loss", "discriminator_loss"), parts)}
+
+
 class McBertForSequenceClassification(McBertPreTrainedModel, EncoderForSequenceClassification):
     """Pooled [CLS] -> dropout -> linear over the main model; loss by ``config.problem_type``, as in BERT."""
 
@@ -261,6 +332,7 @@ McBertPreTrainedModel.auto_classes = {
     "AutoConfig": McBertConfig,
     "AutoModel": McBertModel,
     "AutoModelForPreTraining": McBertForPreTraining,
+    "AutoModelForMaskedLM": McBertForPreTraining,  # what run_mlm.py loads: MC-BERT's masked-LM pre-training
     "AutoModelForSequenceClassification": McBertForSequenceClassification,
     "AutoModelForTokenClassification": McBertForTokenClassification,
 }
@@ -272,4 +344,5 @@ __all__ = [
     "McBertForTokenClassification",
     "McBertModel",
     "McBertPreTrainedModel",
+    "pretraining_metrics",
 ]

@@ -13,6 +13,7 @@ embeddings add pos and the token type, so the input is exactly (1 - λ)(tok + po
 from __future__ import annotations
 
 import torch
+from transformers import initialization as init
 from transformers.modeling_outputs import MaskedLMOutput
 from transformers.modeling_utils import PreTrainedModel
 
@@ -32,6 +33,19 @@ class TnfPreTrainedModel(EncoderPreTrainedModel):
     base_model_prefix = "bert"
     auto_classes = {}  # a TNF folder is a training checkpoint (load it with hf_models imported)
 
+    def _init_weights(self, module) -> None:
+        """The core's init, plus the note dictionary's start (``first_note``): "replace": no notes (zeros,
+        ``has_note`` false); "ema": N(0, initializer_range²), every word usable. HF runs it for every module
+        whose weights a checkpoint lacks (a backbone/BERT folder has no notes)."""
+        super()._init_weights(module)
+        if isinstance(module, NoteDictionary):
+            ema = module.first_note == "ema"
+            if ema:
+                init.normal_(module.notes, mean=0.0, std=self.config.initializer_range)
+            else:
+                init.zeros_(module.notes)
+            init.constant_(module.has_note, ema)
+
     def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
         """HF's save (weights and the note dictionary); no remote code, which is for the exported backbone."""
         PreTrainedModel.save_pretrained(self, save_directory, is_main_process=is_main_process, **kwargs)
@@ -48,6 +62,9 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         self.notes = NoteDictionary(config.num_rare_words, config.hidden_size, momentum=config.note_momentum,
                                     half_window=config.note_half_window, first_note=config.first_note,
                                     init_std=config.initializer_range)
+        # post_init ran in the parent's __init__, before the notes existed: init them now (only them, the
+        # other modules are marked initialized), so __init__ and from_pretrained start alike (_init_weights)
+        self.init_weights()
 
     def forward(
         self,
@@ -77,8 +94,10 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         position_ids = resolve_position_ids(position_ids, attention_mask, seq_len, input_ids.device)
         mix, notes = self.notes.token_notes(rare_spans, seq_len,
                                             None if self.config.mix_masked_words else labels)
-        mixed = note_inputs_embeds(embeddings.word_embeddings(input_ids), embeddings.position_embeddings(position_ids),
-                                   notes, mix, self.config.note_weight)
+        # with TUPE's positions (position_embedding_type "tupe_*") the input has no position vector to mix
+        positions = None if embeddings.position_embeddings is None else embeddings.position_embeddings(position_ids)
+        mixed = note_inputs_embeds(embeddings.word_embeddings(input_ids), positions, notes, mix,
+                                   self.config.note_weight)
         outputs = self._encode(None, attention_mask, token_type_ids, position_ids, mixed,
                                output_attentions, output_hidden_states)
         self.notes.update(outputs.last_hidden_state, rare_spans, attention_mask)

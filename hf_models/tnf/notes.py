@@ -57,19 +57,25 @@ def span_token_mask(spans: torch.Tensor, seq_len: int, widen: int = 0) -> torch.
     return inside & (spans[..., :1] >= 0)
 
 
-def window_means(hidden: torch.Tensor, spans: torch.Tensor, attention_mask: torch.Tensor | None,
-                 half_window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The note of every real span: mean of ``hidden`` [batch, seq, d] over [s - k, t + k] ∩ real tokens.
+def span_notes(hidden: torch.Tensor, spans: torch.Tensor, attention_mask: torch.Tensor | None,
+               half_window: int) -> torch.Tensor:
+    """The note of every span row: mean of ``hidden`` [batch, seq, d] over [s - k, t + k] ∩ real tokens.
 
-    Returns (words [n], notes [n, d] float32) in span order (batch-major)."""
+    Returns [batch, max_spans, d] float32 (padding rows: zeros), one fixed shape whatever the spans hold, so
+    the note update compiles without data-dependent shapes."""
     window = span_token_mask(spans, hidden.shape[1], widen=half_window)
     if attention_mask is not None:
         window = window & attention_mask.bool()[:, None, :]
     weights = window.to(torch.float32)
     sums = torch.bmm(weights, hidden.detach().to(torch.float32))  # [batch, spans, d]
+    return sums / weights.sum(-1, keepdim=True).clamp_min(1.0)  # a real span covers its own (real) tokens
+
+
+def window_means(hidden: torch.Tensor, spans: torch.Tensor, attention_mask: torch.Tensor | None,
+                 half_window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`span_notes` of the real spans only: (words [n], notes [n, d] float32) in span order (batch-major)."""
     real = spans[..., 0] >= 0
-    counts = weights.sum(-1)[real].clamp_min(1.0)  # a span always covers its own (real) tokens
-    return spans[..., 0][real], sums[real] / counts[:, None]
+    return spans[..., 0][real], span_notes(hidden, spans, attention_mask, half_window)[real]
 
 
 def note_inputs_embeds(token_embeds: torch.Tensor, position_embeds: torch.Tensor | None,
@@ -113,6 +119,7 @@ class NoteDictionary(nn.Module):
             raise ValueError(f"first_note must be one of {FIRST_NOTE_MODES}, got {first_note!r}")
         self.momentum, self.half_window, self.first_note = momentum, half_window, first_note
         self.sync_ranks = sync_ranks
+        self._start_shared = False
         start = torch.zeros(num_words, dim) if first_note == "replace" else torch.randn(num_words, dim) * init_std
         self.register_buffer("notes", start)
         self.register_buffer("has_note", torch.full((num_words,), first_note == "ema"))
@@ -126,7 +133,9 @@ class NoteDictionary(nn.Module):
         """(mix [batch, seq] bool, notes [batch, seq, d]) for the input.
 
         A token is mixed when it lies in a span whose word has a note; with ``labels`` given, a span any of
-        whose tokens is a prediction target (label != -100) is not mixed: its note names the hidden word."""
+        whose tokens is a prediction target (label != -100) is not mixed: its note names the hidden word.
+        Under DDP, the first call shares rank 0's notes with every rank (:meth:`share_start`)."""
+        self.share_start()
         inside = span_token_mask(spans, seq_len)  # [batch, spans, seq]
         words = spans[..., 0].clamp_min(0)
         usable = self.has_note[words] & (spans[..., 0] >= 0)
@@ -137,34 +146,46 @@ class NoteDictionary(nn.Module):
         return mix, self.notes[token_word]
 
     @torch.no_grad()
-    def update(self, hidden: torch.Tensor, spans: torch.Tensor, attention_mask: torch.Tensor | None) -> int:
+    def update(self, hidden: torch.Tensor, spans: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Take this step's notes from ``hidden`` (final-layer outputs) and apply the EMA; returns how many
-        words were updated (on every rank alike)."""
-        words, notes = window_means(hidden, spans, attention_mask, self.half_window)
-        distributed = (self.sync_ranks and dist.is_available() and dist.is_initialized()
-                       and dist.get_world_size() > 1)
-        if distributed:  # the union of the step's words over the ranks, in the same order everywhere
-            present = torch.zeros(self.num_words, dtype=torch.int32, device=self.notes.device)
-            present[words] = 1
-            dist.all_reduce(present)
-            updated = present.nonzero().squeeze(1)
-        else:
-            updated = torch.unique(words)
-        if updated.numel() == 0:
-            return 0
-        slot = torch.searchsorted(updated, words)
-        totals = torch.zeros(len(updated), notes.shape[1] + 1, device=self.notes.device)
-        totals[:, :-1].index_add_(0, slot, notes.to(self.notes.device))
-        totals[:, -1].index_add_(0, slot, torch.ones_like(slot, dtype=totals.dtype))
-        if distributed:
+        words were updated (on every rank alike), a 0-d tensor.
+
+        Per-word sums and counts are accumulated densely over all R words (``index_add_``; [R, d + 1] float32,
+        all-reduced under DDP), so every shape is fixed: the update compiles with ``fullgraph=True`` and
+        exports. The EMA is computed in float32 and stored in the buffer's dtype (a bf16 model keeps
+        working)."""
+        notes = span_notes(hidden, spans, attention_mask, self.half_window).flatten(0, 1)  # [batch * spans, d]
+        real = (spans[..., 0] >= 0).flatten().to(torch.float32)
+        words = spans[..., 0].flatten().clamp_min(0)
+        device = self.notes.device
+        totals = torch.zeros(self.num_words, notes.shape[1] + 1, device=device)
+        totals[:, :-1].index_add_(0, words.to(device), (notes * real[:, None]).to(device))
+        totals[:, -1].index_add_(0, words.to(device), real.to(device))
+        if self._distributed():
             dist.all_reduce(totals)
-        mean = totals[:, :-1] / totals[:, -1:]
-        new = (1 - self.momentum) * self.notes[updated] + self.momentum * mean
+        updated = totals[:, -1] > 0
+        mean = totals[:, :-1] / totals[:, -1:].clamp_min(1.0)
+        current = self.notes.to(torch.float32)
+        new = (1 - self.momentum) * current + self.momentum * mean
         if self.first_note == "replace":
-            new = torch.where(self.has_note[updated][:, None], new, mean)
-        self.notes[updated] = new
-        self.has_note[updated] = True
-        return len(updated)
+            new = torch.where(self.has_note[:, None], new, mean)
+        self.notes.copy_(torch.where(updated[:, None], new, current))
+        self.has_note.logical_or_(updated)
+        return updated.sum()
+
+    def share_start(self) -> None:
+        """Once, under DDP: every rank takes rank 0's notes, so the ranks start (and, as every update is
+        all-reduced, stay) identical even where their random starts differ (``"ema"``, different seeds,
+        ``broadcast_buffers=False``). Skipped while compiling (call it once before compiling under DDP)."""
+        if self._start_shared or torch.compiler.is_compiling() or not self._distributed():
+            return
+        dist.broadcast(self.notes, 0)
+        dist.broadcast(self.has_note, 0)
+        self._start_shared = True
+
+    def _distributed(self) -> bool:
+        return (self.sync_ranks and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1)
 
     def extra_repr(self) -> str:
         return (f"num_words={self.num_words}, dim={self.notes.shape[1]}, momentum={self.momentum}, "

@@ -62,3 +62,23 @@ def test_unparsable_arguments_are_one_error_line(capsys, argv):
     lines = captured.err.splitlines()
     assert exit_info.value.code == 2 and not captured.out
     assert len(lines) == 1 and lines[0].startswith("graftkit: error: ") and "--help" in lines[0], captured.err
+
+
+def test_every_command_group_says_what_it_does_and_names_its_subcommands_command():
+    """`graftkit X --help` shows a description for every command, and every group's placeholder is COMMAND."""
+    undescribed, metavars = [], {}
+    for words, parser in _leaf_parsers(build_parser()):
+        if words and not parser.description:
+            undescribed.append(" ".join(words))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                metavars[" ".join(words) or "graftkit"] = action.metavar
+    assert not undescribed, f"no description: {undescribed}"
+    assert set(metavars.values()) == {"COMMAND"}, metavars
+
+
+def test_bertnmt_help_names_the_user_dir_that_works_from_any_folder(capsys):
+    with pytest.raises(SystemExit):
+        main(["bertnmt", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert '--user-dir "$(graftkit fairseq-user-dir)"' in out and "--user-dir plugins" not in out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import fractions
+import re
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,9 @@ CASES = [
     # reproduce
     ("reproduce/unknown", ["reproduce", "nope", "--out", "{new}"], "unknown experiment"),
     ("reproduce/out-is-file", ["reproduce", "graphnorm", "--out", "{a_file}", "--no-progress"], "a_file"),
+    ("reproduce/seed-too-large", ["reproduce", "graphnorm", "--seed", str(10**20), "--out", "{new}"],
+     "argument --seed: must be an integer in [0, 4294967295]"),
+    ("reproduce/seed-negative", ["reproduce", "graphnorm", "--seed", "-1", "--out", "{new}"], "argument --seed"),
     ("reproduce/out-unwritable", ["reproduce", "graphnorm", "--out", "/proc/nope", "--no-progress"], "/proc/nope"),
     # preln gradnorm
     ("gradnorm/depths-negative", ["preln", "gradnorm", "--depths=-2,4", "--out", "{new}"], "--depths"),
@@ -177,6 +181,13 @@ CASES = [
     ("gradnorm/seq-len-0", ["preln", "gradnorm", "--depths", "2,4", "--seq-len", "0", "--out", "{new}"], "seq_len"),
     ("gradnorm/batch-negative", ["preln", "gradnorm", "--depths", "2,4", "--batch", "-1", "--out", "{new}"],
      "batch"),
+    # sizes no memory holds: one line naming the flag, not the allocator's traceback
+    ("gradnorm/d-model-unallocatable", ["preln", "gradnorm", "--depths", "2,4", "--d-model", "1000000000",
+                                        "--out", "{new}"], "(--d-model) is too large"),
+    ("gradnorm/tokens-unallocatable", ["preln", "gradnorm", "--depths", "2,4", "--batch", "1000000", "--seq-len",
+                                       "100000", "--out", "{new}"], "(--batch, --seq-len) is too large"),
+    ("gradnorm/seed-negative", ["preln", "gradnorm", "--depths", "2,4", "--seed", "-3", "--out", "{new}"],
+     "argument --seed"),
     ("gradnorm/out-is-file", ["preln", "gradnorm", "--depths", "2,4", "--seeds", "1", "--out", "{a_file}"],
      "a_file"),
     ("gradnorm/out-unwritable", ["preln", "gradnorm", "--depths", "2,4", "--seeds", "1", "--out", "/proc/nope"],
@@ -185,6 +196,9 @@ CASES = [
                                          "{a_file}/sub"], "a_file"),
     # preln convert
     ("convert/missing", ["preln", "convert", "{nope.pt}", "{new}/hf"], "not found"),
+    ("convert/ckpt-is-folder", ["preln", "convert", "{empty_dir}", "{new}/hf"], "is a folder, not a file"),
+    ("convert/dict-is-folder", ["preln", "convert", "{foreign.pt}", "{new}/hf", "--dict", "{empty_dir}"],
+     "--dict {empty_dir} is a folder, not a file"),
     ("convert/random-bytes", ["preln", "convert", "{random.bin}", "{new}/hf"], "not a fairseq checkpoint"),
     ("convert/empty", ["preln", "convert", "{empty.bin}", "{new}/hf"], "not a fairseq checkpoint (the file is empty)"),
     ("convert/python-object", ["preln", "convert", "{object.pt}", "{new}/hf"], "not a fairseq checkpoint"),
@@ -196,7 +210,9 @@ CASES = [
     # bertnmt prepare
     ("bertnmt/no-split", BERTNMT, "nothing to prepare"),
     ("bertnmt/bert-missing", _with(BERTNMT, "--bert-model", "{nope}", "--trainpref", "{raw/train}"),
-     "BERT model path not found"),
+     "--bert-model not found"),
+    ("bertnmt/bert-is-file", _with(BERTNMT, "--bert-model", "{a_file}", "--trainpref", "{raw/train}"),
+     "--bert-model {a_file} is a file, not a folder"),
     ("bertnmt/bert-garbage", _with(BERTNMT, "--bert-model", "{junk_bert}", "--trainpref", "{raw/train}"),
      "junk_bert"),
     ("bertnmt/source-missing", _with(BERTNMT, "--trainpref", "{raw/nope}"), "source text not found"),
@@ -212,8 +228,10 @@ CASES = [
      "--max-length"),
     # irn train
     ("irn-train/images-missing", _with(IRN_TRAIN, "--images", "{nope}"), "image folder not found"),
+    ("irn-train/images-is-file", _with(IRN_TRAIN, "--images", "{a_file}"), "is a file, not a folder"),
     ("irn-train/images-empty", _with(IRN_TRAIN, "--images", "{empty_dir}"), "no image files"),
     ("irn-train/images-garbage", _with(IRN_TRAIN, "--images", "{garbage_images}"), "not a readable image"),
+    ("irn-train/seed-negative", _with(IRN_TRAIN, "--seed", "-1"), "argument --seed"),
     ("irn-train/steps-0", _with(IRN_TRAIN, "--steps", "0"), "steps"),
     ("irn-train/steps-negative", _with(IRN_TRAIN, "--steps", "-5"), "steps"),
     ("irn-train/batch-0", _with(IRN_TRAIN, "--batch-size", "0"), "batch_size"),
@@ -235,6 +253,12 @@ CASES = [
     # irn downscale / upscale / eval
     ("irn-down/input-missing", ["irn", "downscale", "{nope.png}", "{new}/lr.png", "--model", "{irn/irn.pt}"],
      "image not found"),
+    ("irn-down/input-is-folder", ["irn", "downscale", "{empty_dir}", "{new}/lr.png", "--model", "{irn/irn.pt}"],
+     "image {empty_dir} is a folder, not a file"),
+    ("irn-down/model-is-folder", ["irn", "downscale", "{irn/images/0.png}", "{new}/lr.png", "--model",
+                                  "{empty_dir}"], "--model {empty_dir} is a folder, not a file"),
+    ("irn-up/input-is-folder", ["irn", "upscale", "{empty_dir}", "{new}/sr.png", "--model", "{irn/irn.pt}"],
+     "is a folder, not a file"),
     ("irn-down/input-garbage", ["irn", "downscale", "{garbage.png}", "{new}/lr.png", "--model", "{irn/irn.pt}"],
      "not a readable image"),
     ("irn-down/input-too-small", ["irn", "downscale", "{tiny.png}", "{new}/lr.png", "--model", "{irn/irn.pt}"],
@@ -267,12 +291,15 @@ CASES = [
                                   "{irn/irn.pt}"], "/proc/nope"),
     ("irn-eval/images-missing", ["irn", "eval", "--images", "{nope}", "--model", "{irn/irn.pt}"],
      "image folder not found"),
+    ("irn-eval/images-is-file", ["irn", "eval", "--images", "{a_file}", "--model", "{irn/irn.pt}"],
+     "is a file, not a folder"),
     ("irn-eval/images-empty", ["irn", "eval", "--images", "{empty_dir}", "--model", "{irn/irn.pt}"],
      "no image files"),
     ("irn-eval/model-random-bytes", ["irn", "eval", "--images", "{irn/images}", "--model", "{random.bin}"],
      "not a graftkit checkpoint"),
     # macer train
     ("macer-train/data-missing", _with(MACER_TRAIN, "--data", "{nope.npz}"), "not found"),
+    ("macer-train/data-is-folder", _with(MACER_TRAIN, "--data", "{empty_dir}"), "is a folder, not a file"),
     ("macer-train/data-garbage", _with(MACER_TRAIN, "--data", "{random.bin}"), "random.bin"),
     ("macer-train/data-no-labels", _with(MACER_TRAIN, "--data", "{macer_no_labels.npz}"), "labels"),
     ("macer-train/data-nan", _with(MACER_TRAIN, "--data", "{macer_nan.npz}"), "NaN"),
@@ -281,6 +308,7 @@ CASES = [
     ("macer-train/data-empty", _with(MACER_TRAIN, "--data", "{macer_empty.npz}"), "no images"),
     ("macer-train/data-negative-label", _with(MACER_TRAIN, "--data", "{macer_negative_label.npz}"), "labels"),
     ("macer-train/num-classes-too-few", _with(MACER_TRAIN, "--num-classes", "2"), "labels"),
+    ("macer-train/seed-too-large", _with(MACER_TRAIN, "--seed", str(2**32)), "argument --seed"),
     ("macer-train/epochs-0", _with(MACER_TRAIN, "--epochs", "0"), "epochs"),
     ("macer-train/epochs-negative", _with(MACER_TRAIN, "--epochs", "-5"), "epochs"),
     ("macer-train/batch-0", _with(MACER_TRAIN, "--batch-size", "0"), "batch_size"),
@@ -302,6 +330,7 @@ CASES = [
     ("macer-train/resume-other-checkpoint", _with(MACER_TRAIN, "--out", "{irn/irn.pt}", "--resume"), "irn.pt"),
     # macer certify
     ("certify/model-missing", _with(MACER_CERTIFY, "--model", "{nope.pt}"), "not found"),
+    ("certify/model-is-folder", _with(MACER_CERTIFY, "--model", "{empty_dir}"), "is a folder, not a file"),
     ("certify/model-random-bytes", _with(MACER_CERTIFY, "--model", "{random.bin}"), "not a graftkit checkpoint"),
     ("certify/model-empty", _with(MACER_CERTIFY, "--model", "{empty.bin}"),
      "not a graftkit checkpoint (the file is empty)"),
@@ -338,6 +367,9 @@ CASES = [
     ("cleit-synthetic/out-is-file", ["cleit", "synthetic", "--out", "{a_file}"], "a_file"),
     # cleit run
     ("cleit-run/expression-missing", _with(CLEIT_RUN, "--expression", "{nope.csv}"), "not found"),
+    ("cleit-run/expression-is-folder", _with(CLEIT_RUN, "--expression", "{empty_dir}"),
+     "--expression {empty_dir} is a folder, not a file"),
+    ("cleit-run/response-is-folder", _with(CLEIT_RUN, "--response", "{empty_dir}"), "is a folder, not a file"),
     ("cleit-run/expression-garbage", _with(CLEIT_RUN, "--expression", "{random.bin}"), "random.bin"),
     ("cleit-run/expression-empty", _with(CLEIT_RUN, "--expression", "{empty.csv}"), "empty.csv"),
     ("cleit-run/expression-header-only", _with(CLEIT_RUN, "--expression", "{header_only.csv}"), "header_only.csv"),
@@ -355,7 +387,8 @@ CASES = [
     ("cleit-run/finetune-epochs-0", _with(CLEIT_RUN, "--finetune-epochs", "0"), "epochs"),
     ("cleit-run/lr-nan", _with(CLEIT_RUN, "--lr", "nan"), "lr"),
     ("cleit-run/patience-negative", _with(CLEIT_RUN, "--patience", "-1"), "patience"),
-    ("cleit-run/seed-negative", _with(CLEIT_RUN, "--seed", "-1"), "seed"),
+    ("cleit-run/seed-negative", _with(CLEIT_RUN, "--seed", "-1"), "argument --seed"),
+    ("cleit-run/seed-too-large", _with(CLEIT_RUN, "--seed", str(10**20)), "argument --seed"),
     ("cleit-run/out-unwritable", _with(CLEIT_RUN, "--out", "/proc/nope"), "/proc/nope"),
     ("cleit-run/out-is-file", _with(CLEIT_RUN, "--out", "{a_file}"), "a_file"),
     ("cleit-run/out-under-a-file", _with(CLEIT_RUN, "--out", "{a_file}/run"), "a_file"),
@@ -363,6 +396,15 @@ CASES = [
     ("tnf-vocab/tokenizer-missing", _with(TNF_VOCAB, "--tokenizer", "{new}/nope"), "nope"),
     ("tnf-vocab/tokenizer-empty-folder", _with(TNF_VOCAB, "--tokenizer", "{empty_dir}"), "empty_dir"),
     ("tnf-vocab/corpus-missing", _with(TNF_VOCAB, "--corpus", "{new}/nope.txt"), "nope.txt"),
+    ("tnf-vocab/corpus-is-folder", _with(TNF_VOCAB, "--corpus", "{empty_dir}"),
+     "corpus file {empty_dir} is a folder, not a file"),
+    ("tnf-vocab/tokenizer-is-file", _with(TNF_VOCAB, "--tokenizer", "{a_file}"), "is a file, not a folder"),
+    ("tnf-vocab/out-is-folder", _with(TNF_VOCAB, "--out", "{empty_dir}"), "--out {empty_dir} is a folder, not a file"),
+    ("tnf-vocab/out-is-folder-force", _with(TNF_VOCAB, "--out", "{empty_dir}", "--force"),
+     "--out {empty_dir} is a folder, not a file"),
+    # the paper's 100-500 on a 20-line corpus: refused with the counts found, nothing written
+    ("tnf-vocab/no-word-in-range", _with(TNF_VOCAB, drop=("--min-count", "--max-count")),
+     "no word of the corpus occurs 100 to 500 times"),
     ("tnf-vocab/corpus-empty", _with(TNF_VOCAB, "--corpus", "{empty.bin}"), "no words"),
     ("tnf-vocab/min-above-max", _with(TNF_VOCAB, "--min-count", "5", "--max-count", "2"), "count"),
     ("tnf-vocab/min-negative", _with(TNF_VOCAB, "--min-count", "-1"), "count"),
@@ -371,6 +413,8 @@ CASES = [
     ("tnf-vocab/corpus-not-text", _with(TNF_VOCAB, "--corpus", "{random.bin}"), "random.bin"),
     # tupe convert
     ("tupe-convert/missing", ["tupe", "convert", "{new}/nope.pt", "{new}/hf"], "nope.pt"),
+    ("tupe-convert/ckpt-is-folder", ["tupe", "convert", "{empty_dir}", "{new}/hf"],
+     "CKPT {empty_dir} is a folder, not a file"),
     ("tupe-convert/empty", ["tupe", "convert", "{empty.bin}", "{new}/hf"], "empty.bin"),
     ("tupe-convert/garbage", ["tupe", "convert", "{random.bin}", "{new}/hf"], "random.bin"),
     ("tupe-convert/foreign", ["tupe", "convert", "{foreign.pt}", "{new}/hf"], "foreign.pt"),
@@ -399,12 +443,15 @@ def test_bad_input_is_one_error_line_and_changes_nothing(world, tmp_path, capsys
     new = tmp_path / "new"
     new.mkdir()
     before = _snapshot(world)
-    code = main(_fill(argv, world, new))
+    try:
+        code = main(_fill(argv, world, new))
+    except SystemExit as usage_error:  # argparse refused an argument (e.g. a --seed out of range)
+        code = usage_error.code
     captured = capsys.readouterr()
     assert code == 2, captured
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("graftkit: error: "), captured.err
-    assert phrase in lines[0]
+    assert re.sub(r"\{([^}]+)\}", lambda m: str(world / m[1]), phrase) in lines[0]  # {name}: a path
     assert "Traceback" not in captured.err + captured.out and "weights_only" not in captured.err
     assert _snapshot(world) == before, "a failed command changed a file of an earlier run"
     assert not any(new.iterdir()), f"a failed command wrote {sorted(p.name for p in new.iterdir())}"

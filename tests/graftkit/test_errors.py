@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
 import pytest
+import torch
 
-from graftkit.errors import GraftkitError, check_int, check_number
+from graftkit.errors import MAX_SEED, GraftkitError, check_input, check_int, check_number, check_seed, seed_argument
 
 
 def test_check_int_accepts_integers_at_or_above_the_minimum():
@@ -36,3 +38,37 @@ def test_check_number_bounds_and_strictness():
 def test_check_number_refuses_nan_inf_and_non_numbers(value):
     with pytest.raises(GraftkitError, match="w must be a finite number >= 0"):
         check_number("w", value)
+
+
+def test_every_seed_in_range_is_accepted_by_numpy_and_torch():
+    """The seed range is what both take: numpy's RandomState (scikit-learn's random_state) and torch."""
+    for seed in (0, MAX_SEED):
+        assert seed_argument(str(seed)) == check_seed("seed", seed) == seed
+        np.random.RandomState(seed)
+        torch.Generator().manual_seed(seed)
+    with pytest.raises(ValueError):
+        np.random.RandomState(MAX_SEED + 1)
+
+
+@pytest.mark.parametrize("text", ["-1", str(MAX_SEED + 1), str(10**20), "1.5", "abc", ""])
+def test_seed_argument_refuses_the_rest_as_a_usage_error(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=rf"must be an integer in \[0, {MAX_SEED}\], got"):
+        seed_argument(text)
+
+
+@pytest.mark.parametrize("value", [-1, MAX_SEED + 1, True, 1.0, None])
+def test_check_seed_refuses_the_rest_naming_the_value(value):
+    with pytest.raises(GraftkitError, match=r"seed must be an integer in \[0, "):
+        check_seed("seed", value)
+
+
+def test_check_input_says_missing_folder_or_file(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    assert check_input(tmp_path / "f.txt", "--in") == tmp_path / "f.txt"
+    assert check_input(tmp_path, "--dir", folder=True) == tmp_path
+    with pytest.raises(GraftkitError, match=r"^--in not found: .*nope$"):
+        check_input(tmp_path / "nope", "--in")
+    with pytest.raises(GraftkitError, match=r"^--in .* is a folder, not a file$"):
+        check_input(tmp_path, "--in")
+    with pytest.raises(GraftkitError, match=r"^--dir .*f.txt is a file, not a folder$"):
+        check_input(tmp_path / "f.txt", "--dir", folder=True)

@@ -106,3 +106,34 @@ def test_steps_to_reach_is_the_first_evaluation_at_or_below_target():
     assert mlm_run.steps_to_reach([5.0, 4.0, 3.0, 2.5], 3.0, eval_every=20) == 60
     assert mlm_run.steps_to_reach([5.0, math.nan, math.nan], 3.0, eval_every=20) is None
     assert mlm_run.steps_to_reach([], 3.0, eval_every=20) is None
+
+
+def test_markov_rows_follow_the_chain_and_train_and_validation_differ():
+    corpus = mlm_run.markov_corpus(words=20, successors=2, max_len=10, train_rows=300, valid_rows=50)
+    vocab, first = corpus.vocab, len(SPECIAL_TOKENS)
+    assert len(vocab) == first + 20 and corpus.train.shape == (300, 10) and corpus.valid.shape == (50, 10)
+    for rows in (corpus.train, corpus.valid):
+        assert (rows[:, 0] == vocab.index["[CLS]"]).all() and (rows[:, -1] == vocab.index["[SEP]"]).all()
+        assert (rows[:, 1:-1] >= first).all()
+    successors: dict[int, set[int]] = {}
+    for row in torch.cat([corpus.train, corpus.valid])[:, 1:-1].tolist():
+        for a, b in zip(row, row[1:]):
+            successors.setdefault(a, set()).add(b)
+    assert all(len(nexts) <= 2 for nexts in successors.values())  # each word has its 2 successors only
+    assert not torch.equal(corpus.train[:50], corpus.valid)
+    again = mlm_run.markov_corpus(words=20, successors=2, max_len=10, train_rows=300, valid_rows=50)
+    assert torch.equal(again.train, corpus.train)  # the chain and rows follow the seed
+    # the experiments' data: neighbours fix a word, frequencies do not (the unigram loss is near log(words))
+    data = mlm_run.MarkovData()
+    assert math.log(data.words) - 0.5 < mlm_run.unigram_loss(data.corpus()) < math.log(data.words)
+    with pytest.raises(GraftkitError, match="successors"):
+        mlm_run.markov_corpus(words=3, successors=4, max_len=10, train_rows=1, valid_rows=1)
+    assert mlm_run.MarkovData().describe().startswith("SYNTHETIC")
+
+
+def test_left_plateau_gate_needs_every_arm_and_seed_below_the_margin():
+    finals = {"a": [4.8, 4.95], "b": [4.5, 4.6]}
+    gate = mlm_run.left_plateau_gate(finals, [0, 1], unigram=5.0)
+    assert gate.name == "left_plateau" and not gate.passed and "(a, seed 1) is 4.950" in gate.detail
+    assert mlm_run.left_plateau_gate({"a": [4.9, 4.8]}, [0, 1], unigram=5.0).passed
+    assert not mlm_run.left_plateau_gate({"a": [4.0, math.nan]}, [0, 1], unigram=5.0).passed  # diverged

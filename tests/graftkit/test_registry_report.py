@@ -117,3 +117,85 @@ def test_reproduce_shows_the_experiments_own_progress_beside_its_name(tmp_path, 
 
     reproduce(list(empty_registry.values()), "quick", 0, tmp_path, {}, progress=True)
     assert "staged: fold 2/10" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_is_marked_and_latest_stays_on_the_last_complete_run(tmp_path, empty_registry, capsys):
+    _register_toy("a-first")
+    complete, _ = reproduce(list(empty_registry.values()), "quick", 0, tmp_path, {}, progress=False)
+
+    @experiment("b-interrupted", method="graphnorm", claim="c", rule="r", verdict=lambda m: None)
+    def interrupted(ctx: RunContext) -> Outcome:
+        raise KeyboardInterrupt  # Ctrl-C inside an experiment
+
+    _register_toy("c-never-started")
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(list(empty_registry.values()), "quick", 0, tmp_path, {}, progress=False)
+    assert (tmp_path / "latest").resolve() == complete.resolve()
+    partial = next(p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink() and p != complete)
+    saved = json.loads((partial / "results.json").read_text())
+    assert saved["status"] == "interrupted" and list(saved["experiments"]) == ["a-first"]
+    assert saved["not_finished"] == ["b-interrupted", "c-never-started"]
+    assert "**INTERRUPTED (Ctrl-C): this report is incomplete; not finished: b-interrupted, c-never-started.**" \
+        in (partial / "report.md").read_text()
+    assert "INTERRUPTED" in (partial / "report.html").read_text()
+    assert json.loads((complete / "results.json").read_text())["status"] == "complete"
+    assert "INTERRUPTED" not in (complete / "report.md").read_text()
+    assert str(partial / "report.md") in capsys.readouterr().err
+
+
+def test_ctrl_c_in_graftkit_reproduce_exits_130(tmp_path, empty_registry, monkeypatch, capsys):
+    from graftkit import cli
+
+    @experiment("stopped", method="graphnorm", claim="c", rule="r", verdict=lambda m: None)
+    def stopped(ctx: RunContext) -> Outcome:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "load_all", lambda: dict(empty_registry))
+    assert cli.main(["reproduce", "--out", str(tmp_path), "--no-progress"]) == 130
+    assert capsys.readouterr().err.endswith("graftkit: interrupted\n")
+    assert not (tmp_path / "latest").exists()
+
+
+def test_reproduce_refuses_a_seed_numpy_or_torch_cannot_take_before_writing(tmp_path, empty_registry):
+    from graftkit.errors import GraftkitError
+
+    _register_toy()
+    for seed in (-1, 10**20):
+        with pytest.raises(GraftkitError, match="seed must be an integer in"):
+            reproduce(list(empty_registry.values()), "quick", seed, tmp_path, {}, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+_SLEEPER = """
+import sys, time
+from graftkit import cli, registry
+from graftkit.registry import experiment
+
+@experiment("sleeper", method="graphnorm", claim="c", rule="r", verdict=lambda m: None)
+def sleeper(ctx):
+    print("started", file=sys.__stdout__, flush=True)
+    time.sleep(120)
+
+registry.load_all = lambda: dict(registry._EXPERIMENTS)
+sys.exit(cli.main(["reproduce", "--out", sys.argv[1], "--no-progress"]))
+"""
+
+
+@pytest.mark.slow
+def test_sigint_to_a_running_reproduce_marks_the_run_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", _SLEEPER, str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "started"
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and err.endswith("graftkit: interrupted\n"), err
+    assert "Traceback" not in err and not (tmp_path / "latest").exists()
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["status"] == "interrupted" and saved["not_finished"] == ["sleeper"]

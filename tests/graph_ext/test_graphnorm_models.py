@@ -96,6 +96,14 @@ def test_bad_model_configs():
         GINClassifier(3, 2)(torch.randn(4, 5), torch.zeros(2, 0, dtype=torch.long))
 
 
+@pytest.mark.parametrize("norm", ["graph", "batch"])
+def test_batch_size_beyond_the_node_count_is_named(norm):
+    # the pooling (and GraphNorm) allocated rows for every graph: 10**12 ended in an allocator error
+    model = GINClassifier(3, 2, norm=norm)
+    with pytest.raises(GraftkitError, match="batch_size=1000000000000"):
+        model(torch.randn(4, 3), torch.zeros(2, 0, dtype=torch.long), torch.zeros(4, dtype=torch.long), 10**12)
+
+
 def _write_tu(root, name, graphs):
     """Write ``graphs`` (list of (edges, node_labels, label)) in the TU text format."""
     raw = root / name / "raw"

@@ -20,6 +20,7 @@ from hf_models.core import (
     validate_encoder_config,
     write_remote_code,
 )
+from hf_models.core.modeling import positional_attention_bias
 
 
 def encoder_config(**overrides) -> SimpleNamespace:
@@ -417,14 +418,17 @@ def _positional_model(**overrides):
 
     config = PreLNBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                              intermediate_size=48, max_position_embeddings=12, hidden_dropout_prob=0.0,
-                             attention_probs_dropout_prob=0.0, **overrides)
-    return EncoderModel(config, positional_bias=_RecordingBias(4), attention_scale=0.1).eval()
+                             attention_probs_dropout_prob=0.0, position_embedding_type="tupe_absolute",
+                             **overrides)
+    model = EncoderModel(config).eval()
+    model.positional_bias = _RecordingBias(4)  # TUPE's term, swapped for one that records its positions
+    return model
 
 
 def test_a_positional_bias_replaces_the_input_positions_and_reaches_every_layer():
     model = _positional_model()
     assert model.embeddings.position_embeddings is None
-    assert all(layer.attention.scale == 0.1 for layer in model.encoder.layers)
+    assert all(layer.attention.scale == (2 * 8) ** -0.5 for layer in model.encoder.layers)  # TUPE's 1/sqrt(2d)
     ids = torch.randint(2, 50, (3, 6))
     mask = torch.ones(3, 6, dtype=torch.long)
     mask[2, 4:] = 0
@@ -473,7 +477,7 @@ def test_without_a_positional_bias_the_input_carries_the_positions():
     model = PreLNBertModel(PreLNBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
                                            num_attention_heads=4, intermediate_size=48))
     assert model.positional_bias is None and model.embeddings.position_embeddings is not None
-    assert model.positional_attention_bias(None, torch.ones(1, 3), torch.zeros(1, 3, 32)) is None
+    assert positional_attention_bias(model.positional_bias, None, torch.ones(1, 3), torch.zeros(1, 3, 32)) is None
 
 
 MODEL_CONFIGS = ["PreLNBertConfig", "TupeConfig", "McBertConfig", "TnfConfig"]
@@ -491,10 +495,12 @@ def test_model_configs_extend_the_cores_config(name):
     own = {field.name: field.default for field in dataclasses.fields(cls)}
     assert issubclass(cls, EncoderConfig) and shared.keys() <= own.keys()
     # a model declares only its own fields and the defaults it changes (Pre-LN BERT and TNF: "pre" / "post")
+    # (TUPE: position_embedding_type, None = from its earlier position_mode field, else TUPE-A)
+    changed = {"layer_norm_position", "position_embedding_type"}
     redeclared = set(vars(cls).get("__annotations__", {})) & shared.keys()
-    assert redeclared <= {"layer_norm_position"}
-    assert {k: v for k, v in own.items() if k in shared and k != "layer_norm_position"} == {
-        k: v for k, v in shared.items() if k != "layer_norm_position"}
+    assert redeclared <= changed
+    assert {k: v for k, v in own.items() if k in shared and k not in changed} == {
+        k: v for k, v in shared.items() if k not in changed}
     # the core's validation runs for every model config
     with pytest.raises(ValueError, match=r"hidden_size \(100\) must be divisible by num_attention_heads \(12\)"):
         cls(hidden_size=100)
@@ -518,3 +524,42 @@ def test_remote_code_carries_the_core_config(tmp_path):
     written = {p.name for p in write_remote_code(tmp_path, [TupeConfig])}
     assert {"configuration_tupe.py", "config.py", "activations.py"} <= written
     assert "from .config import EncoderConfig" in (tmp_path / "configuration_tupe.py").read_text()
+
+
+_TOKENIZER_AFTER_REMOTE_MODEL = """
+import importlib.abc, sys
+class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, HideGraftkit())
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+model = AutoModelForMaskedLM.from_pretrained(sys.argv[1], trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])  # a user's plain call: no trust_remote_code
+print(type(model).__name__, tokenizer("the list")["input_ids"])
+"""
+
+
+@pytest.mark.slow
+def test_a_plain_auto_tokenizer_call_after_a_remote_code_load_neither_prompts_nor_warns(tmp_path):
+    # issue 24: AutoTokenizer reads the model config first; the remote config's model type was unknown to
+    # AutoConfig, so it prompted "Do you wish to run the custom code?" and fell back to a bare config
+    # ("model of type `preln_bert` to instantiate a model of type ``")
+    import os
+    import subprocess
+    import sys
+
+    from graftkit.data.text import WordVocab, english_sentences
+    from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
+
+    tokenizer = WordVocab.build(english_sentences()[:40]).to_hf_tokenizer(model_max_length=16)
+    PreLNBertForMaskedLM(PreLNBertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    (tmp_path / "load.py").write_text(_TOKENIZER_AFTER_REMOTE_MODEL)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / "m")], cwd=tmp_path, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+    output = result.stdout + result.stderr
+    assert "PreLNBertForMaskedLM [" in result.stdout
+    assert "Do you wish to run the custom code" not in output and "to instantiate a model of type" not in output

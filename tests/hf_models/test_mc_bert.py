@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from weight_init import assert_init_sets_every_buffer, assert_init_sets_every_weight
 
 from hf_models import (
     McBertConfig,
@@ -433,17 +434,22 @@ def test_round_trip_and_fine_tuning_model_without_meta_controller(tmp_path):
     torch.testing.assert_close(again(**batch()).logits, logits)
 
 
+def _tiny_tokenizer_and_rows(n_sentences: int = 64):
+    from graftkit.data.text import WordVocab, english_sentences
+
+    sentences = english_sentences()[:n_sentences]  # the project's bundled English text
+    tokenizer = WordVocab.build(sentences).to_hf_tokenizer(model_max_length=16)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<neither>"]})
+    rows = [{"input_ids": ids} for ids in tokenizer(sentences, truncation=True, max_length=16)["input_ids"]]
+    return tokenizer, rows
+
+
 def test_trains_with_hf_trainer(tmp_path):
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from graftkit.data.text import WordVocab, english_sentences
     from graftkit.runtime import single_thread
 
-    sentences = english_sentences()[:64]
-    vocab = WordVocab.build(sentences)
-    tokenizer = vocab.to_hf_tokenizer(model_max_length=16)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<neither>"]})
-    rows = [{"input_ids": ids} for ids in tokenizer(sentences, truncation=True, max_length=16)["input_ids"]]
+    tokenizer, rows = _tiny_tokenizer_and_rows()
     config = McBertConfig(**{**TINY, "vocab_size": len(tokenizer), "mask_token_id": tokenizer.mask_token_id,
                              "neither_token_id": tokenizer.convert_tokens_to_ids("<neither>"),
                              "pad_token_id": tokenizer.pad_token_id})
@@ -467,6 +473,107 @@ def test_trains_with_hf_trainer(tmp_path):
     assert after < before - 1.0, (before, after)
 
 
+@pytest.mark.parametrize("field, text, expected", [
+    ("mask_token_id", "4", 4), ("neither_token_id", "None", None), ("classifier_dropout", "0.25", 0.25),
+    ("num_candidates", "7", 7), ("mc_loss_weight", "50", 50.0), ("candidates_with_replacement", "true", True),
+    ("objective", "rtd", "rtd"), ("problem_type", "regression", "regression"), ("pad_token_id", "None", None)])
+def test_every_field_can_be_set_with_config_overrides(field, text, expected):
+    """run_mlm.py's --config_overrides (config.update_from_string): transformers' parser takes the type from
+    the current value and refused every field whose value is None (mask_token_id, neither_token_id, ...)."""
+    config = McBertConfig(**{**TINY, "mask_token_id": None, "neither_token_id": None})
+    config.update_from_string(f"{field}={text}")
+    assert getattr(config, field) == expected and type(getattr(config, field)) is type(expected)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("mask_token_id=x", "mask_token_id takes int"), ("mask_token_id=40", "mask_token_id must be None or in"),
+    ("num_candidates=41", "must not exceed vocab_size"), ("no_such_field=1", "isn't in the original config"),
+    ("hidden_size=25", "must be divisible by num_attention_heads"), ("mask_token_id", "is not key=value")])
+def test_a_bad_config_override_names_the_field_and_changes_nothing(overrides, message):
+    config = McBertConfig(**TINY)
+    before = config.to_dict()
+    with pytest.raises(ValueError, match=message):
+        config.update_from_string(f"num_candidates=3,{overrides}")
+    assert config.to_dict() == before
+
+
+def test_pretrains_and_evaluates_the_way_run_mlm_drives_the_trainer(tmp_path):
+    """run_mlm.py's path: CONFIG_MAPPING[model_type]() + --config_overrides, AutoModelForMaskedLM.from_config,
+    DataCollatorForLanguageModeling, Trainer.train and evaluate (eval_loss and its parts), save, reload."""
+    from transformers import (
+        CONFIG_MAPPING,
+        AutoModelForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from graftkit.runtime import single_thread
+    from hf_models.mc_bert import pretraining_metrics
+
+    tokenizer, rows = _tiny_tokenizer_and_rows()
+    config = CONFIG_MAPPING["mc_bert"]()
+    config.update_from_string(
+        f"vocab_size={len(tokenizer)},hidden_size=24,num_hidden_layers=2,num_attention_heads=6,"
+        f"intermediate_size=48,max_position_embeddings=16,mask_token_id={tokenizer.mask_token_id},"
+        f"neither_token_id={tokenizer.convert_tokens_to_ids('<neither>')},pad_token_id={tokenizer.pad_token_id}")
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_config(config)
+    assert type(model) is McBertForPreTraining
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=10, per_device_train_batch_size=16,
+                             per_device_eval_batch_size=16, learning_rate=3e-3, report_to=[], save_strategy="no",
+                             use_cpu=True, disable_tqdm=True, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=rows[:48], eval_dataset=rows[48:],
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
+                      compute_metrics=pretraining_metrics)
+    with single_thread():
+        before = trainer.evaluate()
+        trainer.train()
+        after = trainer.evaluate()
+    for metrics in (before, after):
+        assert all(math.isfinite(metrics[f"eval_{name}"]) for name in ("loss", "mlm_loss", "discriminator_loss"))
+        assert metrics["eval_loss"] == pytest.approx(
+            metrics["eval_mlm_loss"] + config.mc_loss_weight * metrics["eval_discriminator_loss"], rel=1e-5)
+    assert after["eval_loss"] < before["eval_loss"]
+    trainer.save_model(tmp_path / "out")
+    reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "out")
+    assert type(reloaded) is McBertForPreTraining and reloaded.config.neither_token_id == config.neither_token_id
+
+
+def test_the_collators_masked_positions_and_originals_are_used():
+    """With labels (DataCollatorForLanguageModeling), the masked positions are those with a label and the
+    originals the labels, whatever the collator wrote in input_ids there."""
+    model = McBertForPreTraining(McBertConfig(**TINY)).eval()
+    inputs = batch()
+    labels = torch.full_like(inputs["input_ids"], -100)
+    labels[0, 1], labels[1, 3], labels[2, 2] = inputs["input_ids"][0, 1], inputs["input_ids"][1, 3], 7
+    collated = inputs["input_ids"].clone()
+    collated[0, 1], collated[1, 3], collated[2, 2] = MASK, 9, MASK  # <mask>, a random token, <mask>
+    out = model(collated, inputs["attention_mask"], labels=labels, generator=seeded())
+    assert torch.equal(out.masked_positions, labels != -100)
+    originals = torch.where(labels != -100, labels, inputs["input_ids"])
+    expected = model.pretrain(originals, labels != -100, inputs["attention_mask"], generator=seeded())
+    assert torch.equal(out.loss, expected.loss)
+    with pytest.raises(ValueError, match="labels must have the shape"):
+        model(collated, labels=labels[:, :5])
+
+
+def test_evaluates_its_loss_with_a_collator_without_labels(tmp_path):
+    """A collator without labels (DataCollatorWithPadding: the model masks): evaluate() reports eval_loss once
+    the Trainer is told the batches carry no labels (label_names=[])."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    tokenizer, rows = _tiny_tokenizer_and_rows(32)
+    config = McBertConfig(**{**TINY, "vocab_size": len(tokenizer), "mask_token_id": tokenizer.mask_token_id,
+                             "neither_token_id": tokenizer.convert_tokens_to_ids("<neither>"),
+                             "pad_token_id": tokenizer.pad_token_id})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=16, report_to=[],
+                             use_cpu=True, disable_tqdm=True, label_names=[])
+    metrics = Trainer(model=McBertForPreTraining(config), args=args, eval_dataset=rows,
+                      data_collator=DataCollatorWithPadding(tokenizer)).evaluate()
+    assert math.isfinite(metrics["eval_loss"])
+
+
 _REMOTE_LOAD = """
 import importlib.abc, sys
 class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
@@ -475,10 +582,13 @@ class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without gra
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, HideGraftkit())
 import torch
-from transformers import AutoModelForPreTraining
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForPreTraining
 model = AutoModelForPreTraining.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
 batch = torch.load(sys.argv[2])
-torch.save({"module": type(model).__module__,
+# run_mlm.py --config_name FOLDER --trust_remote_code: a fresh pre-training model from the folder's config
+fresh = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True),
+                                         trust_remote_code=True)
+torch.save({"module": type(model).__module__, "masked_lm_class": type(fresh).__name__,
             "loss": model(**batch, generator=torch.Generator().manual_seed(1)).loss}, sys.argv[3])
 """
 
@@ -499,7 +609,57 @@ def test_loads_with_trust_remote_code_without_graftkit(tmp_path):
                     str(tmp_path / "out.pt")], cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
     result = torch.load(tmp_path / "out.pt")
     assert result["module"].startswith("transformers_modules.")
+    assert result["masked_lm_class"] == "McBertForPreTraining"
     torch.testing.assert_close(result["loss"], model(**batch(), generator=seeded(1)).loss)
+
+
+ALL_CLASSES = [McBertModel, McBertForPreTraining, McBertForSequenceClassification, McBertForTokenClassification]
+
+
+@pytest.mark.parametrize("cls, objective", [(cls, "mc") for cls in ALL_CLASSES]
+                         + [(McBertForPreTraining, "rtd"), (McBertForPreTraining, "mlm")])
+def test_weight_init_sets_every_weight_and_buffer(cls, objective):
+    """transformers' common tests test_can_init_all_missing_weights and test_init_weights_can_init_buffers
+    (the objective changes the pre-training model only)."""
+    config = McBertConfig(**TINY, objective=objective, num_labels=3)
+    assert_init_sets_every_weight(cls, config)
+    assert_init_sets_every_buffer(cls, config)
+
+
+def test_pretraining_from_an_encoder_folder_starts_as_a_fresh_head(tmp_path):
+    """The head, the meta controller and the vocabulary bias a McBertModel folder lacks get the weight init:
+    the loss is finite and equals that of a fresh model holding the same weights."""
+    config = McBertConfig(**TINY)
+    McBertModel(config).save_pretrained(tmp_path)
+    loaded = McBertForPreTraining.from_pretrained(tmp_path)
+    assert torch.equal(loaded.vocabulary_bias, torch.zeros(config.vocab_size))
+    fresh = McBertForPreTraining(config)
+    state = {k: v for k, v in loaded.state_dict().items() if k != "vocabulary_bias"}
+    assert fresh.load_state_dict(state, strict=False).missing_keys == ["vocabulary_bias"]
+    loss = loaded.eval()(**batch(), generator=seeded(1)).loss
+    assert torch.isfinite(loss)
+    assert torch.equal(loss, fresh.eval()(**batch(), generator=seeded(1)).loss)
+
+
+@pytest.mark.parametrize("objective", ["mc", "rtd", "mlm"])
+def test_resizing_the_vocabulary_resizes_the_vocabulary_bias(objective):
+    model = McBertForPreTraining(McBertConfig(**TINY, objective=objective))
+    with torch.no_grad():
+        model.vocabulary_bias.copy_(torch.arange(40.0))
+    model.resize_token_embeddings(50)
+    assert model.config.vocab_size == 50 and model.get_input_embeddings().num_embeddings == 50
+    assert torch.equal(model.vocabulary_bias, torch.cat([torch.arange(40.0), torch.zeros(10)]))
+    ids = torch.randint(6, 50, (3, 12))
+    ids[:, 0] = 49  # a new token
+    loss = model(ids, generator=seeded()).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert model.vocabulary_bias.grad.shape == (50,)
+    model.resize_token_embeddings(30, pad_to_multiple_of=16)  # shrink: the kept rows keep their values
+    assert torch.equal(model.vocabulary_bias.detach(), torch.arange(32.0))
+    with pytest.raises(ValueError, match="neither_token_id=5"):
+        model.resize_token_embeddings(5)
+    assert model.vocabulary_bias.shape == (32,)  # refused before any change
 
 
 def test_main_model_is_the_cores_base_model_left_padding_included():

@@ -3,7 +3,9 @@ rare-word vocabulary and collator, and training with HF's Trainer."""
 
 from __future__ import annotations
 
+import copy
 import json
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -366,3 +368,124 @@ def test_training_forward_names_bad_ids_before_it_looks_rows_up():
         model(torch.tensor([[5, 60, 7]]), rare_spans=no_spans)
     with pytest.raises(ValueError, match="position_ids must lie"):
         model(torch.tensor([[5, 6, 7]]), position_ids=torch.tensor([[0, 1, 24]]), rare_spans=no_spans)
+
+
+@contextmanager
+def seeded_weight_init():
+    """Every ``transformers.initialization.normal_`` call draws from a seed fixed by the tensor's shape, so two
+    inits of one model give the same weights whatever order they run in (transformers' common tests do the same
+    with their ``seeded_weight_init``)."""
+    from transformers import initialization
+
+    original = initialization.normal_
+
+    def seeded(tensor, mean=0.0, std=1.0, generator=None):
+        torch.manual_seed(hash(tuple(tensor.shape)) % 2 ** 31)
+        return original(tensor, mean=mean, std=std)
+
+    initialization.normal_ = seeded
+    try:
+        yield
+    finally:
+        initialization.normal_ = original
+
+
+def assert_init_covers_missing_weights(model_class, config) -> None:
+    """transformers' ``test_can_init_all_missing_weights``: ``from_pretrained`` with no weights at all leaves
+    nothing on meta and sets every parameter and buffer exactly as ``__init__`` does (``_init_weights``)."""
+    with seeded_weight_init():
+        from_init = model_class(copy.deepcopy(config))
+        from_nothing = model_class.from_pretrained(None, config=copy.deepcopy(config), state_dict={})
+    on_meta = [k for k, v in [*from_nothing.named_parameters(), *from_nothing.named_buffers()] if v.is_meta]
+    assert not on_meta, on_meta
+    want, got = from_init.state_dict(), from_nothing.state_dict()
+    assert sorted(want) == sorted(got)
+    assert not [k for k in want if not torch.equal(want[k], got[k])]
+
+
+def assert_init_weights_sets_buffers(model_class, config) -> None:
+    """transformers' ``test_init_weights_can_init_buffers``: a model built on meta, moved to empty CPU memory and
+    given ``init_weights()`` holds the buffers ``__init__`` made."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        from_init = model_class(copy.deepcopy(config))
+    with torch.device("meta"):
+        from_meta = model_class(copy.deepcopy(config))
+    from_meta.to_empty(device="cpu")
+    from_meta.init_weights()
+    want, got = dict(from_init.named_buffers()), dict(from_meta.named_buffers())
+    assert sorted(want) == sorted(got)
+    assert not [k for k in want if not torch.equal(want[k], got[k])]
+
+
+@pytest.mark.parametrize("first_note", ["replace", "ema"])
+def test_init_weights_sets_every_weight_and_buffer(first_note):
+    config = TnfConfig(**SIZE, num_rare_words=4, first_note=first_note)
+    assert_init_covers_missing_weights(TnfForMaskedLM, config)
+    # buffers are compared exactly: a random "ema" start is drawn with std 0 here, as transformers' test does
+    assert_init_weights_sets_buffers(TnfForMaskedLM, TnfConfig(**SIZE, num_rare_words=4, first_note=first_note,
+                                                               initializer_range=0.0))
+
+
+@pytest.mark.parametrize("first_note", ["replace", "ema"])
+def test_notes_start_from_the_init_when_loading_a_backbone_folder(tmp_path, first_note):
+    """A backbone (BERT) folder has no notes: loading it into TNF gives the notes the init gives, never memory."""
+    from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
+
+    torch.manual_seed(0)
+    backbone = PreLNBertForMaskedLM(PreLNBertConfig(**SIZE, layer_norm_position="post"))
+    backbone.save_pretrained(tmp_path)
+    model = TnfForMaskedLM.from_pretrained(tmp_path, num_rare_words=50, first_note=first_note)
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, backbone.bert.embeddings.word_embeddings.weight)
+    notes = model.notes
+    if first_note == "replace":
+        assert not notes.has_note.any() and torch.equal(notes.notes, torch.zeros(50, 16))
+    else:
+        assert notes.has_note.all() and 0.01 < float(notes.notes.std()) < 0.03  # N(0, 0.02²)
+
+
+def test_a_bf16_model_trains():
+    model = _model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train().to(torch.bfloat16)
+    ids, mask, spans, labels = _batch()
+    labels[0, 5] = ids[0, 5]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # the first step takes notes, the second mixes them in and updates them by EMA
+        loss = model(ids, attention_mask=mask, labels=labels, rare_spans=spans).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert model.notes.has_note.tolist() == [True, True, True, True] and torch.isfinite(model.notes.notes).all()
+
+
+def _training_inputs():
+    ids, mask, spans, labels = _batch()
+    labels[0, 5] = ids[0, 5]
+    return dict(input_ids=ids, attention_mask=mask, labels=labels, rare_spans=spans)
+
+
+@pytest.mark.slow
+def test_training_forward_compiles_and_exports_with_the_note_update():
+    """fullgraph=True and torch.export take the whole training step, the note update included (fixed shapes:
+    dense per-word sums), and give eager's loss, gradients and notes."""
+    eager = _model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
+    for _ in range(2):  # first notes, then mixed and EMA-updated
+        want = eager(**_training_inputs()).loss
+        got = compiled(**_training_inputs()).loss
+        torch.testing.assert_close(got, want)
+        want.backward()
+        got.backward()
+        torch.testing.assert_close(twin.notes.notes, eager.notes.notes)
+        assert torch.equal(twin.notes.has_note, eager.notes.has_note)
+    grad = twin.bert.embeddings.word_embeddings.weight.grad
+    torch.testing.assert_close(grad, eager.bert.embeddings.word_embeddings.weight.grad)
+    exported = _model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    exported.notes.notes.copy_(twin.notes.notes)
+    exported.notes.has_note.copy_(twin.notes.has_note)
+    program = torch.export.export(exported, (), kwargs=_training_inputs()).module()
+    reference = copy.deepcopy(exported)
+    torch.testing.assert_close(program(**_training_inputs()).loss, reference(**_training_inputs()).loss)
+    torch.testing.assert_close(program.notes.notes, reference.notes.notes)  # the update is in the program

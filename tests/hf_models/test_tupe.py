@@ -20,6 +20,7 @@ from hf_models import (
     TupeForTokenClassification,
     TupeModel,
 )
+from hf_models.core.modeling import positional_attention_bias
 from hf_models.tupe import TupePositionalBias, relative_position_bucket
 
 TINY = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -338,7 +339,7 @@ def test_positional_bias_and_positions_trace_in_one_graph(mode):
     model = _model(position_mode=mode)
 
     def bias(mask: torch.Tensor) -> torch.Tensor:  # the compiled path always counts positions from the mask
-        return model.positional_attention_bias(None, mask, torch.zeros(*mask.shape, 32))
+        return positional_attention_bias(model.positional_bias, None, mask, torch.zeros(*mask.shape, 32))
 
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[0, :2] = 0  # left padding
@@ -374,3 +375,35 @@ def test_ddp_through_hf_trainer_trains_every_parameter_and_keeps_ranks_identical
                                                                     if position_mode == "relative" else [])
     for name in (f"tupe.positional_bias.{part}" for part in trained):
         assert not torch.equal(states["final"][name], states["initial"][name]), name
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_rows_positions_do_not_depend_on_the_other_rows(mode):
+    # issue 24: a row with a 0 inside its mask got 0..n-1 beside right-padded rows and mask-counted positions
+    # beside a left-padded one (eager only), so its output moved with its neighbours and disagreed with compile
+    model = _model(position_mode=mode)
+    ids = batch()["input_ids"][:2]
+    hole = torch.tensor([1, 1, 1, 0, 0, 1, 1, 1, 1, 1])
+    beside_right = torch.stack([hole, torch.tensor([1] * 7 + [0] * 3)])
+    beside_left = torch.stack([hole, torch.tensor([0] * 3 + [1] * 7)])
+    real = hole.bool()
+    with torch.no_grad():
+        alone = model(ids[:1], attention_mask=hole[None]).last_hidden_state[0, real]
+        right = model(ids, attention_mask=beside_right).last_hidden_state[0, real]
+        left = model(ids, attention_mask=beside_left).last_hidden_state[0, real]
+        compiled = torch.compile(model, fullgraph=True, backend="eager")(
+            ids, attention_mask=beside_right).last_hidden_state[0, real]
+    torch.testing.assert_close(right, left, atol=0, rtol=0)
+    torch.testing.assert_close(alone, left, atol=1e-6, rtol=1e-6)  # batch of 1: other float rounding
+    torch.testing.assert_close(compiled, right, atol=1e-6, rtol=1e-6)
+
+
+def test_right_padding_keeps_one_positional_bias_for_the_batch():
+    # the fast path: rows of real tokens then padding share 0..seq-1 (the mask-counted positions on real tokens)
+    model = _model()
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.no_grad():
+        shared = positional_attention_bias(model.positional_bias, None, mask, torch.zeros(2, 4, 32))
+        counted = positional_attention_bias(model.positional_bias, None, mask[[1, 0]].flip(-1), torch.zeros(2, 4, 32))
+    assert shared.shape == (1, 4, 4, 4) and counted.shape == (2, 4, 4, 4)
+    torch.testing.assert_close(shared[0, :, :2, :2], counted[0, :, 2:, 2:], atol=0, rtol=0)

@@ -36,7 +36,7 @@ def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
     missing = list(args)
     missing[3] = str(tmp_path / "nope.csv")
     assert main(missing) == 2
-    assert "expression file not found" in capsys.readouterr().err
+    assert "--expression not found" in capsys.readouterr().err
     (tmp_path / "e.csv").write_text("sample,G1\nA,1\nB,2\n")
     assert main(args + ["--methods", "bogus"]) == 2
     assert "--methods: unknown ['bogus']" in capsys.readouterr().err

@@ -120,3 +120,68 @@ def test_fairseq_input_is_the_formula_and_eval_is_the_backbone(english_mlm_bin):
     assert torch.equal(sums[0], tok + pos) and not torch.equal(sums[1], sums[0])
     with torch.no_grad():
         assert torch.equal(model(tokens, features_only=True)[0], plain)  # no step: the plain backbone
+
+
+def _training_setup(english_mlm_bin: Path, seed: int):
+    """Task, model (its ``--tnf-first-note ema`` start drawn after ``torch.manual_seed(seed)``), criterion,
+    optimizer and a masked batch holding rare words, as fairseq-train builds them."""
+    from fairseq import optim, options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    import plugins  # noqa: F401
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(english_mlm_bin), *TINY, "--dropout", "0", "--tnf-first-note",
+                                                "ema"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    torch.manual_seed(seed)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    optimizer = optim.build_optimizer(cfg.optimizer, list(model.parameters()))
+    rare = [i for i in range(len(task.dictionary)) if task.rare_index[i] >= 0]
+    original = torch.tensor([[0, rare[0], 5, rare[1], 2], [0, 6, rare[2], 8, 2]])
+    source = original.clone()
+    source[1, 3] = task.mask_idx
+    target = torch.full_like(original, task.dictionary.pad())
+    target[1, 3] = original[1, 3]
+    sample = {"net_input": {"src_tokens": source, "src_lengths": torch.tensor([5, 5])}, "target": target,
+              "ntokens": 10, "nsentences": 2}
+    return task, model, criterion, optimizer, sample
+
+
+def _dummy_batch_worker(rank: int, port: int, data: str, out: str) -> None:
+    from loopback import gloo_group
+
+    with gloo_group(rank, 2, port):
+        task, model, criterion, optimizer, sample = _training_setup(Path(data), seed=rank)  # different starts
+        start = model.tnf_notes.notes.clone()
+        task.train_step(sample, model, criterion, optimizer, 0, ignore_grad=rank == 1)  # rank 1: a dummy batch
+        torch.save({"start": start, "notes": model.tnf_notes.notes.clone()}, f"{out}/rank{rank}.pt")
+
+
+def test_a_dummy_batch_takes_no_notes(english_mlm_bin):
+    task, model, criterion, optimizer, sample = _training_setup(english_mlm_bin, seed=0)
+    start = model.tnf_notes.notes.clone()
+    task.train_step(sample, model, criterion, optimizer, 0, ignore_grad=True)
+    assert torch.equal(model.tnf_notes.notes, start)
+    task.train_step(sample, model, criterion, optimizer, 0)
+    assert not torch.equal(model.tnf_notes.notes, start)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_ranks_start_from_the_same_notes_and_a_dummy_batch_adds_none(english_mlm_bin, tmp_path):
+    """2 gloo ranks with different random ``ema`` starts (fairseq broadcasts no buffers): both end the step with
+    rank 0's start updated by rank 0's batch alone, as rank 1's batch is a dummy (ignore_grad)."""
+    import torch.multiprocessing as mp
+    from loopback import free_port
+
+    mp.spawn(_dummy_batch_worker, args=(free_port(), str(english_mlm_bin), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert not torch.equal(ranks[0]["start"], ranks[1]["start"])
+    assert torch.equal(ranks[0]["notes"], ranks[1]["notes"])
+    task, model, criterion, optimizer, sample = _training_setup(english_mlm_bin, seed=0)
+    assert torch.equal(model.tnf_notes.notes, ranks[0]["start"])
+    task.train_step(sample, model, criterion, optimizer, 0)  # one process, rank 0's batch
+    torch.testing.assert_close(ranks[0]["notes"], model.tnf_notes.notes)

@@ -99,6 +99,32 @@ def test_fairseq_train_tupe_a_without_untying_and_convert(english_mlm_bin, tmp_p
     _assert_same_outputs(checkpoint, english_mlm_bin, out)
 
 
+def test_converted_folder_has_the_tokenizer_and_fills_masks(tupe_r_checkpoint, english_mlm_bin, tmp_path):
+    """The folder of graftkit's own arch carries the fairseq dictionary's tokenizer (found through the
+    checkpoint's data setting): AutoTokenizer and the fill-mask pipeline load it, with fairseq's predictions."""
+    from fairseq.data import Dictionary
+    from transformers import AutoTokenizer, pipeline
+
+    import hf_models  # noqa: F401  (registers tupe with the Auto classes)
+    from plugins.tupe import convert_fairseq_tupe_to_hf
+
+    out = convert_fairseq_tupe_to_hf(tupe_r_checkpoint, tmp_path / "hf")
+    dictionary = Dictionary.load(str(english_mlm_bin / "dict.txt"))
+    mask_id = dictionary.add_symbol("<mask>")  # as fairseq's masked_lm task does
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert (tokenizer.mask_token_id, tokenizer.pad_token_id, len(tokenizer)) == (mask_id, 1, len(dictionary))
+    words = (english_mlm_bin.parent / "train.txt").read_text().split()[:8]
+    words[3] = "<mask>"
+    masked = " ".join(words)
+    ids = [dictionary.bos()] + dictionary.encode_line(masked, add_if_not_exist=False).tolist()
+    assert tokenizer(masked)["input_ids"] == ids
+    predictions = pipeline("fill-mask", model=str(out), top_k=5)(masked)
+    with torch.no_grad():
+        top = _fairseq_model(tupe_r_checkpoint, english_mlm_bin)(torch.tensor([ids]))[0][0, 4].softmax(-1).topk(5)
+    assert [p["token"] for p in predictions] == top.indices.tolist()
+    assert [p["score"] for p in predictions] == pytest.approx(top.values.tolist(), abs=1e-6)
+
+
 def test_sentence_prediction_head_and_bad_settings(tupe_r_checkpoint, english_mlm_bin):
     model = _fairseq_model(tupe_r_checkpoint, english_mlm_bin)
     model.register_classification_head("sentence_classification_head", num_classes=3)

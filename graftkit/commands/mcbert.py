@@ -1,0 +1,39 @@
+"""`graftkit mcbert convert CKPT OUT` (MC-BERT/MC-BERT fairseq checkpoint -> HF McBert folder with its tokenizer)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from graftkit.commands.tupe import add_tokenizer_arguments
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from plugins.convert_mcbert import convert_mcbert_to_hf
+
+    out = convert_mcbert_to_hf(args.checkpoint, args.out, with_controller=args.with_controller,
+                               dictionary=args.dict, tokenizer=not args.no_tokenizer, force=args.force)
+    model = "McBertForPreTraining" if args.with_controller else "McBertModel"
+    print(f"wrote {out} (load with hf_models.{model}.from_pretrained, or "
+          f"{'AutoModelForPreTraining' if args.with_controller else 'AutoModel'}.from_pretrained(..., "
+          "trust_remote_code=True)"
+          f"{'' if args.no_tokenizer else '; its tokenizer with AutoTokenizer.from_pretrained'})")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("mcbert", help="MC-BERT: reference checkpoint converter",
+                              description="MC-BERT, pre-training with a meta controller (Xu et al., 2020).")
+    sub = p.add_subparsers(dest="mcbert_command", metavar="COMMAND", required=True)
+    c = sub.add_parser("convert", help="MC-BERT/MC-BERT fairseq checkpoint -> HF McBert folder",
+                       description="Convert a checkpoint of the reference implementation (MC-BERT/MC-BERT, model "
+                                   "mcbert) into a save_pretrained folder of hf_models.McBertModel (the main "
+                                   "encoder, to fine-tune), or with --with-controller McBertForPreTraining "
+                                   "(encoder, multi-choice head and meta controller), with identical outputs and a "
+                                   "tokenizer with the fairseq dictionary's ids (+ <mask>, <neither>).")
+    c.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
+    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty, unless --force)")
+    c.add_argument("--with-controller", action="store_true",
+                   help="keep the pre-training parts: McBertForPreTraining instead of the encoder alone")
+    add_tokenizer_arguments(c)
+    c.set_defaults(func=_convert)
