@@ -136,17 +136,6 @@ def _config_class(model_type: str) -> type:
     return CONFIG_MAPPING[model_type]
 
 
-def _position_fields(model_type: str, position_embedding_type: str, what: str) -> dict[str, Any]:
-    """The config fields asking ``model_type`` for a position encoding: the core's ``position_embedding_type``
-    where the installed config has it; else only BERT's absolute vectors (the config's default) exist."""
-    if "position_embedding_type" in _config_class(model_type).__dataclass_fields__:
-        return {"position_embedding_type": position_embedding_type}
-    if position_embedding_type == "absolute":
-        return {}
-    raise GraftkitError(f"--position-embedding-type {position_embedding_type} with {what} is not available in "
-                        f"this graftkit version (its {model_type} config has no position_embedding_type)")
-
-
 def choose_model(settings: PretrainSettings) -> ModelChoice:
     """The model of the composition: MLM -> ``preln_bert`` (BERT's absolute positions) or ``tupe``; RTD/MC ->
     ``mc_bert`` with that objective; notes -> ``tnf``. GraftkitError for a combination not available."""
@@ -160,18 +149,17 @@ def choose_model(settings: PretrainSettings) -> ModelChoice:
         if settings.objective != "mlm":
             raise GraftkitError(f"--notes with --objective {settings.objective} is not available in this graftkit "
                                 "version (TNF's notes train with the masked-LM objective)")
-        return ModelChoice("tnf", {"layer_norm_position": ln, **_position_fields("tnf", pet, "--notes")},
+        return ModelChoice("tnf", {"layer_norm_position": ln, "position_embedding_type": pet},
                            f"TNF, Taking Notes on the Fly: {method('tnf').paper}; masked LM on a {encoder}")
     if settings.objective in ("rtd", "mc"):
         name = ("MC-BERT multi-choice cloze" if settings.objective == "mc" else
                 "ELECTRA replaced token detection (Clark et al., ICLR 2020; MC-BERT's meta controller as generator)")
-        fields = {"objective": settings.objective, "layer_norm_position": ln,
-                  **_position_fields("mc_bert", pet, f"--objective {settings.objective}")}
+        fields = {"objective": settings.objective, "layer_norm_position": ln, "position_embedding_type": pet}
         return ModelChoice("mc_bert", fields, f"{name}: {method('mcbert').paper}; on a {encoder}")
     bert = "BERT masked LM (Devlin et al., NAACL 2019)"
     if pet == "absolute":
         return ModelChoice("preln_bert", {"layer_norm_position": ln}, f"{bert} on a {encoder}")
-    return ModelChoice("tupe", {"layer_norm_position": ln, "position_mode": pet.removeprefix("tupe_")},
+    return ModelChoice("tupe", {"layer_norm_position": ln, "position_embedding_type": pet},
                        f"{bert} on a {encoder}")
 
 
@@ -282,7 +270,7 @@ def rare_vocabulary(settings: PretrainSettings, tokenizer, train_lines: list[str
 def build_model(settings: PretrainSettings, choice: ModelChoice, tokenizer, num_rare_words: int | None):
     """The pre-training model of ``choice`` at ``settings.size``, sized to the tokenizer, seeded."""
     import torch
-    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
+    from transformers import AutoModelForMaskedLM
 
     fields = {**SIZES[settings.size], **choice.fields, "vocab_size": len(tokenizer),
               "max_position_embeddings": settings.max_length, "pad_token_id": tokenizer.pad_token_id}
@@ -294,8 +282,7 @@ def build_model(settings: PretrainSettings, choice: ModelChoice, tokenizer, num_
         fields["num_rare_words"] = num_rare_words
     config = _config_class(choice.model_type)(**fields)
     torch.manual_seed(settings.seed)
-    auto = AutoModelForPreTraining if choice.model_type == "mc_bert" else AutoModelForMaskedLM
-    return auto.from_config(config)
+    return AutoModelForMaskedLM.from_config(config)  # MC-BERT's is its pre-training model
 
 
 def encode(settings: PretrainSettings, tokenizer, lines: list[str], rare_vocab) -> list[dict[str, Any]]:
@@ -309,24 +296,23 @@ def encode(settings: PretrainSettings, tokenizer, lines: list[str], rare_vocab) 
 
 
 def collator(choice: ModelChoice, tokenizer):
-    """BERT's masking collator for the MLM models (with the rare spans for TNF); MC-BERT masks its input
-    itself, so its batches are only padded (the special-tokens mask keeps [CLS]/[SEP] unmasked)."""
-    from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
+    """BERT's masking collator (HF's), with the rare-word spans for TNF. MC-BERT takes its labels as the masked
+    positions and masks them all with <mask> itself."""
+    from transformers import DataCollatorForLanguageModeling
 
     from hf_models.tnf.data_collator_tnf import DataCollatorForTnf
 
-    if choice.model_type == "mc_bert":
-        return DataCollatorWithPadding(tokenizer)
     if choice.model_type == "tnf":
         return DataCollatorForTnf(tokenizer, mlm_probability=MLM_PROBABILITY)
     return DataCollatorForLanguageModeling(tokenizer, mlm_probability=MLM_PROBABILITY)
 
 
 def model_card(settings: PretrainSettings, choice: ModelChoice, config, data: dict[str, int],
-               eval_loss: float | None, global_step: int, processes: int, encoder_folder: bool) -> str:
+               eval_loss: float, eval_parts: dict[str, float], global_step: int, processes: int,
+               encoder_folder: bool) -> str:
     """README.md of the output folder: method and paper, config, data size, steps, final eval loss, command."""
-    loss = "not reported" if eval_loss is None else f"{eval_loss:.4f}"
-    load = {"mc_bert": "AutoModelForPreTraining (the pre-training model) and AutoModel, "
+    loss = f"{eval_loss:.4f}" + "".join(f", {name} {value:.4f}" for name, value in eval_parts.items())
+    load = {"mc_bert": "AutoModelForMaskedLM or AutoModelForPreTraining (the pre-training model) and AutoModel, "
                        "AutoModelForSequenceClassification, AutoModelForTokenClassification (its encoder)",
             "tnf": "AutoModelForMaskedLM (the masked LM with its note dictionary)"}.get(
         choice.model_type, "AutoModelForMaskedLM, AutoModel, AutoModelForSequenceClassification, "
@@ -401,6 +387,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     from transformers import AutoTokenizer, PreTrainedConfig, Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
+    from hf_models.mc_bert import pretraining_metrics
     from hf_models.tnf.vocabulary import FILE_NAME as RARE_WORDS_FILE
     from hf_models.tnf.vocabulary import RareVocabulary
 
@@ -446,22 +433,27 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         print(f"graftkit pretrain: {choice.model_type} ({settings.size}, {model.num_parameters():,} parameters), "
               f"{data['train_lines']} training lines ({data['train_tokens']} tokens), {data['eval_lines']} held "
               f"out; {settings.steps} steps, evaluation every {eval_every}", flush=True)
+    # MC-BERT's evaluation also reports each part of its loss (the meta controller's MLM, the discriminator's)
+    metrics_of_parts = pretraining_metrics if choice.model_type == "mc_bert" else None
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator(choice, tokenizer), processing_class=tokenizer)
+                      data_collator=collator(choice, tokenizer), processing_class=tokenizer,
+                      compute_metrics=metrics_of_parts)
     last = get_last_checkpoint(args.output_dir) if settings.resume and Path(args.output_dir).is_dir() else None
     if settings.resume and last is None and state.is_main_process:
         print(f"graftkit pretrain: --resume: no checkpoint in {args.output_dir} yet, starting from step 0", flush=True)
     trainer.train(resume_from_checkpoint=last)
     metrics = trainer.evaluate()
-    eval_loss = metrics.get("eval_loss")
+    eval_loss = metrics["eval_loss"]
+    eval_parts = {k.removeprefix("eval_"): v for k, v in metrics.items()
+                  if k in ("eval_mlm_loss", "eval_discriminator_loss")}
     global_step = trainer.state.global_step
 
     trainer.save_model(str(settings.out))  # the main process writes (weights, config, code, tokenizer)
     if state.is_main_process:
         model = trainer.model
         encoder_folder = choice.model_type in ("mc_bert", "tnf")
-        card = model_card(settings, choice, model.config, data, eval_loss, global_step, args.world_size,
-                          encoder_folder)
+        card = model_card(settings, choice, model.config, data, eval_loss, eval_parts, global_step,
+                          args.world_size, encoder_folder)
         if encoder_folder:
             encoder = model.mc_bert if choice.model_type == "mc_bert" else model.backbone()
             encoder.save_pretrained(settings.out / ENCODER)
@@ -469,7 +461,6 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
             _write_text(settings.out / ENCODER / "README.md", card)
         _write_text(settings.out / "README.md", card)
         print(f"graftkit pretrain: wrote {settings.out}" + (f" and {settings.out / ENCODER}" if encoder_folder else "")
-              + f" after {global_step} steps; held-out eval loss "
-              + ("not reported" if eval_loss is None else f"{eval_loss:.4f}"), flush=True)
+              + f" after {global_step} steps; held-out eval loss {eval_loss:.4f}", flush=True)
     state.wait_for_everyone()
     return {"eval_loss": eval_loss, "global_step": global_step, "out": settings.out}

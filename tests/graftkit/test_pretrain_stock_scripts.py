@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -86,11 +87,13 @@ metrics = trainer.evaluate()
 model.eval()
 probe = tokenizer(lines[:2], padding=True, truncation=True, max_length=32, return_tensors="pt",
                   return_token_type_ids=False)
-with torch.no_grad():
-    logits = model(**probe).logits
+with torch.no_grad():  # the encoder's features; the masked-LM logits where the model has them (MC-BERT masks)
+    out = {"AutoModel": model.base_model(**probe).last_hidden_state.tolist()}
+    if args.model_type != "mc_bert":
+        out["AutoModelForMaskedLM"] = model(**probe).logits.tolist()
 changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
-json.dump({"eval_loss": metrics["eval_loss"], "logits": logits.tolist(), "changed": changed,
-           "class": type(model).__name__}, open(f"{args.output_dir}/run.json", "w"))
+with open(f"{args.output_dir}/run.json", "w") as f:
+    json.dump({"eval_loss": metrics["eval_loss"], "outputs": out, "changed": changed}, f)
 """
 
 _RELOAD = """
@@ -100,17 +103,21 @@ class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without gra
         if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, HideGraftkit())
-import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer
+import torch, transformers
+from transformers import AutoTokenizer
 folder = sys.argv[1]
 tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True).eval()
-assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
 lines = [line for line in open(sys.argv[2]).read().splitlines() if line.strip()]
 probe = tokenizer(lines[:2], padding=True, truncation=True, max_length=32, return_tensors="pt",
                   return_token_type_ids=False)
-with torch.no_grad():
-    json.dump(model(**probe).logits.tolist(), sys.stdout)
+out = {}
+for name in sys.argv[3].split(","):
+    model = getattr(transformers, name).from_pretrained(folder, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+    with torch.no_grad():
+        result = model(**probe)
+    out[name] = (result.logits if name == "AutoModelForMaskedLM" else result.last_hidden_state).tolist()
+json.dump(out, sys.stdout)
 """
 
 TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64,max_position_embeddings=32"
@@ -124,7 +131,9 @@ def corpus_and_tokenizer(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("data")
     lines = english_sentences()[:120]
     (folder / "train.txt").write_text("\n".join(lines) + "\n")
-    train_tokenizer(lines, 500, 32).save_pretrained(folder / "tokenizer")
+    tokenizer = train_tokenizer(lines, 500, 32, ["<neither>"])  # [PAD] [UNK] [CLS] [SEP] [MASK] <neither> first
+    assert tokenizer.convert_tokens_to_ids(["[MASK]", "<neither>"]) == [4, 5]
+    tokenizer.save_pretrained(folder / "tokenizer")
     return folder / "train.txt", folder / "tokenizer"
 
 
@@ -134,6 +143,9 @@ def corpus_and_tokenizer(tmp_path_factory) -> tuple[Path, Path]:
     ("preln_bert", ",layer_norm_position=post"),
     ("tupe", ""),
     ("tupe", ",position_mode=relative,layer_norm_position=pre"),
+    ("preln_bert", ",position_embedding_type=tupe_relative"),
+    ("mc_bert", ",mc_size_divider=2,mask_token_id=4,neither_token_id=5"),
+    ("mc_bert", ",objective=rtd,mc_size_divider=2,mask_token_id=4,position_embedding_type=tupe_absolute"),
 ])
 def test_the_run_mlm_path_trains_saves_and_reloads_without_graftkit(tmp_path, corpus_and_tokenizer, model_type,
                                                                       overrides):
@@ -143,7 +155,7 @@ def test_the_run_mlm_path_trains_saves_and_reloads_without_graftkit(tmp_path, co
                   "--tokenizer_name", str(tokenizer), "--train_file", str(train_file), "--output_dir", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
-    assert 0 < run["eval_loss"] < 20
+    assert math.isfinite(run["eval_loss"]) and run["eval_loss"] > 0
     assert "bert.encoder.layers.1.feed_forward.output.weight" in run["changed"] or any(
         k.endswith("encoder.layers.1.feed_forward.output.weight") for k in run["changed"])
     config = json.loads((out / "config.json").read_text())
@@ -153,7 +165,10 @@ def test_the_run_mlm_path_trains_saves_and_reloads_without_graftkit(tmp_path, co
         assert str(config[name]) == value
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     (tmp_path / "reload.py").write_text(_RELOAD)
-    reload = subprocess.run([sys.executable, str(tmp_path / "reload.py"), str(out), str(train_file)], cwd=tmp_path,
-                            env=env, capture_output=True, text=True)
+    reload = subprocess.run([sys.executable, str(tmp_path / "reload.py"), str(out), str(train_file),
+                             ",".join(run["outputs"])], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert reload.returncode == 0, reload.stderr[-3000:]
-    torch.testing.assert_close(torch.tensor(json.loads(reload.stdout)), torch.tensor(run["logits"]))
+    reloaded = json.loads(reload.stdout)
+    assert set(reloaded) == set(run["outputs"]) >= {"AutoModel"}
+    for name, expected in run["outputs"].items():
+        torch.testing.assert_close(torch.tensor(reloaded[name]), torch.tensor(expected), msg=name)
