@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 import torch
+from weight_init import assert_init_sets_every_buffer, assert_init_sets_every_weight
 
 from hf_models import (
     McBertConfig,
@@ -295,6 +296,19 @@ def test_common_model_checks(name, tmp_path):
         model.resize_token_embeddings(64)
         with torch.no_grad():
             assert model(input_ids=torch.full((1, 4), 63)).logits.isfinite().all()
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSITIONS))
+def test_the_weight_init_sets_every_weight_and_buffer(name):
+    # transformers' test_can_init_all_missing_weights and test_init_weights_can_init_buffers, for the
+    # pre-training model of each composition and its fine-tuning classes
+    cls, fields = COMPOSITIONS[name]
+    config = cls(**TINY, **fields)
+    pretraining = {McBertConfig: McBertForPreTraining, TnfConfig: TnfForMaskedLM}.get(cls, PreLNBertForMaskedLM)
+    fine_tuned = config.backbone_config() if isinstance(config, TnfConfig) else config  # TNF: its backbone
+    for model_class, model_config in ((pretraining, config), *((c, fine_tuned) for c in FINE_TUNING[cls])):
+        assert_init_sets_every_weight(model_class, model_config)
+        assert_init_sets_every_buffer(model_class, model_config)
 
 
 # --- pre-train, save, reload without graftkit, fine-tune ---------------------------------------------------------
