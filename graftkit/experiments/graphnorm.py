@@ -37,7 +37,7 @@ class Budget:
 
 
 QUICK = Budget(epochs=8, seeds=5)
-FULL = Budget(epochs=40, seeds=10, selection_seeds=2)
+FULL = Budget(epochs=30, seeds=5, selection_seeds=1)
 
 
 def _split(labels: list[int], seed: int) -> tuple[list[int], list[int]]:
@@ -146,7 +146,8 @@ def _gates(metrics: dict, budget: Budget, full: bool) -> str:
 RULE = (
     "Metric: area under the training-mode loss curve (mean cross-entropy over every optimizer step, lower = "
     "faster fitting) of GIN, each arm at its own learning rate (full: chosen from "
-    f"{', '.join(f'{lr:g}' for lr in LR_GRID)} by validation loss on a held-out 20 % split, 2 selection seeds "
+    f"{', '.join(f'{lr:g}' for lr in LR_GRID)} by validation loss on a held-out 20 % split, "
+    f"{FULL.selection_seeds} selection seed(s) "
     "disjoint from the judged ones; quick: fixed values stated in the notes), paired seeds (same init of the "
     "shared layers and same data order in every arm). Gates, else undecided naming the first that fails: "
     f">= {MIN_SEEDS} paired seeds; no run diverges; GraphNorm or BatchNorm ends below "
