@@ -120,4 +120,4 @@ def test_tiny_run_reports_per_seed_metrics_and_names_the_failed_gate(tmp_path, m
     assert len(metrics["per_seed_auc_mutag_graph"]) == 2 and "batch_minus_graph_auc_ci_low_mean-degree" in metrics
     assert "instance_minus_graph_auc_ci_high_mutag" in metrics
     assert outcome.caveats[0].startswith("Undecided: gate failed — paired seeds")
-    assert stages[0] == "mutag: GIN+graph (1/6) lr 0.01, seed 1/2" and outcome.figures[0].is_file()
+    assert stages[0] == "mutag: GIN+graph (1/6) lr 0.003, seed 1/2" and outcome.figures[0].is_file()
