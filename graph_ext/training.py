@@ -92,16 +92,3 @@ def epochs_to_reach(curve: Sequence[float], target: float) -> int | None:
             return epoch
     return None
 
-
-def paired_bootstrap_ci(differences: Sequence[float], level: float = 0.95, resamples: int = 10_000,
-                        seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of paired per-seed ``differences`` (resampling seeds)."""
-    values = torch.as_tensor(list(differences), dtype=torch.float64)
-    if values.numel() < 2 or not torch.isfinite(values).all():
-        raise GraftkitError(f"a bootstrap interval needs >= 2 finite paired differences, got {values.tolist()}")
-    generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(0, values.numel(), (resamples, values.numel()), generator=generator)
-    means = values[picks].mean(1)
-    tail = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return low, high

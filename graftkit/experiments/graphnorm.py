@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from graftkit.experiments import protocol
 from graftkit.registry import Outcome, RunContext, experiment
 
 NORMS = ("graph", "batch", "layer", "instance", "none")
@@ -104,10 +105,8 @@ def _choose_lrs(ctx: RunContext, name: str, train_set, val_set, budget: Budget) 
 
 def _paired(metrics: dict, name: str, key: str, first: list[float], second: list[float], seed: int) -> None:
     """Paired per-seed differences first − second: mean, 95 % bootstrap interval, seeds where first > second."""
-    from graph_ext.training import paired_bootstrap_ci
-
     diffs = [a - b for a, b in zip(first, second)]
-    low, high = paired_bootstrap_ci(diffs, seed=seed)
+    low, high = protocol.bootstrap_interval(diffs, seed=seed)
     metrics[f"{key}_{name}"] = statistics.fmean(diffs)
     metrics[f"{key}_ci_low_{name}"], metrics[f"{key}_ci_high_{name}"] = low, high
     metrics[f"{key}_seeds_positive_{name}"] = sum(d > 0 for d in diffs)

@@ -1,7 +1,6 @@
 """The graphnorm-convergence experiment: its rule as code (gates → undecided), the paired bootstrap interval,
 the SYNTHETIC mean-degree set, the pairing of arms, and a tiny end-to-end run."""
 
-import math
 
 import pytest
 import torch
@@ -59,20 +58,6 @@ def test_gates_name_what_failed():
     edge = _gate_metrics(**{"lr_mean-degree_graph": 3e-2})
     assert _gates(edge, QUICK, full=False) == ""  # quick uses fixed rates: no grid to be at the edge of
     assert "graph on mean-degree chose 0.03" in _gates(edge, FULL, full=True)
-
-
-def test_paired_bootstrap_interval():
-    from graftkit.errors import GraftkitError
-    from graph_ext.training import paired_bootstrap_ci
-
-    assert paired_bootstrap_ci([0.2] * 5) == pytest.approx((0.2, 0.2))
-    low, high = paired_bootstrap_ci([0.1, 0.3, 0.2, 0.4, 0.0], seed=1)
-    assert 0.0 <= low < 0.2 < high <= 0.4  # percentile interval around the mean 0.2, inside the data's range
-    assert paired_bootstrap_ci([0.1, 0.3, 0.2, 0.4, 0.0], seed=1) == (low, high)  # seeded
-    with pytest.raises(GraftkitError, match=">= 2 finite"):
-        paired_bootstrap_ci([0.1])
-    with pytest.raises(GraftkitError, match=">= 2 finite"):
-        paired_bootstrap_ci([0.1, math.nan])
 
 
 def test_mean_degree_graphs_are_labelled_by_their_mean_degree():
