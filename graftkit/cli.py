@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     for m in METHODS:
         if m.has_commands:
             importlib.import_module(m.commands_module).register(sub)
+    importlib.import_module("graftkit.commands.pretrain").register(sub)  # pretrain, hf-run
     return parser
 
 

@@ -180,7 +180,7 @@ def _per_method_commands() -> set[str]:
 
     from graftkit.cli import build_parser
 
-    hub = {"list", "reproduce", "report", "fairseq-user-dir"}
+    hub = {"list", "reproduce", "report", "fairseq-user-dir", "pretrain", "hf-run"}
     subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return set(subcommands.choices) - hub
 

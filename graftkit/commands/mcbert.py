@@ -6,9 +6,13 @@ import argparse
 from pathlib import Path
 
 from graftkit.commands.tupe import add_tokenizer_arguments
+from graftkit.errors import check_input
 
 
 def _convert(args: argparse.Namespace) -> int:
+    check_input(args.checkpoint, "CKPT")  # before torch and the converter are imported
+    if args.dict is not None:
+        check_input(args.dict, "--dict")
     from plugins.convert_mcbert import convert_mcbert_to_hf
 
     out = convert_mcbert_to_hf(args.checkpoint, args.out, with_controller=args.with_controller,

@@ -2,18 +2,19 @@
 
 from huggingface_hub.dataclasses import strict
 
-from ..preln_bert.configuration_preln_bert import PreLNBertConfig
+from ..core.config import EncoderConfig
 from .notes import FIRST_NOTE_MODES, check_fraction
+from .rare_spans import check_rare_word_fields
 
 #: Fields a TNF config adds to its backbone's (dropped when the backbone is exported).
 TNF_FIELDS = ("num_rare_words", "note_weight", "note_momentum", "note_half_window", "first_note",
-              "mix_masked_words")
+              "mix_masked_words", "rare_word_token_ids", "word_boundary_marks")
 
 
 @strict
-class TnfConfig(PreLNBertConfig):
-    r"""The backbone's fields (graftkit's core encoder, as :class:`PreLNBertConfig`; ``layer_norm_position``
-    defaults to ``"post"``: BERT, the paper's backbone) plus the note dictionary's:
+class TnfConfig(EncoderConfig):
+    r"""The backbone's fields (graftkit's core encoder, those of :class:`PreLNBertConfig`;
+    ``layer_norm_position`` defaults to ``"post"``: BERT, the paper's backbone) plus the note dictionary's:
 
     num_rare_words (`int`): rows of the note dictionary (``len(RareVocabulary)``), >= 1.
     note_weight (`float`, defaults to 0.5): λ in e = (1 - λ)(tok + pos) + λ ND[w], in [0, 1] (the paper's).
@@ -23,17 +24,24 @@ class TnfConfig(PreLNBertConfig):
         its first note is copied in; `"ema"`: ND starts random (N(0, initializer_range²)), all mixed at once.
     mix_masked_words (`bool`, defaults to False): also mix notes into rare words that have a prediction
         target among their tokens (the note would name the hidden word).
+    rare_word_token_ids (`list[list[int]]`, *optional*): the rare-word vocabulary the model finds in
+        ``input_ids`` when a batch has no ``rare_spans`` (any collator): row w's token ids, with
+    word_boundary_marks (`str`, *optional*): two marks per token id (:mod:`hf_models.tnf.rare_spans`). Both
+        from :meth:`RareVocabulary.config_fields`; without them TNF needs ``rare_spans`` in every batch.
     """
 
     model_type = "tnf"
 
     layer_norm_position: str = "post"
+    tie_word_embeddings: bool = True
     num_rare_words: int = 1
     note_weight: float | int = 0.5
     note_momentum: float | int = 0.1
     note_half_window: int = 16
     first_note: str = "replace"
     mix_masked_words: bool = False
+    rare_word_token_ids: list[list[int]] | None = None
+    word_boundary_marks: str | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.num_rare_words, bool) or self.num_rare_words < 1:
@@ -44,14 +52,20 @@ class TnfConfig(PreLNBertConfig):
             raise ValueError(f"note_half_window (k) must be >= 0, got {self.note_half_window!r}")
         if self.first_note not in FIRST_NOTE_MODES:
             raise ValueError(f"first_note must be one of {FIRST_NOTE_MODES}, got {self.first_note!r}")
+        check_rare_word_fields(self.rare_word_token_ids, self.word_boundary_marks, self.num_rare_words,
+                               self.vocab_size)
         super().__post_init__(**kwargs)
 
-    def backbone_config(self) -> PreLNBertConfig:
-        """The plain backbone's config: this one without the TNF fields."""
+    def backbone_config(self) -> EncoderConfig:
+        """The plain backbone's config (a ``preln_bert`` :class:`PreLNBertConfig`): this one without the TNF
+        fields. Found through AutoConfig, where importing ``hf_models`` registered it (the remote code of a TNF
+        folder imports no other model's module)."""
+        from transformers import AutoConfig
+
         fields = {k: v for k, v in self.to_dict().items()
                   if k not in TNF_FIELDS and k not in ("model_type", "architectures", "auto_map",
                                                        "transformers_version")}
-        return PreLNBertConfig(**fields)
+        return AutoConfig.for_model("preln_bert", **fields)
 
 
 __all__ = ["TnfConfig"]

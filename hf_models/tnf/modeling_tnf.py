@@ -1,28 +1,39 @@
 """TNF masked-LM for HF transformers: graftkit's core encoder (BERT by default) plus a note dictionary.
 
-In training mode with ``rare_spans`` the model mixes notes into the rare words' input embeddings and, after
-the forward, takes new notes from the final-layer outputs (``hf_models.tnf.notes``). In eval mode, or
-without ``rare_spans``, it is exactly its backbone (:meth:`TnfForMaskedLM.backbone`), which is what is kept
-after pre-training: ``model.backbone().save_pretrained(path)`` writes a :class:`PreLNBertForMaskedLM`
-folder without the notes.
+In training mode the model mixes notes into the rare words' input embeddings and, after the forward, takes new
+notes from the final-layer outputs (``hf_models.tnf.notes``). The rare words' occurrences come from the batch's
+``rare_spans`` (:class:`DataCollatorForTnf`) or, with any other collator, are found in the token ids from the
+rare vocabulary the config stores (:mod:`hf_models.tnf.rare_spans`). In eval mode it is exactly its backbone
+(:meth:`TnfForMaskedLM.backbone`), which is what is kept after pre-training:
+``model.backbone().save_pretrained(path)`` writes a :class:`PreLNBertForMaskedLM` folder without the notes.
 
 The mixing goes through the backbone's public ``inputs_embeds``: tok + λ(ND - tok - pos), to which the
 embeddings add pos and the token type, so the input is exactly (1 - λ)(tok + pos) + λ ND[w] + type.
+
+This module imports only the core and its own package, so a saved TNF folder loads with ``trust_remote_code``.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 from transformers import initialization as init
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.modeling_utils import PreTrainedModel
 
 from ..core.embeddings import resolve_position_ids
 from ..core.heads import token_cross_entropy
-from ..core.modeling import EncoderForMaskedLM, EncoderPreTrainedModel, maybe_tuple
-from ..preln_bert.modeling_preln_bert import PreLNBertForMaskedLM, PreLNBertModel
+from ..core.modeling import EncoderForMaskedLM, EncoderModel, EncoderPreTrainedModel, maybe_tuple
+from ..core.remote_code import write_remote_code
 from .configuration_tnf import TnfConfig
 from .notes import NoteDictionary, check_spans, note_inputs_embeds
+from .rare_spans import RareWordFinder
+
+NO_RARE_VOCABULARY = (
+    "TNF is training as its plain backbone: this batch has no 'rare_spans' and the model holds no rare-word "
+    "vocabulary, so no rare word gets a note. Store one in the config (TnfConfig(**RareVocabulary.load(...)"
+    ".config_fields(tokenizer), ...)) or use DataCollatorForTnf.")
 
 
 class TnfPreTrainedModel(EncoderPreTrainedModel):
@@ -31,12 +42,12 @@ class TnfPreTrainedModel(EncoderPreTrainedModel):
     config: TnfConfig
     config_class = TnfConfig
     base_model_prefix = "bert"
-    auto_classes = {}  # a TNF folder is a training checkpoint (load it with hf_models imported)
 
     def _init_weights(self, module) -> None:
         """The core's init, plus the note dictionary's start (``first_note``): "replace": no notes (zeros,
-        ``has_note`` false); "ema": N(0, initializer_range²), every word usable. HF runs it for every module
-        whose weights a checkpoint lacks (a backbone/BERT folder has no notes)."""
+        ``has_note`` false); "ema": N(0, initializer_range²), every word usable; and the rare-word finder's
+        tables (from the config). HF runs it for every module whose weights a checkpoint lacks (a
+        backbone/BERT folder has no notes)."""
         super()._init_weights(module)
         if isinstance(module, NoteDictionary):
             ema = module.first_note == "ema"
@@ -45,26 +56,40 @@ class TnfPreTrainedModel(EncoderPreTrainedModel):
             else:
                 init.zeros_(module.notes)
             init.constant_(module.has_note, ema)
+        elif isinstance(module, RareWordFinder):
+            module.reset_tables()
 
-    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
-        """HF's save (weights and the note dictionary); no remote code, which is for the exported backbone."""
-        PreTrainedModel.save_pretrained(self, save_directory, is_main_process=is_main_process, **kwargs)
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs) -> None:
+        """The core's save (weights, notes, ``auto_map`` and the model code), plus the note and rare-span
+        modules the remote code imports: the folder (``save_pretrained`` or a Trainer checkpoint) loads with
+        ``trust_remote_code=True`` without graftkit."""
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            write_remote_code(save_directory, [NoteDictionary, RareWordFinder])
+
+
+class TnfModel(TnfPreTrainedModel, EncoderModel):
+    """The backbone TNF trains: the core's :class:`EncoderModel` (``config.layer_norm_position``: ``"post"`` =
+    BERT), the same module and weights as :class:`PreLNBertModel`."""
 
 
 class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
-    """Masked-LM over :class:`PreLNBertModel` (``config.layer_norm_position``: ``"post"`` = BERT) with a
-    note dictionary ``notes`` (:class:`NoteDictionary`, ``config.num_rare_words`` x hidden)."""
+    """Masked-LM over :class:`TnfModel` (``config.layer_norm_position``: ``"post"`` = BERT) with a note
+    dictionary ``notes`` (:class:`NoteDictionary`, ``config.num_rare_words`` x hidden) and, when the config
+    stores the rare vocabulary, ``rare_words`` (:class:`RareWordFinder`) for batches without ``rare_spans``."""
 
-    base_model_class = PreLNBertModel
+    base_model_class = TnfModel
 
     def __init__(self, config: TnfConfig) -> None:
         super().__init__(config)
         self.notes = NoteDictionary(config.num_rare_words, config.hidden_size, momentum=config.note_momentum,
                                     half_window=config.note_half_window, first_note=config.first_note,
                                     init_std=config.initializer_range)
-        # post_init ran in the parent's __init__, before the notes existed: init them now (only them, the
-        # other modules are marked initialized), so __init__ and from_pretrained start alike (_init_weights)
-        self.init_weights()
+        self.rare_words = (None if config.rare_word_token_ids is None
+                           else RareWordFinder(config.rare_word_token_ids, config.word_boundary_marks))
+        self._warned_no_vocabulary = False
+        # post_init ran in the parent's __init__, before these existed: their own __init__ gives exactly what
+        # _init_weights gives (the notes' start drawn by the same normal_), which from_pretrained runs
 
     def forward(
         self,
@@ -80,7 +105,10 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         return_dict: bool | None = None,
     ) -> MaskedLMOutput | tuple:
         """As the backbone's masked-LM forward, plus ``rare_spans`` [batch, max_spans, 3] (rare-word index,
-        first token, last token; -1 rows pad), used in training mode only."""
+        first token, last token; -1 rows pad), used in training mode only; without them the model finds the
+        rare words in the batch itself (:meth:`find_rare_spans`), or warns once that it trains as BERT."""
+        if self.training and rare_spans is None and input_ids is not None:
+            rare_spans = self.find_rare_spans(input_ids, labels)
         if not (self.training and rare_spans is not None):
             return super().forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                                    labels, output_attentions, output_hidden_states, return_dict)
@@ -107,12 +135,29 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
                                 attentions=outputs.attentions)
         return maybe_tuple(output, return_dict, self.config)
 
-    def backbone(self) -> PreLNBertForMaskedLM:
-        """The plain masked-LM this model trains (a new model holding copies of the weights, no notes)."""
-        model = PreLNBertForMaskedLM(self.config.backbone_config())
+    def find_rare_spans(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The rare words' spans in the batch's original text (the masked positions' ``labels`` put back, as a
+        masked-LM collator leaves them), from the stored rare vocabulary; None, with a warning the first time,
+        when the model holds none."""
+        if self.rare_words is None:
+            if not self._warned_no_vocabulary and not torch.compiler.is_compiling():
+                warnings.warn(NO_RARE_VOCABULARY, UserWarning, stacklevel=3)
+                self._warned_no_vocabulary = True
+            return None
+        original = input_ids if labels is None else torch.where(labels != -100, labels, input_ids)
+        return self.rare_words(original)
+
+    def backbone(self):
+        """The plain masked-LM this model trains (a new :class:`PreLNBertForMaskedLM` holding copies of the
+        weights, no notes; with ``hf_models`` imported, which registers it)."""
+        from transformers import AutoModelForMaskedLM
+
+        model = AutoModelForMaskedLM.from_config(self.config.backbone_config())
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("notes.")}
         model.load_state_dict(state)
         return model.to(self.device)
 
 
-__all__ = ["TnfForMaskedLM", "TnfPreTrainedModel"]
+TnfPreTrainedModel.auto_classes = {"AutoConfig": TnfConfig, "AutoModelForMaskedLM": TnfForMaskedLM}
+
+__all__ = ["TnfForMaskedLM", "TnfModel", "TnfPreTrainedModel"]

@@ -120,7 +120,9 @@ class NoteDictionary(nn.Module):
         self.momentum, self.half_window, self.first_note = momentum, half_window, first_note
         self.sync_ranks = sync_ranks
         self._start_shared = False
-        start = torch.zeros(num_words, dim) if first_note == "replace" else torch.randn(num_words, dim) * init_std
+        start = torch.zeros(num_words, dim)
+        if first_note == "ema":  # the draw TnfPreTrainedModel._init_weights makes (init.normal_)
+            nn.init.normal_(start, mean=0.0, std=init_std)
         self.register_buffer("notes", start)
         self.register_buffer("has_note", torch.full((num_words,), first_note == "ema"))
 
@@ -152,8 +154,8 @@ class NoteDictionary(nn.Module):
 
         Per-word sums and counts are accumulated densely over all R words (``index_add_``; [R, d + 1] float32,
         all-reduced under DDP), so every shape is fixed: the update compiles with ``fullgraph=True`` and
-        exports. The EMA is computed in float32 and stored in the buffer's dtype (a bf16 model keeps
-        working)."""
+        exports. The EMA is computed in float32 (float64 for a float64 buffer) and stored in the buffer's
+        dtype (a bf16 model keeps working)."""
         notes = span_notes(hidden, spans, attention_mask, self.half_window).flatten(0, 1)  # [batch * spans, d]
         real = (spans[..., 0] >= 0).flatten().to(torch.float32)
         words = spans[..., 0].flatten().clamp_min(0)
@@ -165,7 +167,7 @@ class NoteDictionary(nn.Module):
             dist.all_reduce(totals)
         updated = totals[:, -1] > 0
         mean = totals[:, :-1] / totals[:, -1:].clamp_min(1.0)
-        current = self.notes.to(torch.float32)
+        current = self.notes.to(torch.promote_types(self.notes.dtype, torch.float32))
         new = (1 - self.momentum) * current + self.momentum * mean
         if self.first_note == "replace":
             new = torch.where(self.has_note[:, None], new, mean)

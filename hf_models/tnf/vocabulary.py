@@ -6,6 +6,9 @@ split, for BERT's WordPiece), so a word's subword tokens are exactly those the f
 
 Stored as versioned JSON beside the tokenizer (``tnf_rare_words.json``) with the tokenizer's fingerprint (a
 hash of its vocabulary, model, normalizer and pre-tokenizer): loading it with another tokenizer is an error.
+:meth:`RareVocabulary.config_fields` turns it into the config fields that store it with the model (each word's
+token ids and every token's word-boundary marks, :mod:`hf_models.tnf.rare_spans`), so the model finds the rare
+words in any batch's token ids.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -129,6 +133,24 @@ class RareVocabulary:
         return cls(data["words"], data["counts"], data["min_count"], data["max_count"],
                    data["tokenizer_fingerprint"], data.get("corpus", {}))
 
+    def config_fields(self, tokenizer: Any) -> dict[str, Any]:
+        """The :class:`TnfConfig` fields that store this vocabulary with the model: ``num_rare_words``,
+        ``rare_word_token_ids`` (each word's ids as the tokenizer's model tokenizes it; ``[]`` for a word it
+        makes [UNK], which its ids cannot tell apart) and ``word_boundary_marks`` (:func:`word_boundary_marks`)."""
+        self._check_tokenizer(tokenizer)
+        model, unk = _backend(tokenizer).model, tokenizer.unk_token_id
+        token_ids = []
+        for word in self.words:
+            pieces = [token.id for token in model.tokenize(word)]
+            token_ids.append([] if unk in pieces else pieces)
+        return {"num_rare_words": len(self.words), "rare_word_token_ids": token_ids,
+                "word_boundary_marks": word_boundary_marks(tokenizer)}
+
+    def _check_tokenizer(self, tokenizer: Any) -> None:
+        if tokenizer_fingerprint(tokenizer) != self.tokenizer_fingerprint:
+            raise GraftkitError("this rare-word vocabulary was built with another tokenizer: rebuild it with "
+                                "`graftkit tnf build-vocab`")
+
     def spans(self, word_ids: list[int | None], words: list[str]) -> list[list[int]]:
         """[w, s, t] for every rare word in one encoded sequence: ``word_ids`` is the encoding's
         ``word_ids()``, ``words`` the sequence's :func:`tokenizer_words`."""
@@ -147,9 +169,7 @@ class RareVocabulary:
         """Tokenize ``texts`` (right-truncated to ``max_length``) and mark their rare-word spans: one example
         per text with ``input_ids`` and ``rare_spans``, ready for :class:`DataCollatorForTnf`. A rare word
         that truncation cuts gets no span."""
-        if tokenizer_fingerprint(tokenizer) != self.tokenizer_fingerprint:
-            raise GraftkitError("this rare-word vocabulary was built with another tokenizer: rebuild it with "
-                                "`graftkit tnf build-vocab`")
+        self._check_tokenizer(tokenizer)
         examples = []
         for text in texts:
             encoding = tokenizer(text, truncation=max_length is not None, max_length=max_length)
@@ -169,3 +189,103 @@ def check_rare_range(min_count: object, max_count: object) -> None:
     check_int("max_count", max_count)
     if min_count > max_count:
         raise GraftkitError(f"rare range: min_count ({min_count}) must be <= max_count ({max_count})")
+
+
+def word_boundary_marks(tokenizer: Any) -> str:
+    """Two marks per token id (the format of :mod:`hf_models.tnf.rare_spans`) from the tokenizer's own marks:
+    WordPiece ``##`` (any pre-tokenizer), SentencePiece/Metaspace ``▁``, byte-level BPE ``Ġ`` (GPT-2
+    pre-tokenizer: its words also split where the character class changes). Added and special tokens other
+    than the unknown token stand outside words. Other tokenizers: a GraftkitError (use DataCollatorForTnf)."""
+    backend = _backend(tokenizer)
+    model, pre = type(backend.model).__name__, backend.pre_tokenizer
+    kind = type(pre).__name__ if pre is not None else "no"
+    if model == "WordPiece":
+        prefix = backend.model.continuing_subword_prefix
+        mark = lambda token: "c-" if token.startswith(prefix) else "s-"  # noqa: E731
+    elif kind == "Metaspace" and pre.split:
+        mark = lambda token: "s-" if token.startswith(pre.replacement) else "c-"  # noqa: E731
+    elif kind == "ByteLevel" and pre.use_regex:
+        mark = _byte_level_marks
+    else:
+        raise GraftkitError(f"TNF cannot tell word boundaries from the token ids of a {model} tokenizer with "
+                            f"{kind} pre-tokenizer (it reads WordPiece '##', byte-level BPE 'Ġ' and "
+                            "SentencePiece '▁' marks): give the batches rare_spans with DataCollatorForTnf")
+    vocab = backend.get_vocab(with_added_tokens=True)
+    outside = set(backend.get_added_tokens_decoder()) - {tokenizer.unk_token_id}
+    marks = ["s-"] * (max(vocab.values()) + 1)
+    for token, index in vocab.items():
+        marks[index] = "x-" if index in outside else mark(token)
+    return "".join(marks)
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: character -> byte (printable bytes stand for themselves, the others are
+    shifted past 255 in byte order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes = {byte: byte for byte in printable}
+    for byte in range(256):
+        if byte not in codes:
+            codes[byte] = 256 + len(codes) - len(printable)
+    return {chr(code): byte for byte, code in codes.items()}
+
+
+_BYTES = _byte_level_alphabet()
+
+
+def _character_class(char: str) -> str:
+    """The GPT-2 pre-tokenizer's classes: L letter, N number, W space, O other."""
+    if char.isspace():
+        return "W"
+    category = unicodedata.category(char)[0]
+    return category if category in "LN" else "O"
+
+
+def _byte_level_marks(token: str) -> str:
+    """A byte-level BPE token's marks: whitespace only: ``W`` then ``W`` (``J`` for a lone space); else it
+    begins a word after a space (``Ġ``), continues the previous token's
+    character when it starts inside one (``c``), else begins with its first character's class; then the class
+    of its last character (``J`` a lone space; ``-`` when it only ends another token's character: the class
+    is then the previous token's last). A character cut between tokens gets the class most of the characters
+    its known bytes could start have (U+2000-U+203F, after bytes E2 80: other)."""
+    if any(c not in _BYTES for c in token):
+        return "s-"
+    raw = bytes(_BYTES[c] for c in token)
+    if raw.isspace():  # a run of whitespace is a word of its own, and a lone space joins the word after it
+        return "WJ" if raw == b" " else "WW"
+    chars = _utf8_pieces(raw)
+    end = next((cls for cls in reversed(chars) if cls), "-")
+    if token.startswith("Ġ"):
+        return "s" + end
+    return (chars[0] or "c") + end
+
+
+def _utf8_pieces(raw: bytes) -> list[str]:
+    """The class of each character whose first byte is in ``raw`` (guessed for one cut at the end); "" for the
+    continuation bytes that open ``raw`` (the rest of a character that began before)."""
+    classes, i = [], 0
+    while i < len(raw):
+        byte = raw[i]
+        if byte & 0xC0 == 0x80:  # a continuation byte where a character should start
+            classes.append("")
+            i += 1
+            continue
+        length = 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+        piece = raw[i:i + length]
+        classes.append(_character_class(piece.decode("utf-8", errors="replace")[0]) if len(piece) == length
+                       else _cut_character_class(piece, length))
+        i += length
+    return classes
+
+
+def _cut_character_class(prefix: bytes, length: int) -> str:
+    """The most common class among the characters whose UTF-8 encoding (``length`` bytes) starts with
+    ``prefix``."""
+    lead_bits = {2: 0x1F, 3: 0x0F, 4: 0x07}[length]
+    low = high = prefix[0] & lead_bits
+    for position in range(1, length):
+        bits = prefix[position] & 0x3F if position < len(prefix) else None
+        low = (low << 6) | (0 if bits is None else bits)
+        high = (high << 6) | (0x3F if bits is None else bits)
+    points = [p for p in range(low, min(high, 0x10FFFF) + 1, max(1, (high - low) // 64))
+              if not 0xD800 <= p <= 0xDFFF]
+    return Counter(_character_class(chr(p)) for p in points).most_common(1)[0][0] if points else "L"

@@ -6,7 +6,6 @@ a script there: ``python tests/hf_models/test_reference_outputs.py OUT.pt``): se
 weight-init order is pinned too), then a deterministic perturbation, in float64 (platform-independent random
 init and tight tolerances) and float32; batches with right padding, left padding, no mask, explicit positions,
 token types; TNF's training step with notes; and each config's ``to_dict`` and saved ``config.json``.
-TNF's training steps are pinned separately since issue 24 changed them on purpose (:data:`TNF_TRAINING_REFERENCE`).
 """
 
 from __future__ import annotations
@@ -37,10 +36,6 @@ from hf_models import (
 )
 
 REFERENCE = Path(__file__).with_name("reference_outputs_b2e7509.pt")
-#: TNF's training steps as of 4283124 / e39541e (issue 24), which changed them on purpose: the note update runs in
-#: float32 (notes of a float64 model move at ~1e-6), and the "ema" start is drawn by the weight init (another
-#: random start). Made by ``python tests/hf_models/test_reference_outputs.py OUT.pt --tnf-training``.
-TNF_TRAINING_REFERENCE = Path(__file__).with_name("reference_tnf_training_4283124.pt")
 SIZE = dict(vocab_size=40, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=48,
             max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 # not the defaults: every shared field moved, so a field that lost its value would show
@@ -243,9 +238,8 @@ def test_encoder_outputs_equal_the_reference(reference, case):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("first_note", ["replace", "ema"])
-def test_tnf_training_steps_equal_the_reference(dtype, first_note):
+def test_tnf_training_steps_equal_the_reference(reference, dtype, first_note):
     case = f"tnf_training_{first_note}/{str(dtype)[6:]}"
-    reference = torch.load(TNF_TRAINING_REFERENCE, weights_only=True)
     _assert_equal_to_reference(reference, case, _tnf_training_case(dtype, first_note))
 
 
@@ -255,10 +249,15 @@ COMPOSED_FIELDS = dict(position_embedding_type="absolute", untie_cls=True, relat
                        relative_attention_max_distance=128)
 
 
+#: fields a model type gained since b2e7509 beyond the composed ones, at their defaults (TNF: the stored rare
+#: vocabulary, docs/tnf.md)
+ADDED_FIELDS: dict[str, dict[str, object]] = {"tnf": {"rare_word_token_ids": None, "word_boundary_marks": None}}
+
+
 def _with_composed_fields(saved: str, model_type: str) -> dict:
     """A config's JSON at b2e7509 plus :data:`COMPOSED_FIELDS` (a tupe config had TUPE's fields: it gains
-    ``position_embedding_type`` matching its ``position_mode``)."""
-    fields = json.loads(saved)
+    ``position_embedding_type`` matching its ``position_mode``) and the type's :data:`ADDED_FIELDS`."""
+    fields = {**ADDED_FIELDS.get(model_type, {}), **json.loads(saved)}
     if model_type == "tupe":
         return {**fields, "position_embedding_type": f"tupe_{fields.get('position_mode', 'absolute')}"}
     return {**COMPOSED_FIELDS, **fields}
@@ -287,5 +286,4 @@ def test_configs_saved_at_b2e7509_load_unchanged(reference, tmp_path, model_type
 
 
 if __name__ == "__main__":
-    torch.save({"tensors": _prints(_tnf_training_cases())} if "--tnf-training" in sys.argv[2:] else run_cases(),
-               sys.argv[1])
+    torch.save(run_cases(), sys.argv[1])

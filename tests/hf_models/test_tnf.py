@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
 from contextlib import contextmanager
 
 import pytest
@@ -372,22 +377,26 @@ def test_training_forward_names_bad_ids_before_it_looks_rows_up():
 
 @contextmanager
 def seeded_weight_init():
-    """Every ``transformers.initialization.normal_`` call draws from a seed fixed by the tensor's shape, so two
+    """Every ``normal_`` call (transformers' and torch's) draws from a seed fixed by the tensor's shape, so two
     inits of one model give the same weights whatever order they run in (transformers' common tests do the same
     with their ``seeded_weight_init``)."""
     from transformers import initialization
 
-    original = initialization.normal_
+    originals = {module: module.normal_ for module in (initialization, torch.nn.init)}
 
-    def seeded(tensor, mean=0.0, std=1.0, generator=None):
-        torch.manual_seed(hash(tuple(tensor.shape)) % 2 ** 31)
-        return original(tensor, mean=mean, std=std)
+    def seeded(original):
+        def normal_(tensor, mean=0.0, std=1.0, generator=None):
+            torch.manual_seed(hash(tuple(tensor.shape)) % 2 ** 31)
+            return original(tensor, mean=mean, std=std)
+        return normal_
 
-    initialization.normal_ = seeded
+    for module, original in originals.items():
+        module.normal_ = seeded(original)
     try:
         yield
     finally:
-        initialization.normal_ = original
+        for module, original in originals.items():
+            module.normal_ = original
 
 
 def assert_init_covers_missing_weights(model_class, config) -> None:
@@ -489,3 +498,203 @@ def test_training_forward_compiles_and_exports_with_the_note_update():
     reference = copy.deepcopy(exported)
     torch.testing.assert_close(program(**_training_inputs()).loss, reference(**_training_inputs()).loss)
     torch.testing.assert_close(program.notes.notes, reference.notes.notes)  # the update is in the program
+
+
+def _byte_level_bpe(texts):
+    """A RoBERTa-style byte-level BPE tokenizer (GPT-2 pre-tokenizer, 'Ġ' marks a word after a space)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=500, special_tokens=_SPECIALS,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return _with_specials(tok)
+
+
+def _sentencepiece(texts):
+    """A SentencePiece-style Unigram tokenizer (Metaspace pre-tokenizer, '▁' marks a word)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=500, special_tokens=_SPECIALS,
+                                                           unk_token="<unk>"))
+    return _with_specials(tok)
+
+
+_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
+
+
+def _with_specials(tok):
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", mask_token="<mask>")
+
+
+@pytest.fixture(scope="module", params=["wordpiece", "byte_level_bpe", "sentencepiece"])
+def any_tokenizer(request, corpus_and_tokenizer):
+    sentences, wordpiece = corpus_and_tokenizer
+    make = {"wordpiece": lambda texts: wordpiece, "byte_level_bpe": _byte_level_bpe,
+            "sentencepiece": _sentencepiece}[request.param]
+    return sentences, make(sentences)
+
+
+def _padded(examples, pad_id):
+    ids = torch.full((len(examples), max(len(e["input_ids"]) for e in examples)), pad_id)
+    for row, example in enumerate(examples):
+        ids[row, : len(example["input_ids"])] = torch.tensor(example["input_ids"])
+    return ids
+
+
+def test_the_model_finds_the_collators_rare_spans_in_token_ids(any_tokenizer):
+    """WordPiece '##', byte-level BPE 'Ġ' (with GPT-2's class and whitespace splits) and SentencePiece '▁':
+    the spans found in the padded token ids are exactly RareVocabulary.tokenize's (DataCollatorForTnf's)."""
+    from hf_models.tnf import RareWordFinder
+
+    sentences, tokenizer = any_tokenizer
+    vocab = RareVocabulary.build(tokenizer, sentences, 3, 6)
+    examples = vocab.tokenize(tokenizer, sentences)
+    fields = vocab.config_fields(tokenizer)
+    assert fields["num_rare_words"] == len(vocab) and len(fields["word_boundary_marks"]) == 2 * len(tokenizer)
+    found = RareWordFinder(fields["rare_word_token_ids"], fields["word_boundary_marks"])(
+        _padded(examples, tokenizer.pad_token_id))
+    total = multi = 0
+    for row, example in enumerate(examples):
+        assert sorted(map(tuple, example["rare_spans"])) == sorted(tuple(s) for s in found[row].tolist() if s[0] >= 0)
+        total += len(example["rare_spans"])
+        multi += sum(t > s for _, s, t in example["rare_spans"])
+    assert total > 500 and multi > 300  # many occurrences, most of several tokens
+
+
+def test_rare_word_finder_by_hand():
+    from hf_models.tnf import RareWordFinder
+
+    # ids: 0 [CLS] (x), 1 "a" (s), 2 "##b" (c), 3 "c" (s); rare words: "a ##b" (w0) and "c" (w1)
+    finder = RareWordFinder([[1, 2], [3]], "x-s-c-s-")
+    ids = torch.tensor([[0, 1, 2, 3, 1], [0, 1, 2, 2, 0]])  # row 1: "a ##b ##b" is another word: not w0
+    assert finder(ids).tolist() == [[[0, 1, 2], [1, 3, 3]], [[-1, -1, -1], [-1, -1, -1]]]
+    assert finder.word_starts(ids).tolist() == [[True, True, False, True, True], [True, True, False, False, True]]
+    with pytest.raises(ValueError, match="same token ids"):
+        RareWordFinder([[1, 2], [1, 2]], "x-s-c-s-")
+
+
+def test_the_stored_vocabulary_is_checked():
+    with pytest.raises(ValueError, match="give both or neither"):
+        TnfConfig(**SIZE, num_rare_words=1, rare_word_token_ids=[[5]])
+    with pytest.raises(ValueError, match="num_rare_words=2"):
+        TnfConfig(**SIZE, num_rare_words=2, rare_word_token_ids=[[5]], word_boundary_marks="s-" * 60)
+    with pytest.raises(ValueError, match=r"token ids in \[0, vocab_size=60\)"):
+        TnfConfig(**SIZE, num_rare_words=1, rare_word_token_ids=[[60]], word_boundary_marks="s-" * 60)
+    with pytest.raises(ValueError, match="two marks per token id"):
+        TnfConfig(**SIZE, num_rare_words=1, rare_word_token_ids=[[5]], word_boundary_marks="s?" * 60)
+
+
+@pytest.mark.slow
+def test_any_collator_trains_the_notes_and_the_folder_loads_without_graftkit(corpus_and_tokenizer, tmp_path):
+    """The stock DataCollatorForLanguageModeling (no rare_spans) under HF's Trainer: the model finds the rare
+    words itself, from the masked batch's original text, and its Trainer checkpoint, saved with its code and
+    vocabulary, trains on in a fresh process with trust_remote_code=True and no graftkit."""
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    sentences, tokenizer = corpus_and_tokenizer
+    vocab = RareVocabulary.build(tokenizer, sentences, 3, 6)
+    # whole sentences (a word that truncation cuts has no span in the collator's examples)
+    examples = [e for e in vocab.tokenize(tokenizer, sentences) if len(e["input_ids"]) <= 64][:64]
+    plain = [{"input_ids": e["input_ids"]} for e in examples]
+    collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=0.15)
+    torch.manual_seed(0)
+    model = TnfForMaskedLM(TnfConfig(**{**SIZE, "vocab_size": len(tokenizer), "max_position_embeddings": 64},
+                                     pad_token_id=tokenizer.pad_token_id, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0, **vocab.config_fields(tokenizer)))
+    batch = collator(plain[:8])
+    assert (batch["input_ids"] != _padded(examples[:8], tokenizer.pad_token_id)).any()  # masked
+    spans = model.find_rare_spans(batch["input_ids"], batch["labels"])
+    for row, example in enumerate(examples[:8]):
+        assert sorted(map(tuple, example["rare_spans"])) == sorted(tuple(s) for s in spans[row].tolist() if s[0] >= 0)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=16, save_steps=2,
+                             report_to=[], use_cpu=True, seed=0)
+    Trainer(model=model, args=args, train_dataset=plain, data_collator=collator).train()
+    assert model.notes.has_note.sum() > 0
+    torch.save({"batch": dict(collator(plain[:8])), "notes": model.notes.notes}, tmp_path / "batch.pt")
+    (tmp_path / "load.py").write_text(_REMOTE_TRAIN)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / "checkpoint-2"),
+                           str(tmp_path / "batch.pt"), str(tmp_path / "out.pt")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = torch.load(tmp_path / "out.pt")
+    assert result["module"].startswith("transformers_modules.") and result["found"] > 0
+    model.train()
+    batch = torch.load(tmp_path / "batch.pt")["batch"]
+    with torch.no_grad():
+        model(**batch)
+    torch.testing.assert_close(result["notes"], model.notes.notes)  # the same step, notes included
+
+
+_REMOTE_TRAIN = textwrap.dedent("""
+    import importlib.abc, sys
+    class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    sys.meta_path.insert(0, HideGraftkit())
+    import torch
+    from transformers import AutoModelForMaskedLM
+    model = AutoModelForMaskedLM.from_pretrained(sys.argv[1], trust_remote_code=True).train()
+    assert not any(m.startswith(("graftkit", "hf_models")) for m in sys.modules), "graftkit was imported"
+    saved = torch.load(sys.argv[2])
+    assert torch.equal(model.notes.notes, saved["notes"])
+    spans = model.find_rare_spans(saved["batch"]["input_ids"], saved["batch"]["labels"])
+    with torch.no_grad():
+        model(**saved["batch"])
+    torch.save({"module": type(model).__module__, "found": int((spans[..., 0] >= 0).sum()),
+                "notes": model.notes.notes}, sys.argv[3])
+""")
+
+
+def test_training_without_a_vocabulary_or_spans_warns_once():
+    model = _model().train()
+    ids, mask, _, labels = _batch()
+    with pytest.warns(UserWarning, match="TNF is training as its plain backbone"):
+        model(ids, attention_mask=mask, labels=labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(ids, attention_mask=mask, labels=labels)  # once
+        model.eval()(ids, attention_mask=mask)  # evaluation is the backbone anyway: no warning
+    assert not model.notes.has_note.any()
+
+
+def test_init_weights_sets_the_rare_word_tables():
+    config = TnfConfig(**SIZE, num_rare_words=2, rare_word_token_ids=[[5, 6], [7]], word_boundary_marks="s-" * 60)
+    assert_init_covers_missing_weights(TnfForMaskedLM, config)
+    assert_init_weights_sets_buffers(TnfForMaskedLM, config)
+
+
+@pytest.mark.slow
+def test_training_forward_compiles_and_exports_when_the_model_finds_the_spans():
+    """Without rare_spans the model finds them in input_ids (fixed shapes while compiling): compiled with
+    fullgraph=True and exported, equal to eager."""
+    # ids 0-4 special, "5 ##6" is rare word 0, "7" rare word 1
+    config = TnfConfig(**{**SIZE, "num_rare_words": 2}, rare_word_token_ids=[[5, 6], [7]],
+                       word_boundary_marks="x-" * 5 + "s-c-" + "s-" * 53, hidden_dropout_prob=0.0,
+                       attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    eager = TnfForMaskedLM(config).train()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
+    ids = torch.tensor([[1, 5, 6, 7, 9, 0], [1, 7, 5, 6, 6, 0]])  # row 1: "5 ##6 ##6" is another word
+    labels = torch.full_like(ids, -100)
+    labels[0, 4] = 9
+    for _ in range(2):
+        torch.testing.assert_close(compiled(ids, labels=labels).loss, eager(ids, labels=labels).loss)
+        torch.testing.assert_close(twin.notes.notes, eager.notes.notes)
+    assert eager.notes.has_note.tolist() == [True, True]
+    program = torch.export.export(copy.deepcopy(eager), (ids,), kwargs={"labels": labels}).module()
+    torch.testing.assert_close(program(ids, labels=labels).loss, eager(ids, labels=labels).loss)
+    torch.testing.assert_close(program.notes.notes, eager.notes.notes)

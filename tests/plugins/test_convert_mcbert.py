@@ -237,3 +237,8 @@ def test_refusals_name_the_parameter_or_setting(tmp_path, capsys):
     (tmp_path / "short.txt").write_text("w0 3\n")
     assert main(["mcbert", "convert", str(checkpoint), str(tmp_path / "x"), "--dict", str(tmp_path / "short.txt")]) == 2
     assert "<mask>, <neither>), but the model has 26 token embeddings" in capsys.readouterr().err
+    assert main(["mcbert", "convert", str(tmp_path / "f"), str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == f"graftkit: error: CKPT {tmp_path / 'f'} is a folder, not a file\n"
+    assert main(["mcbert", "convert", str(checkpoint), str(tmp_path / "x"), "--dict", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"graftkit: error: --dict {tmp_path} is a folder, not a file\n"
+    assert not (tmp_path / "x").exists()
