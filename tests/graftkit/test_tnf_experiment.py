@@ -153,3 +153,12 @@ def test_tiny_run_reports_gates_and_every_seed(tmp_path: Path, monkeypatch, mode
     # the arms of one seed branch from the same checkpoint: same data order, masks and starting weights
     again = tnf.tnf_vs_bert(RunContext(mode, 3, tmp_path / "again"))
     assert again.metrics == m
+
+
+def test_rare_word_data_refuses_settings_that_leave_no_rare_word():
+    from graftkit.errors import GraftkitError
+
+    with pytest.raises(GraftkitError, match="rare_sentence_fraction must be in"):
+        RareWordData(rare_sentence_fraction=1.0)
+    with pytest.raises(GraftkitError, match="leave no rare word"):
+        RareWordData(train_rows=10, occurrences=8)
