@@ -25,9 +25,12 @@ from graftkit.registry import Outcome, RunContext, experiment
 ARMS = {"bert": "BERT", "tnf": "BERT-TNF"}
 #: The continuation's grid is searched at --full on the tuning seed (each arm's final validation MLM loss, TNF
 #: with its notes); the quick values are what that search chose (docs/tnf.md, `--full` run).
-LEARNING_RATES = protocol.LearningRates(grid=(3e-4, 1e-3, 3e-3), quick={"bert": 1e-3, "tnf": 1e-3})
+LEARNING_RATES = protocol.LearningRates(grid=(3e-4, 1e-3, 3e-3), quick={"bert": 3e-3, "tnf": 3e-3})
 #: the verdict's speed part: TNF reaches BERT's final loss within this fraction of BERT's steps (paper: 0.4)
 STEPS_FRACTION_BOUND = 0.9
+#: the gate ``notes_taken``: at least this fraction of the rare words hold a note at the end (the batches are
+#: drawn with replacement, so in 200 steps of 32 rows a rare word of 8 rows in 8000 goes unseen with p ~0.002)
+NOTES_TAKEN_FRACTION = 0.95
 #: the pre-training that makes the shared checkpoint draws its batches from seed + this: not the branch's order
 PRETRAIN_DATA_OFFSET = 500
 
@@ -251,7 +254,8 @@ def _supported(m: dict[str, Any]) -> bool:
          "--full. loss_rare_* = loss on the probe rows' masked class words (each beside a rare word). Gates (else "
          f"undecided): checkpoint_off_plateau and left_plateau (the checkpoint and both arms end, in every seed, "
          f"at least {mlm_run.PLATEAU_MARGIN} nats below the unigram loss; TNF scored with its notes), "
-         "notes_taken (every rare word holds a note at the end). Supported if the 95% bootstrap intervals of the "
+         f"notes_taken (at least {NOTES_TAKEN_FRACTION:.0%} of the rare words hold a note at the end). Supported "
+         "if the 95% bootstrap intervals of the "
          "paired differences loss_rare_bert - loss_rare_tnf and loss_rare_tnf_shuffled_notes - loss_rare_tnf "
          "both lie above 0 and that of steps_fraction_tnf (steps for TNF, with its notes, to reach BERT's final "
          "validation loss, over BERT's steps; never reached: one evaluation past the budget) lies at or below "
@@ -306,8 +310,9 @@ def tnf_vs_bert(ctx: RunContext) -> Outcome:
                   f"the shared checkpoints' validation losses are {_join(checkpoint_losses)}; leaving the plateau "
                   f"needs at most {off:.3f} (the unigram loss {plateau:.3f} - {mlm_run.PLATEAU_MARGIN})."),
              mlm_run.left_plateau_gate(finals, seeds, plateau),
-             Gate("notes_taken", noted == data.num_rare,
-                  f"the TNF arm ends with notes for {noted} of {data.num_rare} rare words (fewest over seeds).")]
+             Gate("notes_taken", noted >= NOTES_TAKEN_FRACTION * data.num_rare,
+                  f"the TNF arm ends with notes for {noted} of {data.num_rare} rare words (fewest over seeds; "
+                  f"needed: {NOTES_TAKEN_FRACTION:.0%}).")]
     metrics: dict[str, Any] = {"unigram_loss": plateau, **{f"lr_{arm}": lr for arm, lr in lrs.items()},
                                **protocol.gate_metrics(gates)}
     for key, values in probes.items():
@@ -320,6 +325,7 @@ def tnf_vs_bert(ctx: RunContext) -> Outcome:
     metrics |= {"steps_fraction_tnf_ci_low": low, "steps_fraction_tnf_ci_high": high}
     metrics |= protocol.per_seed("steps_fraction_tnf", seeds,
                                  [None if s is None else s / settings.steps for s in reached])
+    metrics |= protocol.per_seed("words_with_notes", seeds, [r["words_with_notes"] for r in runs["tnf"]])
     metrics |= protocol.per_seed("checkpoint_valid_loss", seeds, checkpoint_losses)
     for arm in ARMS:
         metrics |= protocol.per_seed(f"final_valid_loss_{arm}", seeds, finals[arm])
