@@ -30,6 +30,15 @@ from graftkit.errors import GraftkitError, check_int
 PARTNER = 2
 
 
+def mask_partners(rows: torch.Tensor, vocab: WordVocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` with every partner [MASK]ed, and the labels (the partner there, -100 elsewhere)."""
+    labels = torch.full_like(rows, -100)
+    labels[:, PARTNER] = rows[:, PARTNER]
+    inputs = rows.clone()
+    inputs[:, PARTNER] = vocab.index[MASK]
+    return inputs, labels
+
+
 @dataclass(frozen=True)
 class RareWordCorpus:
     """The rows of :class:`RareWordData`.
@@ -49,6 +58,12 @@ class RareWordCorpus:
     @property
     def num_rare(self) -> int:
         return len(self.rare_classes)
+
+    def common_partners(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation rows without a rare word, their partner masked (:func:`mask_partners`): there the
+        slot, a class word, shows the class, so the loss on them says whether a model has learned the classes."""
+        common = self.corpus.valid[~self.rare_mask(self.corpus.valid).any(1)]
+        return mask_partners(common, self.corpus.vocab)
 
     def rare_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """True where ``ids`` holds a rare word."""
@@ -150,11 +165,7 @@ class RareWordData:
         valid = rows(fill_rest[: self.valid_rows], valid_words)
         # probes: every rare word `probes_per_word` times, its partner class word masked
         probe_words = torch.arange(self.num_rare).repeat(self.probes_per_word)
-        probe = rows(fill_rest[self.valid_rows:], probe_words)
-        labels = torch.full_like(probe, -100)
-        labels[:, PARTNER] = probe[:, PARTNER]
-        probe_inputs = probe.clone()
-        probe_inputs[:, PARTNER] = vocab.index[MASK]
+        probe_inputs, labels = mask_partners(rows(fill_rest[self.valid_rows:], probe_words), vocab)
         return RareWordCorpus(MLMCorpus(vocab, train, valid), probe_inputs, labels, probe_words, rare_classes,
                               first_rare)
 

@@ -31,6 +31,9 @@ STEPS_FRACTION_BOUND = 0.9
 #: the gate ``notes_taken``: at least this fraction of the rare words hold a note at the end (the batches are
 #: drawn with replacement, so in 200 steps of 32 rows a rare word of 8 rows in 8000 goes unseen with p ~0.002)
 NOTES_TAKEN_FRACTION = 0.95
+#: the gate ``classes_learned``: at the end both arms' loss on the common rows' masked partners (the slot shows
+#: the class) is this far below ln(class words), the loss of knowing that a class word goes there and no more
+CLASS_MARGIN = 0.1
 #: the pre-training that makes the shared checkpoint draws its batches from seed + this: not the branch's order
 PRETRAIN_DATA_OFFSET = 500
 
@@ -225,7 +228,9 @@ def branch(arm: str, lr: float, checkpoint: dict[str, torch.Tensor], settings: T
     protocol.copy_shared_init(model, checkpoint)
     notes = arm == "tnf"
     curve = train(model, data, settings.continuation(lr), seed, notes, lambda m: valid.loss(m, notes), on_eval)
+    inputs, labels = data.common_partners()
     return {"curve": curve, "probe": probe_losses(model, data, arm, seed),
+            "common_partner": masked_loss(model, inputs, labels, torch.ones_like(inputs), None),
             "final_without_notes": valid.loss(model, notes=False),
             "words_with_notes": int(model.notes.has_note.sum())}
 
@@ -254,8 +259,9 @@ def _supported(m: dict[str, Any]) -> bool:
          "--full. loss_rare_* = loss on the probe rows' masked class words (each beside a rare word). Gates (else "
          f"undecided): checkpoint_off_plateau and left_plateau (the checkpoint and both arms end, in every seed, "
          f"at least {mlm_run.PLATEAU_MARGIN} nats below the unigram loss; TNF scored with its notes), "
-         f"notes_taken (at least {NOTES_TAKEN_FRACTION:.0%} of the rare words hold a note at the end). Supported "
-         "if the 95% bootstrap intervals of the "
+         f"notes_taken (at least {NOTES_TAKEN_FRACTION:.0%} of the rare words hold a note at the end), "
+         f"classes_learned (both arms' loss on the common rows' masked partners ends, in every seed, at least "
+         f"{CLASS_MARGIN} below ln of the number of class words). Supported if the 95% bootstrap intervals of the "
          "paired differences loss_rare_bert - loss_rare_tnf and loss_rare_tnf_shuffled_notes - loss_rare_tnf "
          "both lie above 0 and that of steps_fraction_tnf (steps for TNF, with its notes, to reach BERT's final "
          "validation loss, over BERT's steps; never reached: one evaluation past the budget) lies at or below "
@@ -305,6 +311,8 @@ def tnf_vs_bert(ctx: RunContext) -> Outcome:
                for r, target in zip(runs["tnf"], finals["bert"], strict=True)]
     fractions = [_censored_fraction(s, settings) for s in reached]
     noted = min(r["words_with_notes"] for r in runs["tnf"])
+    common = {arm: [r["common_partner"] for r in runs[arm]] for arm in ARMS}
+    no_class = math.log(settings.data.classes * settings.data.words_per_class) - CLASS_MARGIN
     off = mlm_run.off_plateau_loss(plateau)
     gates = [Gate("checkpoint_off_plateau", max(checkpoint_losses) <= off,
                   f"the shared checkpoints' validation losses are {_join(checkpoint_losses)}; leaving the plateau "
@@ -312,7 +320,12 @@ def tnf_vs_bert(ctx: RunContext) -> Outcome:
              mlm_run.left_plateau_gate(finals, seeds, plateau),
              Gate("notes_taken", noted >= NOTES_TAKEN_FRACTION * data.num_rare,
                   f"the TNF arm ends with notes for {noted} of {data.num_rare} rare words (fewest over seeds; "
-                  f"needed: {NOTES_TAKEN_FRACTION:.0%}).")]
+                  f"needed: {NOTES_TAKEN_FRACTION:.0%})."),
+             Gate("classes_learned", max(max(v) for v in common.values()) <= no_class,
+                  f"the loss on the common rows' masked partners is {_join(common['bert'])} (BERT) and "
+                  f"{_join(common['tnf'])} (BERT-TNF, no notes there) per seed; knowing the classes needs at most "
+                  f"{no_class:.3f} (ln of the {settings.data.classes * settings.data.words_per_class} class words - "
+                  f"{CLASS_MARGIN}): without them no note can carry a class.")]
     metrics: dict[str, Any] = {"unigram_loss": plateau, **{f"lr_{arm}": lr for arm, lr in lrs.items()},
                                **protocol.gate_metrics(gates)}
     for key, values in probes.items():
@@ -325,6 +338,8 @@ def tnf_vs_bert(ctx: RunContext) -> Outcome:
     metrics |= {"steps_fraction_tnf_ci_low": low, "steps_fraction_tnf_ci_high": high}
     metrics |= protocol.per_seed("steps_fraction_tnf", seeds,
                                  [None if s is None else s / settings.steps for s in reached])
+    for arm in ARMS:
+        metrics |= protocol.per_seed(f"loss_common_partner_{arm}", seeds, common[arm])
     metrics |= protocol.per_seed("words_with_notes", seeds, [r["words_with_notes"] for r in runs["tnf"]])
     metrics |= protocol.per_seed("checkpoint_valid_loss", seeds, checkpoint_losses)
     for arm in ARMS:
@@ -365,7 +380,8 @@ def _table(runs: dict[str, list[dict[str, Any]]], probes: dict[str, list[float]]
     rows = []
     for arm in ARMS:
         row: dict[str, Any] = {"arm": ARMS[arm], "lr": lrs[arm],
-                               "final_valid_loss (per seed)": _join([r["curve"][-1] for r in runs[arm]])}
+                               "final_valid_loss (per seed)": _join([r["curve"][-1] for r in runs[arm]]),
+                               "loss_common_partner (per seed)": _join([r["common_partner"] for r in runs[arm]])}
         if arm == "bert":
             row |= {"loss_rare (per seed)": _join(probes["bert"]), "steps_to_bert_final": settings.steps}
         else:

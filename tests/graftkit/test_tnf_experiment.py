@@ -51,6 +51,10 @@ def test_a_rare_word_shares_its_class_with_its_partner_and_the_probe_masks_only_
     assert targets.sum(1).eq(1).all() and targets[:, PARTNER].all()
     assert (rare.probe_inputs[:, PARTNER] == rare.corpus.vocab.index[MASK]).all()
     assert torch.equal(class_of(rare.probe_labels[:, PARTNER]), rare.rare_classes[rare.probe_words])
+    inputs, labels = rare.common_partners()
+    assert not rare.rare_mask(inputs).any() and len(inputs) > 0.7 * data.valid_rows
+    assert (inputs[:, PARTNER] == rare.corpus.vocab.index[MASK]).all() and (labels != -100).sum() == len(inputs)
+    assert torch.equal(class_of(labels[:, PARTNER]), class_of(inputs[:, PARTNER - 1]))
     rest = rare.probe_inputs[:, PARTNER + 1:-1]
     assert ((rest >= len(SPECIAL_TOKENS)) & (rest < first_class)).all()
     assert data.make().corpus.train.equal(train)  # fixed by its seed
@@ -143,7 +147,8 @@ def test_tiny_run_reports_gates_and_every_seed(tmp_path: Path, monkeypatch, mode
         assert m[f"{name}_ci_low"] <= m[f"{name}_mean"] <= m[f"{name}_ci_high"]
     assert m["steps_fraction_tnf_ci_low"] <= m["steps_fraction_tnf"] <= m["steps_fraction_tnf_ci_high"]
     assert all(math.isfinite(m[f"loss_rare_tnf_seed{s}"]) for s in seeds)
-    assert {"gate_checkpoint_off_plateau", "gate_left_plateau", "gate_notes_taken"} <= set(m)
+    assert {"gate_checkpoint_off_plateau", "gate_left_plateau", "gate_notes_taken", "gate_classes_learned"} <= set(m)
+    assert {f"loss_common_partner_{arm}_seed{s}" for arm in tnf.ARMS for s in seeds} <= set(m)
     assert m["failed_gate"] == "checkpoint_off_plateau"  # 4 steps leave no plateau
     assert any("Undecided: gate 'checkpoint_off_plateau'" in c for c in outcome.caveats)
     assert load_all()["tnf-vs-bert"].verdict(m) is None
