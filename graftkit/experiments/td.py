@@ -314,7 +314,7 @@ def run(ctx: RunContext) -> Outcome:
         f"{none['td_normalized_in_sample']:.3f} (disagreement {none['disagreement']:.3f} vs "
         f"{none['disagreement_in_sample']:.3f}).",
         f"The interval is over {len(seeds)} seeds whose TDs share pairs (a seed's TD is its mean TD to the "
-        "others), so the seeds are not independent: the interval is narrower than independent seeds would give.",
+        "others), so the per-seed correlations are not independent; the bootstrap treats them as if they were.",
         f"8×8 digits, LeNets trained on {len(train_idx)} images (few, so that augmentation can help): a 1-pixel "
         "shift is 12 % of the image; the paper's CIFAR-10 ResNets are not run.",
     ]

