@@ -142,7 +142,7 @@ def corpus_and_tokenizer(tmp_path_factory) -> tuple[Path, Path]:
     ("preln_bert", ""),
     ("preln_bert", ",layer_norm_position=post"),
     ("tupe", ""),
-    ("tupe", ",position_mode=relative,layer_norm_position=pre"),
+    ("tupe", ",position_embedding_type=tupe_relative,layer_norm_position=pre"),
     ("preln_bert", ",position_embedding_type=tupe_relative"),
     ("mc_bert", ",mc_size_divider=2,mask_token_id=4,neither_token_id=5"),
     ("mc_bert", ",objective=rtd,mc_size_divider=2,mask_token_id=4,position_embedding_type=tupe_absolute"),
