@@ -1,5 +1,6 @@
 """Offline graph-classification data: TU datasets through PyG's ``TUDataset``, MUTAG from the ``grakel``
-wheel, and random regular graphs with constant features (the learnable-shift ablation)."""
+wheel, random regular graphs with constant features, and random graphs labelled by their mean degree (both
+SYNTHETIC)."""
 
 from __future__ import annotations
 
@@ -88,4 +89,35 @@ def regular_graphs(degrees: tuple[int, ...] = (3, 4, 5, 6), num_nodes: int = 20,
         for i in range(per_class):
             g = from_networkx(nx.random_regular_graph(d, num_nodes, seed=seed * 100_003 + label * 1009 + i))
             graphs.append(Data(x=torch.ones(num_nodes, 1), edge_index=g.edge_index, y=torch.tensor([label])))
+    return graphs
+
+
+def mean_degree_graphs(num_graphs: int = 200, max_degree: int = 8, seed: int = 0) -> list:
+    """SYNTHETIC: Erdős–Rényi graphs of 10-30 nodes with edge probability drawn from [0.05, 0.35], node
+    features one-hot degrees (capped at ``max_degree``, as the reference encodes featureless graphs), label 1
+    when the graph's mean degree exceeds the median over the set (balanced classes).
+
+    The label is a graph-level statistic: the per-graph mean of the degree feature. A norm that subtracts
+    each graph's full mean (InstanceNorm, GraphNorm with α = 1) removes it from the normalized features;
+    GraphNorm's learned α can keep part of it.
+    """
+    import networkx as nx
+    from torch_geometric.data import Data
+    from torch_geometric.utils import degree, from_networkx
+
+    if num_graphs < 2:
+        raise GraftkitError(f"mean_degree_graphs needs num_graphs >= 2, got {num_graphs}")
+    generator = torch.Generator().manual_seed(seed)
+    graphs, means = [], []
+    for i in range(num_graphs):
+        nodes = int(torch.randint(10, 31, (1,), generator=generator))
+        p = 0.05 + 0.3 * float(torch.rand(1, generator=generator))
+        edge_index = from_networkx(nx.gnp_random_graph(nodes, p, seed=seed * 100_003 + i)).edge_index
+        deg = degree(edge_index[0], nodes).long()
+        x = torch.nn.functional.one_hot(deg.clamp(max=max_degree), max_degree + 1).float()
+        graphs.append(Data(x=x, edge_index=edge_index))
+        means.append(float(deg.float().mean()))
+    median = float(torch.tensor(means).median())
+    for graph, mean in zip(graphs, means):
+        graph.y = torch.tensor([int(mean > median)])
     return graphs

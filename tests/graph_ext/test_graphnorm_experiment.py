@@ -1,54 +1,108 @@
-"""The graphnorm-convergence experiment is registered and its verdict follows the stated rule."""
+"""The graphnorm-convergence experiment: its rule as code (gates → undecided), the paired bootstrap interval,
+the SYNTHETIC mean-degree set, the pairing of arms, and a tiny end-to-end run."""
+
 
 import pytest
+import torch
 
 from graftkit.registry import load_all
 
 
-def _metrics(gn=10.0, bn=15.0, learned=0.95, fixed=0.5):
-    return {"epochs_to_target_graph": gn, "epochs_to_target_batch": bn,
-            "ablation_acc_learned_alpha": learned, "ablation_acc_fixed_alpha": fixed}
+def _metrics(batch_minus_graph=(0.1, 0.3), frozen_minus_learned=(0.05, 0.2), gate=""):
+    metrics = {"gate_failed": gate}
+    for name in ("mutag", "mean-degree"):
+        low, high = batch_minus_graph
+        metrics[f"batch_minus_graph_auc_ci_low_{name}"], metrics[f"batch_minus_graph_auc_ci_high_{name}"] = low, high
+    low, high = frozen_minus_learned
+    metrics["frozen_minus_learned_alpha_auc_ci_low_mean-degree"] = low
+    metrics["frozen_minus_learned_alpha_auc_ci_high_mean-degree"] = high
+    return metrics
 
 
-def test_registered_with_rule():
+def test_registered_rule_reads_the_paired_intervals_after_the_gates():
     exp = load_all()["graphnorm-convergence"]
-    assert exp.method == "graphnorm" and "BatchNorm" in exp.rule and "α" in exp.rule
+    assert exp.method == "graphnorm" and "bootstrap" in exp.rule and "undecided" in exp.rule
     assert exp.verdict(_metrics()) is True
-    assert exp.verdict(_metrics(gn=15.0, bn=15.0)) is False  # not faster than BatchNorm
-    assert exp.verdict(_metrics(learned=0.6)) is False  # learned shift does not escape the collapse
-    assert exp.verdict(_metrics(fixed=0.8, learned=1.0)) is False  # frozen α is not at chance
+    assert exp.verdict(_metrics(batch_minus_graph=(-0.1, 0.3))) is False  # interval reaches 0: not shown
+    assert exp.verdict(_metrics(frozen_minus_learned=(-0.2, -0.1))) is False  # frozen α fits faster
+    assert exp.verdict(_metrics(gate="training happens: ...")) is None  # a failed gate is undecided
+    assert exp.verdict({}) is None  # no gate outcome recorded: nothing to judge
 
 
-def test_report_labels_runs_that_never_reach_the_target_instead_of_printing_the_censored_value():
-    from graftkit.experiments.graphnorm import _label_epochs
+def _gate_metrics(**overrides):
+    from graftkit.experiments.graphnorm import ARMS, DATASETS
 
-    assert _label_epochs([3, 5, 26], 25) == ("3, 5, never", "4.0 (1 of 3 runs never reached it)")
-    assert _label_epochs([26, 26], 25) == ("never, never", "never reached in 25 epochs")
-    assert _label_epochs([4, 6], 25) == ("4, 6", "5.0")
+    metrics = {}
+    for name in DATASETS:
+        for arm in ARMS:
+            metrics[f"final_loss_{name}_{arm}"] = 0.3
+            metrics[f"lr_{name}_{arm}"] = 3e-3
+            metrics[f"diverged_runs_{name}_{arm}"] = 0
+    metrics.update(overrides)
+    return metrics
 
 
-def test_caveats_say_when_graphnorm_ties_instancenorm():
-    from graftkit.experiments.graphnorm import _caveats
+def test_gates_name_what_failed():
+    from graftkit.experiments.graphnorm import FULL, QUICK, Budget, _gates
 
-    tie = {"epochs_to_target_graph": 12.4, "epochs_to_target_instance": 12.0, "final_train_acc_graph": 0.93,
-           "final_train_acc_instance": 0.94}
-    assert _caveats(tie, 25, quick=True)[0].startswith("GraphNorm ties InstanceNorm on MUTAG")
-    assert len(_caveats(tie, 25, quick=True)) == 3 and len(_caveats(tie, 25, quick=False)) == 2
-    apart = {**tie, "epochs_to_target_instance": 20.0}
-    assert _caveats(apart, 25, quick=False)[0].startswith("GraphNorm vs InstanceNorm on MUTAG")
+    assert _gates(_gate_metrics(), QUICK, full=False) == ""
+    assert _gates(_gate_metrics(), FULL, full=True) == ""
+    assert _gates(_gate_metrics(), Budget(epochs=8, seeds=4), full=False).startswith("paired seeds: 4 < 5")
+    diverged = _gate_metrics(**{"diverged_runs_mutag_batch": 1})
+    assert "batch diverged on mutag" in _gates(diverged, QUICK, full=False)
+    # training must have left chance for at least one compared arm; one slow arm alone is the claim, not a gate
+    slow = _gate_metrics(**{"final_loss_mutag_batch": 0.7})
+    assert _gates(slow, QUICK, full=False) == ""
+    neither = _gate_metrics(**{"final_loss_mutag_batch": 0.7, "final_loss_mutag_graph": 0.65})
+    assert _gates(neither, QUICK, full=False).startswith("training happens: on mutag")
+    edge = _gate_metrics(**{"lr_mean-degree_graph": 3e-2})
+    assert _gates(edge, QUICK, full=False) == ""  # quick uses fixed rates: no grid to be at the edge of
+    assert "graph on mean-degree chose 0.03" in _gates(edge, FULL, full=True)
+
+
+def test_mean_degree_graphs_are_labelled_by_their_mean_degree():
+    from torch_geometric.utils import degree
+
+    from graph_ext.datasets import mean_degree_graphs
+
+    graphs = mean_degree_graphs(40, max_degree=8, seed=3)
+    means = torch.tensor([float(degree(g.edge_index[0], g.num_nodes).mean()) for g in graphs])
+    labels = torch.tensor([int(g.y) for g in graphs])
+    assert labels.sum() == 20  # balanced: split at the median
+    assert means[labels == 1].min() > means[labels == 0].max()
+    assert all(g.x.shape[1] == 9 and torch.equal(g.x.sum(1), torch.ones(g.num_nodes)) for g in graphs)
+    again = mean_degree_graphs(40, max_degree=8, seed=3)
+    assert all(torch.equal(a.edge_index, b.edge_index) for a, b in zip(graphs, again))
+
+
+def test_arms_of_one_seed_share_init_and_data_order():
+    from graftkit.experiments.graphnorm import FROZEN, Budget, _build, _train
+    from graph_ext.datasets import mean_degree_graphs
+
+    graph, batch = _build("graph", 9, 2, seed=4), _build("batch", 9, 2, seed=4)
+    shared = {k: v for k, v in graph.state_dict().items() if "norm" not in k}
+    assert shared and all(torch.equal(v, batch.state_dict()[k]) for k, v in shared.items())
+    frozen = _build(FROZEN, 9, 2, seed=4)
+    assert not any(m.mean_scale.requires_grad for m in frozen.modules() if hasattr(m, "mean_scale"))
+    # α = 1 at init in both: the first step (same weights, same batch, same dropout draws) is identical
+    data = mean_degree_graphs(30, seed=1)
+    learned, fixed = (_train(arm, data, 1e-2, 4, Budget(epochs=1, seeds=1, batch_size=10)) for arm in ("graph", FROZEN))
+    assert len(learned["curve"]) == 3 and learned["curve"][0] == fixed["curve"][0]
+    assert learned["curve"][1:] != fixed["curve"][1:]  # then α moves in one arm only
 
 
 @pytest.mark.slow
-def test_convergence_and_ablation_report_named_progress(tmp_path):
+def test_tiny_run_reports_per_seed_metrics_and_names_the_failed_gate(tmp_path, monkeypatch):
     from graftkit.experiments import graphnorm
     from graftkit.registry import RunContext
-    from graph_ext.datasets import load_mutag
 
+    monkeypatch.setattr(graphnorm, "QUICK", graphnorm.Budget(epochs=1, seeds=2, batch_size=128))
     stages: list[str] = []
-    ctx = RunContext("quick", 0, tmp_path, stages.append)
-    dataset = load_mutag(str(tmp_path / "mutag"))
-    curves, _ = graphnorm._convergence(ctx, dataset, 1, [(0, list(range(20)), None)])
-    ablation = graphnorm._ablation(ctx, [0], 1)
-    assert all(len(runs) == 1 for runs in curves.values()) and all(len(r) == 1 for r in ablation.values())
-    assert stages[0] == "MUTAG GIN+graph norm 1/5, run 1/1"
-    assert stages[-1] == "regular graphs, GraphNorm α fixed, seed 1/1"
+    outcome = graphnorm.run(RunContext("quick", 0, tmp_path, stages.append))
+    metrics = outcome.metrics
+    assert metrics["gate_failed"].startswith("paired seeds: 2 < 5")
+    assert load_all()["graphnorm-convergence"].verdict(metrics) is None
+    assert len(metrics["per_seed_auc_mutag_graph"]) == 2 and "batch_minus_graph_auc_ci_low_mean-degree" in metrics
+    assert "instance_minus_graph_auc_ci_high_mutag" in metrics
+    assert outcome.caveats[0].startswith("Undecided: gate failed — paired seeds")
+    assert stages[0] == "mutag: GIN+graph (1/6) lr 0.003, seed 1/2" and outcome.figures[0].is_file()

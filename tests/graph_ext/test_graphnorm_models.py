@@ -172,7 +172,9 @@ def test_training_loop_learns_and_reports(single_thread):
     model = GINClassifier(1, 2, hidden=16, norm="graph", dropout=0.0)
     history = train_graph_classifier(model, data, epochs=30, lr=1e-3, batch_size=8, seed=0,
                                      eval_sets={"heldout": data[:4]}, progress=False)
-    assert set(history) == {"loss", "train_acc", "heldout_acc"} and len(history["train_acc"]) == 30
+    assert set(history) == {"loss", "step_loss", "train_acc", "heldout_acc"} and len(history["train_acc"]) == 30
+    assert len(history["step_loss"]) == 30 * 2  # 16 graphs in batches of 8: two steps per epoch
+    assert history["loss"][0] == pytest.approx(sum(history["step_loss"][:2]) / 2)  # equal batches: plain mean
     assert history["train_acc"][-1] == 1.0 and accuracy(model, [Batch.from_data_list(data)]) == 1.0
     assert epochs_to_reach(history["train_acc"], 1.0) <= 30
     assert epochs_to_reach([0.1, 0.5], 0.9) is None

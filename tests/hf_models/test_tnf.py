@@ -10,10 +10,10 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from contextlib import contextmanager
 
 import pytest
 import torch
+from weight_init import assert_init_sets_every_buffer, assert_init_sets_every_weight
 
 from graftkit.errors import GraftkitError
 from hf_models.core.embeddings import positions_from_attention_mask
@@ -375,66 +375,13 @@ def test_training_forward_names_bad_ids_before_it_looks_rows_up():
         model(torch.tensor([[5, 6, 7]]), position_ids=torch.tensor([[0, 1, 24]]), rare_spans=no_spans)
 
 
-@contextmanager
-def seeded_weight_init():
-    """Every ``normal_`` call (transformers' and torch's) draws from a seed fixed by the tensor's shape, so two
-    inits of one model give the same weights whatever order they run in (transformers' common tests do the same
-    with their ``seeded_weight_init``)."""
-    from transformers import initialization
-
-    originals = {module: module.normal_ for module in (initialization, torch.nn.init)}
-
-    def seeded(original):
-        def normal_(tensor, mean=0.0, std=1.0, generator=None):
-            torch.manual_seed(hash(tuple(tensor.shape)) % 2 ** 31)
-            return original(tensor, mean=mean, std=std)
-        return normal_
-
-    for module, original in originals.items():
-        module.normal_ = seeded(original)
-    try:
-        yield
-    finally:
-        for module, original in originals.items():
-            module.normal_ = original
-
-
-def assert_init_covers_missing_weights(model_class, config) -> None:
-    """transformers' ``test_can_init_all_missing_weights``: ``from_pretrained`` with no weights at all leaves
-    nothing on meta and sets every parameter and buffer exactly as ``__init__`` does (``_init_weights``)."""
-    with seeded_weight_init():
-        from_init = model_class(copy.deepcopy(config))
-        from_nothing = model_class.from_pretrained(None, config=copy.deepcopy(config), state_dict={})
-    on_meta = [k for k, v in [*from_nothing.named_parameters(), *from_nothing.named_buffers()] if v.is_meta]
-    assert not on_meta, on_meta
-    want, got = from_init.state_dict(), from_nothing.state_dict()
-    assert sorted(want) == sorted(got)
-    assert not [k for k in want if not torch.equal(want[k], got[k])]
-
-
-def assert_init_weights_sets_buffers(model_class, config) -> None:
-    """transformers' ``test_init_weights_can_init_buffers``: a model built on meta, moved to empty CPU memory and
-    given ``init_weights()`` holds the buffers ``__init__`` made."""
-    from transformers.initialization import no_init_weights
-
-    with no_init_weights():
-        from_init = model_class(copy.deepcopy(config))
-    with torch.device("meta"):
-        from_meta = model_class(copy.deepcopy(config))
-    from_meta.to_empty(device="cpu")
-    from_meta.init_weights()
-    want, got = dict(from_init.named_buffers()), dict(from_meta.named_buffers())
-    assert sorted(want) == sorted(got)
-    assert not [k for k in want if not torch.equal(want[k], got[k])]
-
-
 @pytest.mark.parametrize("first_note", ["replace", "ema"])
 def test_init_weights_sets_every_weight_and_buffer(first_note):
     config = TnfConfig(**SIZE, num_rare_words=4, first_note=first_note)
-    assert_init_covers_missing_weights(TnfForMaskedLM, config)
+    assert_init_sets_every_weight(TnfForMaskedLM, config)
     # buffers are compared exactly: a random "ema" start is drawn with std 0 here, as transformers' test does
-    assert_init_weights_sets_buffers(TnfForMaskedLM, TnfConfig(**SIZE, num_rare_words=4, first_note=first_note,
-                                                               initializer_range=0.0))
+    assert_init_sets_every_buffer(TnfForMaskedLM, TnfConfig(**SIZE, num_rare_words=4, first_note=first_note,
+                                                            initializer_range=0.0))
 
 
 @pytest.mark.parametrize("first_note", ["replace", "ema"])
@@ -672,8 +619,8 @@ def test_training_without_a_vocabulary_or_spans_warns_once():
 
 def test_init_weights_sets_the_rare_word_tables():
     config = TnfConfig(**SIZE, num_rare_words=2, rare_word_token_ids=[[5, 6], [7]], word_boundary_marks="s-" * 60)
-    assert_init_covers_missing_weights(TnfForMaskedLM, config)
-    assert_init_weights_sets_buffers(TnfForMaskedLM, config)
+    assert_init_sets_every_weight(TnfForMaskedLM, config)
+    assert_init_sets_every_buffer(TnfForMaskedLM, config)
 
 
 @pytest.mark.slow

@@ -20,22 +20,31 @@ _RANDOM_INITS = ("uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xav
 
 @contextmanager
 def seeded_weight_init() -> Iterator[None]:
-    """Every random init of transformers' weight init (``transformers.initialization``) draws from a generator
+    """Every random init of transformers' weight init (``transformers.initialization``) and of ``torch.nn.init``
+    (which a module's ``__init__`` may call itself, e.g. TNF's ``"ema"`` note start) draws from a generator
     seeded by its tensor's shape: two models built by different routes, which initialise their modules in
     different orders, must then agree exactly."""
     originals = {name: TORCH_INIT_FUNCTIONS[name] for name in _RANDOM_INITS}
+    torch_originals = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
 
     def seeded(function: Callable) -> Callable:
         def draw(tensor: torch.Tensor, *args, generator: torch.Generator | None = None, **kwargs):
+            if tensor.is_meta:  # a model built on meta draws nothing
+                return function(tensor, *args, generator=generator, **kwargs)
             seed = hash(tuple(tensor.shape)) % 2**31
             return function(tensor, *args, generator=torch.Generator(tensor.device).manual_seed(seed), **kwargs)
         return draw
 
-    TORCH_INIT_FUNCTIONS.update({name: seeded(function) for name, function in originals.items()})
+    draws = {name: seeded(function) for name, function in originals.items()}
+    TORCH_INIT_FUNCTIONS.update(draws)
+    for name, draw in draws.items():
+        setattr(torch.nn.init, name, draw)
     try:
         yield
     finally:
         TORCH_INIT_FUNCTIONS.update(originals)
+        for name, function in torch_originals.items():
+            setattr(torch.nn.init, name, function)
 
 
 def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
