@@ -267,8 +267,10 @@ def rare_vocabulary(settings: PretrainSettings, tokenizer, train_lines: list[str
     return vocab
 
 
-def build_model(settings: PretrainSettings, choice: ModelChoice, tokenizer, num_rare_words: int | None):
-    """The pre-training model of ``choice`` at ``settings.size``, sized to the tokenizer, seeded."""
+def build_model(settings: PretrainSettings, choice: ModelChoice, tokenizer, rare_vocab=None):
+    """The pre-training model of ``choice`` at ``settings.size``, sized to the tokenizer, seeded; TNF's with its
+    rare vocabulary in the config (so it also finds rare words in batches without spans, and its folder loads
+    with remote code)."""
     import torch
     from transformers import AutoModelForMaskedLM
 
@@ -279,7 +281,7 @@ def build_model(settings: PretrainSettings, choice: ModelChoice, tokenizer, num_
         if settings.objective == "mc":
             fields["neither_token_id"] = tokenizer.convert_tokens_to_ids(NEITHER)
     if choice.model_type == "tnf":
-        fields["num_rare_words"] = num_rare_words
+        fields.update(rare_vocab.config_fields(tokenizer))
     config = _config_class(choice.model_type)(**fields)
     torch.manual_seed(settings.seed)
     return AutoModelForMaskedLM.from_config(config)  # MC-BERT's is its pre-training model
@@ -314,7 +316,8 @@ def model_card(settings: PretrainSettings, choice: ModelChoice, config, data: di
     loss = f"{eval_loss:.4f}" + "".join(f", {name} {value:.4f}" for name, value in eval_parts.items())
     load = {"mc_bert": "AutoModelForMaskedLM or AutoModelForPreTraining (the pre-training model) and AutoModel, "
                        "AutoModelForSequenceClassification, AutoModelForTokenClassification (its encoder)",
-            "tnf": "AutoModelForMaskedLM (the masked LM with its note dictionary)"}.get(
+            "tnf": "AutoModelForMaskedLM (the masked LM with its note dictionary and rare vocabulary, to continue "
+                   "pre-training)"}.get(
         choice.model_type, "AutoModelForMaskedLM, AutoModel, AutoModelForSequenceClassification, "
                            "AutoModelForTokenClassification")
     encoder = ""
@@ -428,7 +431,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     data = {"train_lines": len(train_set), "eval_lines": len(eval_set),
             "train_tokens": sum(len(e["input_ids"]) for e in train_set),
             "eval_tokens": sum(len(e["input_ids"]) for e in eval_set)}
-    model = build_model(settings, choice, tokenizer, len(rare_vocab) if rare_vocab is not None else None)
+    model = build_model(settings, choice, tokenizer, rare_vocab)
     if state.is_main_process:
         print(f"graftkit pretrain: {choice.model_type} ({settings.size}, {model.num_parameters():,} parameters), "
               f"{data['train_lines']} training lines ({data['train_tokens']} tokens), {data['eval_lines']} held "

@@ -75,7 +75,7 @@ def test_every_composition_builds_and_takes_a_training_step(tmp_path, lines, obj
     assert choice.model_type == expected
     tokenizer = train_tokenizer(lines, 600, 32, ["<neither>"] if objective == "mc" else [])
     rare = rare_vocabulary(settings, tokenizer, lines) if notes else None
-    model = build_model(settings, choice, tokenizer, len(rare) if rare is not None else None).train()
+    model = build_model(settings, choice, tokenizer, rare).train()
     config = model.config
     assert config.layer_norm_position == layer_norm
     assert config.position_embedding_type == positions
@@ -206,7 +206,11 @@ def test_writes_a_folder_that_loads_without_graftkit(tmp_path, corpus, capsys, o
         state = load_file(out / "model.safetensors")
         assert state["notes.has_note"].any() and state["notes.notes"].abs().sum() > 0
         assert (out / "tnf_rare_words.json").is_file()
+        assert len(config["rare_word_token_ids"]) == config["num_rare_words"]  # stored with the model
+        with_notes = load_without_graftkit(tmp_path, out, ["AutoModelForMaskedLM"])
         loaded = load_without_graftkit(tmp_path, out / "encoder", [*ENCODER_CLASSES, "AutoModelForMaskedLM"])
+        # in eval mode TNF is exactly its backbone: the two folders give the same masked-LM logits
+        assert with_notes["AutoModelForMaskedLM"] == loaded["AutoModelForMaskedLM"]
     else:  # the folder itself is the encoder
         assert not (out / "encoder").exists()
         loaded = load_without_graftkit(tmp_path, out, [*ENCODER_CLASSES, "AutoModelForMaskedLM"])

@@ -51,22 +51,27 @@ def test_hf_run_names_a_missing_script(tmp_path, capsys):
 
 
 # run_mlm.py's steps for a model trained from scratch on a text file (--line_by_line), without the datasets
-# package: config from CONFIG_MAPPING with --config_overrides, the tokenizer from --tokenizer_name, the model
-# from AutoModelForMaskedLM.from_config (embeddings resized when the tokenizer is larger), HF's MLM collator,
-# Trainer.train, save_model, Trainer.evaluate. It never imports graftkit: `graftkit hf-run` registered the types.
+# package: config from CONFIG_MAPPING with --config_overrides (or from --config_name), the tokenizer from
+# --tokenizer_name, the model from AutoModelForMaskedLM.from_config (embeddings resized when the tokenizer is
+# larger), HF's MLM collator, Trainer.train, save_model, Trainer.evaluate. It never imports graftkit:
+# `graftkit hf-run` registered the types.
 _RUN_MLM_STEPS = """
 import argparse, json, sys, torch
-from transformers import (CONFIG_MAPPING, AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling,
-                          Trainer, TrainingArguments, set_seed)
+from transformers import (CONFIG_MAPPING, AutoConfig, AutoModelForMaskedLM, AutoTokenizer,
+                          DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed)
 
 parser = argparse.ArgumentParser()
-for name in ("--model_type", "--config_overrides", "--tokenizer_name", "--train_file", "--output_dir"):
+for name in ("--model_type", "--config_name", "--config_overrides", "--tokenizer_name", "--train_file",
+             "--output_dir"):
     parser.add_argument(name)
 args = parser.parse_args()
-assert "hf_models" in sys.modules and "graftkit" not in args.model_type
+assert "hf_models" in sys.modules
 set_seed(0)
-config = CONFIG_MAPPING[args.model_type]()
-config.update_from_string(args.config_overrides)
+if args.config_name:
+    config = AutoConfig.from_pretrained(args.config_name)
+else:
+    config = CONFIG_MAPPING[args.model_type]()
+    config.update_from_string(args.config_overrides)
 tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name)
 model = AutoModelForMaskedLM.from_config(config)
 if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
@@ -89,7 +94,7 @@ probe = tokenizer(lines[:2], padding=True, truncation=True, max_length=32, retur
                   return_token_type_ids=False)
 with torch.no_grad():  # the encoder's features; the masked-LM logits where the model has them (MC-BERT masks)
     out = {"AutoModel": model.base_model(**probe).last_hidden_state.tolist()}
-    if args.model_type != "mc_bert":
+    if config.model_type != "mc_bert":
         out["AutoModelForMaskedLM"] = model(**probe).logits.tolist()
 changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
 with open(f"{args.output_dir}/run.json", "w") as f:
@@ -142,7 +147,7 @@ def corpus_and_tokenizer(tmp_path_factory) -> tuple[Path, Path]:
     ("preln_bert", ""),
     ("preln_bert", ",layer_norm_position=post"),
     ("tupe", ""),
-    ("tupe", ",position_mode=relative,layer_norm_position=pre"),
+    ("tupe", ",layer_norm_position=pre"),
     ("preln_bert", ",position_embedding_type=tupe_relative"),
     ("mc_bert", ",mc_size_divider=2,mask_token_id=4,neither_token_id=5"),
     ("mc_bert", ",objective=rtd,mc_size_divider=2,mask_token_id=4,position_embedding_type=tupe_absolute"),
@@ -172,3 +177,37 @@ def test_the_run_mlm_path_trains_saves_and_reloads_without_graftkit(tmp_path, co
     assert set(reloaded) == set(run["outputs"]) >= {"AutoModel"}
     for name, expected in run["outputs"].items():
         torch.testing.assert_close(torch.tensor(reloaded[name]), torch.tensor(expected), msg=name)
+
+
+@pytest.mark.slow
+def test_tnf_on_the_run_mlm_path_takes_notes_with_the_stock_collator(tmp_path, corpus_and_tokenizer):
+    """TNF through run_mlm.py: a config folder with the rare vocabulary (--config_name), HF's stock collator;
+    the model finds the rare words itself, and the saved notes show it."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from hf_models import TnfConfig
+    from hf_models.tnf import RareVocabulary
+
+    train_file, tokenizer_folder = corpus_and_tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    lines = [line for line in train_file.read_text().splitlines() if line.strip()]
+    vocab = RareVocabulary.build(tokenizer, lines, 3, 12)
+    fields = dict(field.split("=") for field in TINY.split(","))
+    TnfConfig(**{k: int(v) for k, v in fields.items()}, vocab_size=len(tokenizer),
+              **vocab.config_fields(tokenizer)).save_pretrained(tmp_path / "tnf-config")
+    out = tmp_path / "out"
+    done = hf_run(tmp_path, _RUN_MLM_STEPS, "--config_name", str(tmp_path / "tnf-config"), "--tokenizer_name",
+                  str(tokenizer_folder), "--train_file", str(train_file), "--output_dir", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training as its plain backbone" not in done.stderr
+    state = load_file(out / "model.safetensors")
+    assert state["notes.has_note"].sum() > 0 and state["notes.notes"].abs().sum() > 0  # notes were taken
+    run = json.loads((out / "run.json").read_text())
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    (tmp_path / "reload.py").write_text(_RELOAD)
+    reload = subprocess.run([sys.executable, str(tmp_path / "reload.py"), str(out), str(train_file),
+                             "AutoModelForMaskedLM"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert reload.returncode == 0, reload.stderr[-3000:]
+    torch.testing.assert_close(torch.tensor(json.loads(reload.stdout)["AutoModelForMaskedLM"]),
+                               torch.tensor(run["outputs"]["AutoModelForMaskedLM"]))
