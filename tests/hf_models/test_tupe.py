@@ -407,3 +407,21 @@ def test_right_padding_keeps_one_positional_bias_for_the_batch():
         counted = positional_attention_bias(model.positional_bias, None, mask[[1, 0]].flip(-1), torch.zeros(2, 4, 32))
     assert shared.shape == (1, 4, 4, 4) and counted.shape == (2, 4, 4, 4)
     torch.testing.assert_close(shared[0, :, :2, :2], counted[0, :, 2:, 2:], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("override", ["position_embedding_type=tupe_relative", "position_mode=relative"])
+def test_config_overrides_of_either_position_field_move_both(tmp_path, override):
+    """run_mlm.py --model_type tupe --config_overrides ...: naming one of the two fields moves the other, so the
+    saved folder loads (it failed with 'position_mode contradicts position_embedding_type')."""
+    config = TupeConfig()
+    config.update_from_string(override)
+    assert (config.position_mode, config.position_embedding_type) == ("relative", "tupe_relative")
+    config.save_pretrained(tmp_path)
+    assert TupeConfig.from_pretrained(tmp_path).position_embedding_type == "tupe_relative"
+
+
+def test_config_overrides_that_contradict_leave_the_config_unchanged():
+    config = TupeConfig()
+    with pytest.raises(ValueError, match="contradicts"):
+        config.update_from_string("position_mode=relative,position_embedding_type=tupe_absolute")
+    assert (config.position_mode, config.position_embedding_type) == ("absolute", "tupe_absolute")
