@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from graftkit.checkpoint import atomic_write, check_writable
-from graftkit.errors import GraftkitError, check_int, check_number
+from graftkit.errors import GraftkitError, check_input, check_int, check_number
 from graftkit.methods import method
 
 SIZES: dict[str, dict[str, int]] = {
@@ -89,10 +89,10 @@ class PretrainSettings:
                                 f"({self.rare_max_count})")
         if not self.train_files:
             raise GraftkitError("no training text file given")
-        missing = [str(p) for p in self.train_files if not p.is_file()]
-        if missing:
-            raise GraftkitError(f"training text file not found: {', '.join(missing)}")
-        if self.tokenizer is not None and not (self.tokenizer / "tokenizer.json").is_file():
+        for path in self.train_files:
+            check_input(path, "training text file")
+        if self.tokenizer is not None and not (check_input(self.tokenizer, "--tokenizer", folder=True)
+                                               / "tokenizer.json").is_file():
             raise GraftkitError(f"--tokenizer {self.tokenizer} holds no tokenizer.json (a save_pretrained folder "
                                 "of a fast tokenizer)")
         choose_model(self)  # an unsupported combination is refused now, not after the tokenizer is trained

@@ -8,7 +8,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from graftkit.errors import GraftkitError
+from graftkit.errors import check_input
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -26,10 +26,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _hf_run(args: argparse.Namespace) -> int:
+    check_input(args.script, "SCRIPT")
     import hf_models  # noqa: F401  (registers graftkit's model types with the Auto classes and CONFIG_MAPPING)
 
-    if not args.script.is_file():
-        raise GraftkitError(f"script not found: {args.script}")
     # as `python SCRIPT ARGS...` runs it: its argv, its folder first on the import path, run as __main__
     sys.argv = [str(args.script), *args.script_args]
     sys.path.insert(0, str(args.script.resolve().parent))
