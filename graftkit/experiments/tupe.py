@@ -35,7 +35,7 @@ MAX_STEP_FRACTION = 0.5
 #: the --full budget); the quick values are what that search chose (docs/tupe.md, `--full` run). The ablation
 #: differs from TUPE-A only in the [CLS] untying and runs at TUPE-A's lr.
 LEARNING_RATES = protocol.LearningRates(grid=(1e-3, 2e-3, 4e-3),
-                                        quick={"bert_a": 4e-3, "tupe_a": 2e-3, "tupe_r": 2e-3})
+                                        quick={"bert_a": 2e-3, "tupe_a": 4e-3, "tupe_r": 4e-3})
 TUNED = ("bert_a", *JUDGED)
 
 
