@@ -157,7 +157,8 @@ def tupe_vs_bert(ctx: RunContext) -> Outcome:
             lrs[arm], scores = protocol.best_learning_rate(LEARNING_RATES.grid, score)
             table += [{"arm": ARMS[arm][0], "lr": lr, "seed": f"{tuning} (tuning)", "final_valid_loss": value,
                        "chosen": lr == lrs[arm]} for lr, value in scores.items()]
-    lrs["tupe_a_tied_cls"] = lrs["tupe_a"]
+    if "tupe_a_tied_cls" in settings.arms:
+        lrs["tupe_a_tied_cls"] = lrs["tupe_a"]
 
     curves: dict[str, list[list[float]]] = {arm: [] for arm in settings.arms}
     for seed in seeds:
