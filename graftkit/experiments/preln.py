@@ -144,7 +144,7 @@ TUNED = ("postln_warmup", "preln_nowarmup")
 #: The grid is searched at --full on the tuning seed (final validation loss after the --full budget); the
 #: quick values are what that search chose (docs/preln.md, `--full` run).
 WARMUP_LEARNING_RATES = protocol.LearningRates(grid=(1e-3, 3e-3, 1e-2),
-                                               quick={"postln_warmup": 1e-3, "preln_nowarmup": 1e-3})
+                                               quick={"postln_warmup": 1e-3, "preln_nowarmup": 3e-3})
 TOP_LR = max(WARMUP_LEARNING_RATES.grid)
 #: the gate ``regime``: Post-LN without warm-up at the top lr must end this far above the target (or diverge)
 REGIME_MARGIN = 0.1

@@ -35,7 +35,7 @@ MAX_STEP_FRACTION = 0.5
 #: the --full budget); the quick values are what that search chose (docs/tupe.md, `--full` run). The ablation
 #: differs from TUPE-A only in the [CLS] untying and runs at TUPE-A's lr.
 LEARNING_RATES = protocol.LearningRates(grid=(1e-3, 2e-3, 4e-3),
-                                        quick={"bert_a": 4e-3, "tupe_a": 2e-3, "tupe_r": 2e-3})
+                                        quick={"bert_a": 2e-3, "tupe_a": 4e-3, "tupe_r": 4e-3})
 TUNED = ("bert_a", *JUDGED)
 
 
@@ -157,7 +157,8 @@ def tupe_vs_bert(ctx: RunContext) -> Outcome:
             lrs[arm], scores = protocol.best_learning_rate(LEARNING_RATES.grid, score)
             table += [{"arm": ARMS[arm][0], "lr": lr, "seed": f"{tuning} (tuning)", "final_valid_loss": value,
                        "chosen": lr == lrs[arm]} for lr, value in scores.items()]
-    lrs["tupe_a_tied_cls"] = lrs["tupe_a"]
+    if "tupe_a_tied_cls" in settings.arms:
+        lrs["tupe_a_tied_cls"] = lrs["tupe_a"]
 
     curves: dict[str, list[list[float]]] = {arm: [] for arm in settings.arms}
     for seed in seeds:

@@ -106,3 +106,31 @@ def test_cli_json_table_and_plot(tmp_path, capsys):
     assert "d_model (30) must be divisible by heads (4)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["preln", "gradnorm", "--depths", "2,x"])
+
+
+def test_mlm_profile_is_each_layers_w2_gradient_under_the_masked_lm_loss():
+    from hf_models import PreLNBertConfig, PreLNBertForMaskedLM
+
+    inputs = torch.tensor([[2, 7, 4, 9, 3, 0], [2, 8, 8, 4, 6, 3]])
+    attention = (inputs != 0).long()
+    labels = torch.full_like(inputs, -100)
+    labels[0, 2], labels[1, 3] = 5, 11
+    state = torch.random.get_rng_state()
+    norms = {p: gn.mlm_ffn_grad_norms(p, 3, 7, inputs, attention, labels, 12, 0, SMALL) for p in ("post", "pre")}
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert all(len(v) == 3 and all(math.isfinite(x) and x > 0 for x in v) for v in norms.values())
+    assert gn.mlm_ffn_grad_norms("pre", 3, 7, inputs, attention, labels, 12, 0, SMALL) == norms["pre"]
+    # by hand: the same model (seed 7, encoder Xavier-initialized), loss.backward(), each layer's W2 gradient
+    config = PreLNBertConfig(vocab_size=12, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                             intermediate_size=64, hidden_act="relu", hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0, layer_norm_eps=1e-5, max_position_embeddings=6,
+                             type_vocab_size=0, pad_token_id=0, layer_norm_position="post")
+    torch.manual_seed(7)
+    model = PreLNBertForMaskedLM(config)
+    gn.xavier_init(model.bert.encoder)
+    model(inputs, attention_mask=attention, labels=labels).loss.backward()
+    by_hand = [float(layer.feed_forward.output.weight.grad.norm()) for layer in model.bert.encoder.layers]
+    assert norms["post"] == pytest.approx(by_hand, rel=1e-5)
+    torch.random.set_rng_state(state)
+    with pytest.raises(GraftkitError, match="position"):
+        gn.mlm_ffn_grad_norms("middle", 2, 0, inputs, attention, labels, 12, 0, SMALL)
