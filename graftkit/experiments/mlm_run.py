@@ -29,10 +29,6 @@ from graftkit.experiments.protocol import Gate
 
 #: the seed of the validation masks: one fixed set of masked positions for every run
 VALID_MASK_SEED = 12345
-#: The setting both experiments share: a 500-entry vocabulary, rows of at most 16 tokens, batches of 32 rows.
-#: With it a 4-layer, d-64 model leaves the unigram plateau within a few hundred steps (~40 ms each on one
-#: CPU thread); with 2000 words and 32 tokens it was still on the plateau after 300 steps.
-VOCAB_SIZE, MAX_LEN, BATCH = 500, 16, 32
 #: what a table shows for a target a run never reached
 NEVER = "never reached"
 #: a run has left the unigram plateau (see :func:`unigram_loss`) once its validation loss is this far below it
