@@ -37,7 +37,7 @@ TINY = dict(vocab_size=60, hidden_size=24, num_hidden_layers=2, num_attention_he
             max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 MC_TOKENS = dict(mask_token_id=4, neither_token_id=5)
 #: name -> (config class, fields): the compositions the issue names, TUPE-A on MC-BERT's ELECTRA objective, and
-#: TNF's notes in MC-BERT / ELECTRA on TUPE encoders (the common checks below read TUPE's positional term)
+#: TNF's notes in MC-BERT on a TUPE encoder (the common checks below read TUPE's positional term)
 COMPOSITIONS = {
     "tupe_r+pre_ln": (PreLNBertConfig, dict(position_embedding_type="tupe_relative")),
     "tupe_r+pre_ln+mc": (McBertConfig, dict(position_embedding_type="tupe_relative", layer_norm_position="pre",
@@ -47,9 +47,6 @@ COMPOSITIONS = {
     "tupe_a+tnf": (TnfConfig, dict(position_embedding_type="tupe_absolute", num_rare_words=4)),
     "tupe_a+tnf+mc": (McBertConfig, dict(position_embedding_type="tupe_absolute", objective="mc",
                                          num_rare_words=4, **MC_TOKENS)),
-    "tupe_r+pre_ln+tnf+rtd": (McBertConfig, dict(position_embedding_type="tupe_relative", layer_norm_position="pre",
-                                                 objective="rtd", num_rare_words=4, first_note="ema",
-                                                 **MC_TOKENS)),
 }
 #: compositions pre-trained only (the Trainer round trip): TNF + MC-BERT / ELECTRA on BERT's positions
 PRETRAINED_ONLY = {
