@@ -10,6 +10,7 @@ from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
 from ..core.config import EncoderConfig, validate_embedding_config, validate_encoder_config
+from ..tnf.notes import NOTE_FIELDS, check_note_fields
 from .objectives import check_settings
 
 _TRUE, _FALSE = ("true", "1", "y", "yes"), ("false", "0", "n", "no")  # as transformers' override parser
@@ -85,6 +86,15 @@ class McBertConfig(EncoderConfig):
         <mask> and <neither> in the vocabulary; required by :class:`McBertForPreTraining` (<neither> for
         `objective="mc"` only), not by the fine-tuning models.
 
+    TNF's notes on the main model's input (ELECTRA-TNF in Wu et al., Taking Notes on the Fly; docs/compose.md),
+    the fields of :class:`~hf_models.tnf.TnfConfig` with the same meanings and checks:
+
+    num_rare_words (`int`, defaults to 0): rows of the note dictionary; 0: no notes (MC-BERT as published, and
+        the other note fields must keep their defaults). Notes are used by :class:`McBertForPreTraining` only.
+    note_weight, note_momentum, note_half_window, first_note, mix_masked_words, rare_word_token_ids,
+    word_boundary_marks: as :class:`~hf_models.tnf.TnfConfig`'s. With notes off they are left out of
+    ``to_dict`` and config.json (a config without notes saves as before they existed).
+
     Raises ValueError naming the field when a value is unusable.
 
     ```python
@@ -111,6 +121,14 @@ class McBertConfig(EncoderConfig):
     mask_prob: float = 0.15
     mask_token_id: int | None = None
     neither_token_id: int | None = None
+    num_rare_words: int = 0
+    note_weight: float | int = 0.5
+    note_momentum: float | int = 0.1
+    note_half_window: int = 16
+    first_note: str = "replace"
+    mix_masked_words: bool = False
+    rare_word_token_ids: list[list[int]] | None = None
+    word_boundary_marks: str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)  # the encoder's fields first: the checks below read them
@@ -135,10 +153,24 @@ class McBertConfig(EncoderConfig):
         updated._check_pretraining_fields()
         self.__dict__.update(updated.__dict__)
 
+    @property
+    def notes(self) -> bool:
+        """Whether the pre-training model takes TNF's notes (``num_rare_words`` >= 1)."""
+        return self.num_rare_words > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """HF's ``to_dict``; without notes, the note fields (all at their defaults) are left out."""
+        output = super().to_dict()
+        if not self.notes:
+            for name in NOTE_FIELDS:
+                output.pop(name, None)
+        return output
+
     def _check_pretraining_fields(self) -> None:
         if self.mask_token_id is not None and self.mask_token_id == self.neither_token_id:
             raise ValueError(f"mask_token_id and neither_token_id must differ, both are {self.mask_token_id}")
         check_settings(self.objective, self.num_candidates, self.mask_prob, self.vocab_size)
+        check_note_fields(self, notes_optional=True)
         for name in ("mc_loss_weight", "rtd_loss_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

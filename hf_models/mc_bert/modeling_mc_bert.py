@@ -1,11 +1,14 @@
 """MC-BERT for HF transformers: the pre-training model (meta controller + main model + loss) and the main
 encoder alone for fine-tuning (:class:`McBertModel`, :class:`McBertForSequenceClassification`, ...).
 
-The encoders are graftkit's shared core (``hf_models.core``); the method's math is :mod:`.objectives`.
+The encoders are graftkit's shared core (``hf_models.core``); the method's math is :mod:`.objectives`. With
+``config.num_rare_words`` >= 1 the pre-training model also takes TNF's notes (:mod:`hf_models.tnf.notes`) on the
+main model's input, as the TNF paper's ELECTRA-TNF does on ELECTRA's discriminator.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +18,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ..core.embeddings import Embeddings
+from ..core.embeddings import Embeddings, resolve_position_ids
 from ..core.encoder import Encoder
 from ..core.modeling import (
     EncoderForSequenceClassification,
@@ -27,6 +30,8 @@ from ..core.modeling import (
     tupe_positional_bias,
 )
 from ..core.remote_code import write_remote_code
+from ..tnf.notes import NoteDictionary, check_spans, note_inputs_embeds
+from ..tnf.rare_spans import RareWordFinder
 from .configuration_mc_bert import McBertConfig
 from .objectives import (
     LossParts,
@@ -46,6 +51,11 @@ from .objectives import (
 if TYPE_CHECKING:
     from transformers import EvalPrediction
 
+NO_RARE_VOCABULARY = (
+    "MC-BERT with notes is training without them: this batch has no 'rare_spans' and the model holds no "
+    "rare-word vocabulary, so no rare word gets a note. Store one in the config (McBertConfig(**RareVocabulary"
+    ".load(...).config_fields(tokenizer), ...)) or use DataCollatorForTnf.")
+
 
 class McBertPreTrainedModel(EncoderPreTrainedModel):
     """Config class and weight prefix of the mc_bert models (everything else: the core's base)."""
@@ -61,13 +71,22 @@ class McBertPreTrainedModel(EncoderPreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, McBertForPreTraining):
             init.zeros_(module.vocabulary_bias)
+        elif isinstance(module, NoteDictionary):  # TNF's start, as TnfPreTrainedModel._init_weights
+            ema = module.first_note == "ema"
+            if ema:
+                init.normal_(module.notes, mean=0.0, std=self.config.initializer_range)
+            else:
+                init.zeros_(module.notes)
+            init.constant_(module.has_note, ema)
+        elif isinstance(module, RareWordFinder):
+            module.reset_tables()
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
-        """The core's save, plus :mod:`.objectives` (imported by the config and model modules) for
-        ``trust_remote_code`` loading."""
+        """The core's save, plus :mod:`.objectives` and TNF's note and rare-span modules (imported by the config
+        and model modules) for ``trust_remote_code`` loading."""
         super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
         if is_main_process:
-            write_remote_code(save_directory, [PredictionTransform])
+            write_remote_code(save_directory, [PredictionTransform, NoteDictionary, RareWordFinder])
 
 
 class McBertModel(McBertPreTrainedModel, EncoderModel):
@@ -149,6 +168,11 @@ class McBertForPreTraining(McBertPreTrainedModel):
     ``forward(input_ids, attention_mask)`` masks, samples and returns the loss itself; pass a
     ``torch.Generator`` (or seed torch) to make it reproducible. :meth:`pretrain` does the same for an
     already chosen set of masked positions (the fairseq task masks in its data pipeline).
+
+    With notes (``config.num_rare_words`` >= 1) it holds TNF's note dictionary ``notes`` and, when the config
+    stores the rare vocabulary, ``rare_words``; in training mode the main model's input at the rare words of
+    the original text is (1 - λ)(tok + pos) + λ ND[w] (see :meth:`pretrain`) and the notes are taken from the
+    main model's final hidden states after its forward. The meta controller reads no notes.
     """
 
     def __init__(self, config: McBertConfig) -> None:
@@ -165,6 +189,14 @@ class McBertForPreTraining(McBertPreTrainedModel):
             self.head = (PredictionTransform(config.hidden_size, config.hidden_act, config.layer_norm_eps)
                          if config.objective == "mc" else
                          ReplacedTokenDetectionHead(config.hidden_size, config.hidden_act))
+        self.notes = self.rare_words = None
+        if config.notes:
+            self.notes = NoteDictionary(config.num_rare_words, config.hidden_size, momentum=config.note_momentum,
+                                        half_window=config.note_half_window, first_note=config.first_note,
+                                        init_std=config.initializer_range)
+            if config.rare_word_token_ids is not None:
+                self.rare_words = RareWordFinder(config.rare_word_token_ids, config.word_boundary_marks)
+        self._warned_no_vocabulary = False
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -208,6 +240,7 @@ class McBertForPreTraining(McBertPreTrainedModel):
         generator: torch.Generator | None = None,
         return_loss: bool = True,
         return_dict: bool | None = None,
+        rare_spans: torch.Tensor | None = None,
     ) -> McBertForPreTrainingOutput | tuple:
         """Mask ``mask_prob`` of the non-pad tokens (never those of ``special_tokens_mask``), then
         :meth:`pretrain`. ``attention_mask`` 1 = real token, 0 = padding (all real when None).
@@ -218,6 +251,10 @@ class McBertForPreTraining(McBertPreTrainedModel):
         token) is not read, as MC-BERT masks every chosen position with <mask>; ``config.mask_prob`` is then
         unused. The loss is always computed: ``return_loss=True`` tells HF's ``Trainer`` so, which then evaluates
         it also without labels when ``TrainingArguments(label_names=[])`` (with labels it does anyway).
+
+        ``rare_spans`` [batch, max_spans, 3] (notes only; :class:`~hf_models.tnf.DataCollatorForTnf`): the rare
+        words' occurrences, read in training mode; without them the model finds them itself from the stored rare
+        vocabulary (as :class:`~hf_models.tnf.TnfForMaskedLM`).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape [batch, seq_len], got {tuple(input_ids.shape)}")
@@ -234,14 +271,19 @@ class McBertForPreTraining(McBertPreTrainedModel):
             if special_tokens_mask is not None:
                 maskable = maskable & ~special_tokens_mask.bool()
             masked = choose_masked_positions(maskable, self.config.mask_prob, generator)
-        output = self.pretrain(input_ids, masked, attention_mask, token_type_ids, generator)
+        output = self.pretrain(input_ids, masked, attention_mask, token_type_ids, generator, rare_spans)
         return maybe_tuple(output, return_dict, self.config)
 
     def pretrain(self, input_ids: torch.Tensor, masked_positions: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> McBertForPreTrainingOutput:
+                 token_type_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                 rare_spans: torch.Tensor | None = None) -> McBertForPreTrainingOutput:
         """One pre-training step's outputs for original ``input_ids`` whose ``masked_positions`` (bool) are
-        replaced by <mask>; ``attention_mask`` marks the tokens the discriminator is trained on."""
+        replaced by <mask>; ``attention_mask`` marks the tokens the discriminator is trained on.
+
+        With notes, in training mode: the rare words' occurrences in the original text (``rare_spans``, or
+        found in ``input_ids``) get their notes mixed into the main model's input where none of their tokens
+        is masked (or, with ``mix_masked_words``, everywhere), so the main model reads the original word there
+        (the corrupted text equals the original outside the masked positions)."""
         config = self.config
         if attention_mask.shape != input_ids.shape or masked_positions.shape != input_ids.shape:
             raise ValueError(f"attention_mask and masked_positions must have the shape of input_ids "
@@ -253,9 +295,10 @@ class McBertForPreTraining(McBertPreTrainedModel):
         embedding = self.get_input_embeddings()
         targets = input_ids[masked]
         n_masked, n_tokens = masked.sum(), tokens.sum()
+        spans = self._note_spans(input_ids, rare_spans)
 
         if self.meta_controller is None:  # BERT's MLM on the main model
-            hidden = self.mc_bert(masked_input, attention_mask, token_type_ids).last_hidden_state
+            hidden = self._main_hidden(masked_input, input_ids, masked, attention_mask, token_type_ids, spans)
             logits = nn.functional.linear(self.head(hidden[masked]), embedding.weight, self.vocabulary_bias)
             parts = LossParts(token_cross_entropy_sum(logits, targets), n_masked, None, n_tokens)
             return McBertForPreTrainingOutput(loss=mean_pretraining_loss(parts, 0.0),
@@ -269,7 +312,7 @@ class McBertForPreTraining(McBertPreTrainedModel):
         mlm_sum = token_cross_entropy_sum(mlm_logits, targets)
         with torch.no_grad():
             corrupted = corrupt(input_ids, masked, sample_replacements(mlm_logits, generator))
-        hidden = self.mc_bert(corrupted, attention_mask, token_type_ids).last_hidden_state[tokens]
+        hidden = self._main_hidden(corrupted, input_ids, masked, attention_mask, token_type_ids, spans)[tokens]
 
         candidates = None
         if config.objective == "rtd":
@@ -304,6 +347,47 @@ class McBertForPreTraining(McBertPreTrainedModel):
             discriminator_loss=discriminator_sum / n_tokens.clamp_min(1), logits=logits, masked_positions=masked,
             corrupted_input_ids=corrupted, candidate_ids=candidates, discriminator_labels=labels,
             loss_parts=parts)
+
+    def _note_spans(self, input_ids: torch.Tensor, rare_spans: torch.Tensor | None) -> torch.Tensor | None:
+        """The rare spans the main model's input takes notes at this step: None without notes, in eval mode,
+        or when neither the batch nor the config gives the rare words (warned once)."""
+        if self.notes is None:
+            if rare_spans is not None:
+                raise ValueError("rare_spans are given but this MC-BERT model has no notes: set "
+                                 "config.num_rare_words (TNF's notes) or drop rare_spans from the batch")
+            return None
+        if not self.training:
+            return None
+        if rare_spans is None:
+            if self.rare_words is not None:  # the original text: input_ids here hold the masked tokens' labels
+                return self.rare_words(input_ids)
+            if not self._warned_no_vocabulary and not torch.compiler.is_compiling():
+                warnings.warn(NO_RARE_VOCABULARY, UserWarning, stacklevel=4)
+                self._warned_no_vocabulary = True
+        return rare_spans
+
+    def _main_hidden(self, main_input: torch.Tensor, input_ids: torch.Tensor, masked: torch.Tensor,
+                     attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
+                     spans: torch.Tensor | None) -> torch.Tensor:
+        """The main model's last hidden states [batch, seq, d] on ``main_input`` (the corrupted text, or the
+        masked one for "mlm"); with ``spans``, notes mixed in as TNF's (:func:`note_inputs_embeds`) and taken
+        after the forward (:meth:`NoteDictionary.update`)."""
+        if spans is None:
+            return self.mc_bert(main_input, attention_mask, token_type_ids).last_hidden_state
+        embeddings = self.mc_bert.embeddings
+        seq_len = main_input.shape[1]
+        check_spans(spans, seq_len, self.notes.num_words)
+        # the main model's positions (the core's rule), resolved once: the mix subtracts them, the embeddings add them
+        position_ids = resolve_position_ids(None, attention_mask, seq_len, main_input.device)
+        targets = None if self.config.mix_masked_words else input_ids.masked_fill(~masked, -100)
+        mix, notes = self.notes.token_notes(spans, seq_len, targets)
+        # with TUPE's positions (position_embedding_type "tupe_*") the input has no position vector to mix
+        positions = None if embeddings.position_embeddings is None else embeddings.position_embeddings(position_ids)
+        mixed = note_inputs_embeds(embeddings.word_embeddings(main_input), positions, notes, mix,
+                                   self.config.note_weight)
+        hidden = self.mc_bert(None, attention_mask, token_type_ids, position_ids, mixed).last_hidden_state
+        self.notes.update(hidden, spans, attention_mask)
+        return hidden
 
 
 def pretraining_metrics(prediction: EvalPrediction) -> dict[str, float]:

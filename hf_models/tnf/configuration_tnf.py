@@ -3,12 +3,10 @@
 from huggingface_hub.dataclasses import strict
 
 from ..core.config import EncoderConfig
-from .notes import FIRST_NOTE_MODES, check_fraction
-from .rare_spans import check_rare_word_fields
+from .notes import NOTE_FIELDS, check_note_fields
 
-#: Fields a TNF config adds to its backbone's (dropped when the backbone is exported).
-TNF_FIELDS = ("num_rare_words", "note_weight", "note_momentum", "note_half_window", "first_note",
-              "mix_masked_words", "rare_word_token_ids", "word_boundary_marks")
+#: Fields a TNF config adds to its backbone's (dropped when the backbone is exported): the note dictionary's.
+TNF_FIELDS = NOTE_FIELDS
 
 
 @strict
@@ -44,16 +42,7 @@ class TnfConfig(EncoderConfig):
     word_boundary_marks: str | None = None
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.num_rare_words, bool) or self.num_rare_words < 1:
-            raise ValueError(f"num_rare_words must be a positive integer, got {self.num_rare_words!r}")
-        check_fraction("note_weight (λ)", self.note_weight)
-        check_fraction("note_momentum (γ)", self.note_momentum)
-        if self.note_half_window < 0:
-            raise ValueError(f"note_half_window (k) must be >= 0, got {self.note_half_window!r}")
-        if self.first_note not in FIRST_NOTE_MODES:
-            raise ValueError(f"first_note must be one of {FIRST_NOTE_MODES}, got {self.first_note!r}")
-        check_rare_word_fields(self.rare_word_token_ids, self.word_boundary_marks, self.num_rare_words,
-                               self.vocab_size)
+        check_note_fields(self)
         super().__post_init__(**kwargs)
 
     def backbone_config(self) -> EncoderConfig:

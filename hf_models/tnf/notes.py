@@ -21,11 +21,46 @@ no Python loop over words or spans.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .rare_spans import check_rare_word_fields
+
 FIRST_NOTE_MODES = ("replace", "ema")
+#: the note dictionary's config fields, with these names and meanings in every config that holds notes
+#: (:class:`TnfConfig`; :class:`McBertConfig` with notes on), checked by :func:`check_note_fields`
+NOTE_FIELDS = ("num_rare_words", "note_weight", "note_momentum", "note_half_window", "first_note",
+               "mix_masked_words", "rare_word_token_ids", "word_boundary_marks")
+
+
+def check_note_fields(config: object, notes_optional: bool = False) -> None:
+    """Raise a ValueError naming the field when a config's :data:`NOTE_FIELDS` are unusable.
+
+    ``notes_optional``: ``num_rare_words=0`` means no notes (a model whose notes are an option, MC-BERT); the
+    other note fields must then keep their defaults (they would be silently unused)."""
+    words = config.num_rare_words
+    if notes_optional:
+        if isinstance(words, bool) or not isinstance(words, int) or words < 0:
+            raise ValueError(f"num_rare_words must be an integer >= 0 (0: no notes), got {words!r}")
+        if words == 0:
+            defaults = {field.name: field.default for field in dataclasses.fields(config)}
+            for name in NOTE_FIELDS[1:]:
+                if getattr(config, name) != defaults[name]:
+                    raise ValueError(f"{name}={getattr(config, name)!r} is a setting of TNF's notes: it needs "
+                                     "num_rare_words >= 1 (0 means no notes)")
+            return
+    elif isinstance(words, bool) or not isinstance(words, int) or words < 1:
+        raise ValueError(f"num_rare_words must be a positive integer, got {words!r}")
+    check_fraction("note_weight (λ)", config.note_weight)
+    check_fraction("note_momentum (γ)", config.note_momentum)
+    if config.note_half_window < 0:
+        raise ValueError(f"note_half_window (k) must be >= 0, got {config.note_half_window!r}")
+    if config.first_note not in FIRST_NOTE_MODES:
+        raise ValueError(f"first_note must be one of {FIRST_NOTE_MODES}, got {config.first_note!r}")
+    check_rare_word_fields(config.rare_word_token_ids, config.word_boundary_marks, words, config.vocab_size)
 
 
 def check_spans(spans: torch.Tensor, seq_len: int, num_words: int) -> None:
