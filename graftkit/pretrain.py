@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from graftkit.checkpoint import atomic_write, check_writable
 from graftkit.errors import GraftkitError, check_input, check_int, check_number
 from graftkit.methods import method
 
@@ -165,6 +164,8 @@ def choose_model(settings: PretrainSettings) -> ModelChoice:
 
 def check_output(out: Path, resume: bool) -> None:
     """Refuse an existing, non-empty ``out`` unless resuming, and a ``--resume`` of a folder that holds no run."""
+    from graftkit.checkpoint import check_writable  # imports torch: not when the CLI only builds its parser
+
     check_writable(out, folder=True, what="--out")
     if resume:
         if not (out / SETTINGS_FILE).is_file():
@@ -370,6 +371,8 @@ not needed to load it).
 
 
 def _write_text(path: Path, text: str) -> None:
+    from graftkit.checkpoint import atomic_write
+
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 

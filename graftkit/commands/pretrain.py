@@ -8,7 +8,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from graftkit.errors import check_input
+from graftkit.errors import check_input, seed_argument
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -74,7 +74,7 @@ def register(subparsers) -> None:
     p.add_argument("--rare-min-count", type=int, default=100, help="TNF: rarest count with a note (default 100)")
     p.add_argument("--rare-max-count", type=int, default=500,
                    help="TNF: most frequent count with a note (default 500)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_pretrain)
 
