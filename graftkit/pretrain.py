@@ -137,24 +137,22 @@ def _config_class(model_type: str) -> type:
 
 def choose_model(settings: PretrainSettings) -> ModelChoice:
     """The model of the composition: MLM -> ``preln_bert`` (BERT's absolute positions) or ``tupe``; RTD/MC ->
-    ``mc_bert`` with that objective; notes -> ``tnf``. GraftkitError for a combination not available."""
+    ``mc_bert`` with that objective (with notes: TNF's notes in the main model's input); MLM with notes -> ``tnf``."""
     pet, ln = settings.position_embedding_type, settings.layer_norm_position
     layer_norm = "Pre-LN (Xiong et al., ICML 2020)" if ln == "pre" else "Post-LN (BERT)"
     positions = {"absolute": "BERT's learned absolute positions",
                  "tupe_absolute": f"TUPE-A positions ({method('tupe').paper})",
                  "tupe_relative": f"TUPE-R positions ({method('tupe').paper})"}[pet]
     encoder = f"{layer_norm} encoder with {positions}"
-    if settings.notes:
-        if settings.objective != "mlm":
-            raise GraftkitError(f"--notes with --objective {settings.objective} is not available in this graftkit "
-                                "version (TNF's notes train with the masked-LM objective)")
+    notes = f"; with TNF's notes ({method('tnf').paper})" if settings.notes else ""
+    if settings.notes and settings.objective == "mlm":
         return ModelChoice("tnf", {"layer_norm_position": ln, "position_embedding_type": pet},
                            f"TNF, Taking Notes on the Fly: {method('tnf').paper}; masked LM on a {encoder}")
     if settings.objective in ("rtd", "mc"):
         name = ("MC-BERT multi-choice cloze" if settings.objective == "mc" else
                 "ELECTRA replaced token detection (Clark et al., ICLR 2020; MC-BERT's meta controller as generator)")
         fields = {"objective": settings.objective, "layer_norm_position": ln, "position_embedding_type": pet}
-        return ModelChoice("mc_bert", fields, f"{name}: {method('mcbert').paper}; on a {encoder}")
+        return ModelChoice("mc_bert", fields, f"{name}: {method('mcbert').paper}; on a {encoder}{notes}")
     bert = "BERT masked LM (Devlin et al., NAACL 2019)"
     if pet == "absolute":
         return ModelChoice("preln_bert", {"layer_norm_position": ln}, f"{bert} on a {encoder}")
@@ -269,7 +267,7 @@ def rare_vocabulary(settings: PretrainSettings, tokenizer, train_lines: list[str
 
 
 def build_model(settings: PretrainSettings, choice: ModelChoice, tokenizer, rare_vocab=None):
-    """The pre-training model of ``choice`` at ``settings.size``, sized to the tokenizer, seeded; TNF's with its
+    """The pre-training model of ``choice`` at ``settings.size``, sized to the tokenizer, seeded; with notes, the
     rare vocabulary in the config (so it also finds rare words in batches without spans, and its folder loads
     with remote code)."""
     import torch
@@ -281,7 +279,7 @@ def build_model(settings: PretrainSettings, choice: ModelChoice, tokenizer, rare
         fields["mask_token_id"] = tokenizer.mask_token_id
         if settings.objective == "mc":
             fields["neither_token_id"] = tokenizer.convert_tokens_to_ids(NEITHER)
-    if choice.model_type == "tnf":
+    if settings.notes:
         fields.update(rare_vocab.config_fields(tokenizer))
     config = _config_class(choice.model_type)(**fields)
     torch.manual_seed(settings.seed)
@@ -298,14 +296,14 @@ def encode(settings: PretrainSettings, tokenizer, lines: list[str], rare_vocab) 
             for ids, special in zip(encoded["input_ids"], encoded["special_tokens_mask"])]
 
 
-def collator(choice: ModelChoice, tokenizer):
-    """BERT's masking collator (HF's), with the rare-word spans for TNF. MC-BERT takes its labels as the masked
-    positions and masks them all with <mask> itself."""
+def collator(settings: PretrainSettings, tokenizer):
+    """BERT's masking collator (HF's), with the rare-word spans when notes are on. MC-BERT takes its labels as
+    the masked positions and masks them all with <mask> itself."""
     from transformers import DataCollatorForLanguageModeling
 
     from hf_models.tnf.data_collator_tnf import DataCollatorForTnf
 
-    if choice.model_type == "tnf":
+    if settings.notes:
         return DataCollatorForTnf(tokenizer, mlm_probability=MLM_PROBABILITY)
     return DataCollatorForLanguageModeling(tokenizer, mlm_probability=MLM_PROBABILITY)
 
@@ -442,7 +440,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     # MC-BERT's evaluation also reports each part of its loss (the meta controller's MLM, the discriminator's)
     metrics_of_parts = pretraining_metrics if choice.model_type == "mc_bert" else None
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator(choice, tokenizer), processing_class=tokenizer,
+                      data_collator=collator(settings, tokenizer), processing_class=tokenizer,
                       compute_metrics=metrics_of_parts)
     last = get_last_checkpoint(args.output_dir) if settings.resume and Path(args.output_dir).is_dir() else None
     if settings.resume and last is None and state.is_main_process:

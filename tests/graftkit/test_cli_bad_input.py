@@ -438,8 +438,6 @@ CASES = [
      "--tokenizer {a_file} is a file, not a folder"),
     ("pretrain/tokenizer-empty", ["pretrain", "{corpus.txt}", "--out", "{new}/p", "--tokenizer", "{empty_dir}"],
      "tokenizer.json"),
-    ("pretrain/notes-with-mc", ["pretrain", "{corpus.txt}", "--out", "{new}/p", "--notes", "--objective", "mc"],
-     "--notes"),
     # hf-run
     ("hf-run/missing", ["hf-run", "{new}/nope.py"], "SCRIPT not found"),
     ("hf-run/script-is-folder", ["hf-run", "{empty_dir}"], "SCRIPT {empty_dir} is a folder, not a file"),

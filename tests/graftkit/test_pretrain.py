@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from graftkit.cli import main
-from graftkit.errors import GraftkitError
 from graftkit.pretrain import (
     LAYER_NORM_POSITIONS,
     OBJECTIVES,
@@ -50,17 +49,8 @@ def corpus(tmp_path: Path, lines: list[str]) -> Path:
     return path
 
 
-# every combination of the contract's options, but TNF's notes with the RTD/MC objectives (no model offers it)
-COMPOSITIONS = [(objective, positions, layer_norm, notes) for objective, positions, layer_norm, notes
-                in itertools.product(OBJECTIVES, POSITION_EMBEDDING_TYPES, LAYER_NORM_POSITIONS, (False, True))
-                if not (notes and objective != "mlm")]
-
-
-@pytest.mark.parametrize("objective", ["rtd", "mc"])
-def test_notes_with_another_objective_are_refused_by_name(tmp_path, objective):
-    settings = PretrainSettings([tmp_path / "corpus.txt"], tmp_path / "out", objective=objective, notes=True)
-    with pytest.raises(GraftkitError, match=f"--notes with --objective {objective} is not available"):
-        choose_model(settings)
+# every combination of the contract's options (notes with RTD/MC: mc_bert with TNF's notes in its main model)
+COMPOSITIONS = list(itertools.product(OBJECTIVES, POSITION_EMBEDDING_TYPES, LAYER_NORM_POSITIONS, (False, True)))
 
 
 @pytest.mark.parametrize(("objective", "positions", "layer_norm", "notes"), COMPOSITIONS)
@@ -70,7 +60,7 @@ def test_every_composition_builds_and_takes_a_training_step(tmp_path, lines, obj
                                 position_embedding_type=positions, layer_norm_position=layer_norm, notes=notes,
                                 max_length=32, rare_min_count=2, rare_max_count=12)
     choice = choose_model(settings)
-    expected = ("tnf" if notes else "mc_bert" if objective != "mlm" else "preln_bert" if positions == "absolute"
+    expected = ("mc_bert" if objective != "mlm" else "tnf" if notes else "preln_bert" if positions == "absolute"
                 else "tupe")
     assert choice.model_type == expected
     tokenizer = train_tokenizer(lines, 600, 32, ["<neither>"] if objective == "mc" else [])
@@ -82,7 +72,7 @@ def test_every_composition_builds_and_takes_a_training_step(tmp_path, lines, obj
     assert config.model_type == expected
     if objective != "mlm":
         assert config.objective == objective
-    batch = collator(choice, tokenizer)(encode(settings, tokenizer, lines[:8], rare))
+    batch = collator(settings, tokenizer)(encode(settings, tokenizer, lines[:8], rare))
     loss = model(**batch).loss
     assert torch.isfinite(loss)
     loss.backward()
@@ -117,7 +107,6 @@ def test_refuses_an_existing_output_folder_before_any_work(tmp_path, corpus, cap
     (["{corpus}", "--resume"], "--resume: {out} holds no graftkit pretrain run"),
     (["{corpus}", "--notes", "--rare-min-count", "1000", "--rare-max-count", "2000"],
      "--notes: no word of the training text occurs between --rare-min-count 1000"),
-    (["{corpus}", "--notes", "--objective", "mc"], "--notes with --objective mc is not available"),
     (["{corpus}", "--steps", "0"], "--steps"),
     (["{corpus}", "--tokenizer", "{tmp}"], "holds no tokenizer.json"),
 ])
