@@ -30,7 +30,7 @@ from ..core.modeling import (
     tupe_positional_bias,
 )
 from ..core.remote_code import write_remote_code
-from ..tnf.notes import NoteDictionary, check_spans, note_inputs_embeds
+from ..tnf.notes import NoteDictionary, check_spans, init_note_state, note_inputs_embeds
 from ..tnf.rare_spans import RareWordFinder
 from .configuration_mc_bert import McBertConfig
 from .objectives import (
@@ -71,15 +71,7 @@ class McBertPreTrainedModel(EncoderPreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, McBertForPreTraining):
             init.zeros_(module.vocabulary_bias)
-        elif isinstance(module, NoteDictionary):  # TNF's start, as TnfPreTrainedModel._init_weights
-            ema = module.first_note == "ema"
-            if ema:
-                init.normal_(module.notes, mean=0.0, std=self.config.initializer_range)
-            else:
-                init.zeros_(module.notes)
-            init.constant_(module.has_note, ema)
-        elif isinstance(module, RareWordFinder):
-            module.reset_tables()
+        init_note_state(module, self.config.initializer_range)  # TNF's notes, when on
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs) -> None:
         """The core's save, plus :mod:`.objectives` and TNF's note and rare-span modules (imported by the config

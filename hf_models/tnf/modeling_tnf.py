@@ -19,7 +19,6 @@ import os
 import warnings
 
 import torch
-from transformers import initialization as init
 from transformers.modeling_outputs import MaskedLMOutput
 
 from ..core.embeddings import resolve_position_ids
@@ -27,7 +26,7 @@ from ..core.heads import token_cross_entropy
 from ..core.modeling import EncoderForMaskedLM, EncoderModel, EncoderPreTrainedModel, maybe_tuple
 from ..core.remote_code import write_remote_code
 from .configuration_tnf import TnfConfig
-from .notes import NoteDictionary, check_spans, note_inputs_embeds
+from .notes import NoteDictionary, check_spans, init_note_state, note_inputs_embeds
 from .rare_spans import RareWordFinder
 
 NO_RARE_VOCABULARY = (
@@ -49,15 +48,7 @@ class TnfPreTrainedModel(EncoderPreTrainedModel):
         tables (from the config). HF runs it for every module whose weights a checkpoint lacks (a
         backbone/BERT folder has no notes)."""
         super()._init_weights(module)
-        if isinstance(module, NoteDictionary):
-            ema = module.first_note == "ema"
-            if ema:
-                init.normal_(module.notes, mean=0.0, std=self.config.initializer_range)
-            else:
-                init.zeros_(module.notes)
-            init.constant_(module.has_note, ema)
-        elif isinstance(module, RareWordFinder):
-            module.reset_tables()
+        init_note_state(module, self.config.initializer_range)
 
     def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs) -> None:
         """The core's save (weights, notes, ``auto_map`` and the model code), plus the note and rare-span

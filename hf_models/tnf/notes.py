@@ -26,8 +26,9 @@ import dataclasses
 import torch
 import torch.distributed as dist
 from torch import nn
+from transformers import initialization as init
 
-from .rare_spans import check_rare_word_fields
+from .rare_spans import RareWordFinder, check_rare_word_fields
 
 FIRST_NOTE_MODES = ("replace", "ema")
 #: the note dictionary's config fields, with these names and meanings in every config that holds notes
@@ -228,6 +229,22 @@ class NoteDictionary(nn.Module):
         return (f"num_words={self.num_words}, dim={self.notes.shape[1]}, momentum={self.momentum}, "
                 f"half_window={self.half_window}, first_note={self.first_note!r}")
 
+
+
+def init_note_state(module: nn.Module, initializer_range: float) -> None:
+    """The weight init of TNF's state, for the ``_init_weights`` of every model that holds notes (TNF's, and
+    MC-BERT's with notes): a :class:`NoteDictionary` starts empty ("replace": zeros, no word has a note) or at
+    N(0, initializer_range²) with every word usable ("ema"); a :class:`~.rare_spans.RareWordFinder` rebuilds its
+    tables from the config. Other modules are left as they are."""
+    if isinstance(module, NoteDictionary):
+        ema = module.first_note == "ema"
+        if ema:
+            init.normal_(module.notes, mean=0.0, std=initializer_range)
+        else:
+            init.zeros_(module.notes)
+        init.constant_(module.has_note, ema)
+    elif isinstance(module, RareWordFinder):
+        module.reset_tables()
 
 def check_fraction(name: str, value: object) -> float:
     """``value`` if it is a real number in [0, 1]; else a ValueError naming ``name``."""
