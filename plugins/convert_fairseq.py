@@ -25,6 +25,19 @@ SPECIAL_SYMBOLS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq Dictionary's firs
 MASK = "<mask>"  # appended by fairseq's masked_lm task after the dictionary file's symbols
 # fairseq activation_fn -> the HF core's hidden_act
 ACTIVATIONS = {"gelu": "gelu", "gelu_accurate": "gelu_new", "relu": "relu", "tanh": "tanh", "swish": "silu"}
+#: a fairseq transformer layer's modules -> the HF core's EncoderLayer modules (q/k/v as separate projections;
+#: a converter that meets a stacked ``in_proj`` splits it itself)
+LAYER_MAP = {
+    "self_attn.q_proj": "attention.query",
+    "self_attn.k_proj": "attention.key",
+    "self_attn.v_proj": "attention.value",
+    "self_attn.out_proj": "attention.output",
+    "self_attn_layer_norm": "attention_layer_norm",
+    "fc1": "feed_forward.intermediate",
+    "fc2": "feed_forward.output",
+    "final_layer_norm": "feed_forward_layer_norm",
+}
+QKV_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 
 
 def load_fairseq_checkpoint(checkpoint_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -4,7 +4,7 @@ folder, with its tokenizer.
 In the reference's naming the main model (the one fine-tuned) is ``decoder.*`` (classes ``Gen*``) and the meta
 controller is ``mc.*``: a narrower encoder (sizes divided by ``--mc-size-divider``) that reads the main
 model's token embeddings through ``embed_linear`` and shares the main head's vocabulary bias. Every parameter
-is mapped by name and shape (:data:`ENCODER_LAYER_MAP` and ``mcbert_state_dict``; the table on docs/mcbert.md),
+is mapped by name and shape (:data:`LAYER_MAP` and ``mcbert_state_dict``; the table on docs/mcbert.md),
 the first one left unmapped or missing is refused by name.
 
 Output: ``hf_models.McBertModel`` (the main encoder, for fine-tuning), or with ``with_controller`` the whole
@@ -23,7 +23,9 @@ import torch
 
 from graftkit.errors import GraftkitError
 from plugins.convert_fairseq import (
+    LAYER_MAP,
     MASK,
+    QKV_PROJECTIONS,
     ParameterMap,
     check_output_folder,
     checkpoint_tokenizer,
@@ -37,18 +39,6 @@ from plugins.convert_fairseq import (
 MAIN_PREFIX = "decoder.sentence_encoder."
 CONTROLLER_PREFIX = "mc.sentence_encoder."
 NEITHER = "<neither>"  # appended by the reference's mcbert task after <mask>
-# reference layer module -> the HF core's EncoderLayer module (attention: q/k/v_proj or the stacked in_proj)
-ENCODER_LAYER_MAP = {
-    "self_attn.q_proj": "attention.query",
-    "self_attn.k_proj": "attention.key",
-    "self_attn.v_proj": "attention.value",
-    "self_attn.out_proj": "attention.output",
-    "self_attn_layer_norm": "attention_layer_norm",
-    "fc1": "feed_forward.intermediate",
-    "fc2": "feed_forward.output",
-    "final_layer_norm": "feed_forward_layer_norm",
-}
-_SEPARATE_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 
 
 def mcbert_config(weights: dict[str, torch.Tensor], cfg: dict[str, Any], with_controller: bool):
@@ -110,8 +100,8 @@ def _encoder(names: ParameterMap, source: str, target: str, layers: int, pad: in
             if names.has(stacked):  # older fairseq: q, k, v stacked in one projection, in that order
                 for name, tensor in zip(("query", "key", "value"), names.take(stacked).chunk(3), strict=True):
                     names.out[f"{layer_target}attention.{name}.{part}"] = tensor
-            for reference, core in ENCODER_LAYER_MAP.items():
-                if not (names.has(stacked) and reference in _SEPARATE_PROJECTIONS):
+            for reference, core in LAYER_MAP.items():
+                if not (names.has(stacked) and reference in QKV_PROJECTIONS):
                     names.put(f"{layer_target}{core}.{part}", f"{layer_source}{reference}.{part}")
 
 

@@ -17,6 +17,7 @@ import torch
 
 from graftkit.errors import GraftkitError
 from plugins.convert_fairseq import (
+    LAYER_MAP,
     check_output_folder,
     checkpoint_tokenizer,
     fairseq_dictionary_tokenizer,  # noqa: F401  (its tests read it here)
@@ -32,17 +33,6 @@ from plugins.convert_fairseq import (
 )
 
 _ENCODER = "encoder.sentence_encoder."
-# fairseq layer module -> the HF core's EncoderLayer module
-_LAYER_NAMES = {
-    "self_attn.q_proj": "attention.query",
-    "self_attn.k_proj": "attention.key",
-    "self_attn.v_proj": "attention.value",
-    "self_attn.out_proj": "attention.output",
-    "self_attn_layer_norm": "attention_layer_norm",
-    "fc1": "feed_forward.intermediate",
-    "fc2": "feed_forward.output",
-    "final_layer_norm": "feed_forward_layer_norm",
-}
 
 
 def preln_config_from_fairseq(weights: dict[str, torch.Tensor], cfg: dict[str, Any]):
@@ -100,7 +90,7 @@ def _hf_state_dict(weights: dict[str, torch.Tensor], config) -> dict[str, torch.
         if config.layer_norm_position == "pre":
             out[f"bert.encoder.final_layer_norm.{part}"] = weights[f"{_ENCODER}layer_norm.{part}"]
         for i in range(config.num_hidden_layers):
-            for fairseq_name, hf_name in _LAYER_NAMES.items():
+            for fairseq_name, hf_name in LAYER_MAP.items():
                 out[f"bert.encoder.layers.{i}.{hf_name}.{part}"] = weights[
                     f"{_ENCODER}layers.{i}.{fairseq_name}.{part}"]
     return out

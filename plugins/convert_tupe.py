@@ -22,6 +22,8 @@ import torch
 
 from graftkit.errors import GraftkitError
 from plugins.convert_fairseq import (
+    LAYER_MAP,
+    QKV_PROJECTIONS,
     ParameterMap,
     check_output_folder,
     checkpoint_tokenizer,
@@ -48,13 +50,7 @@ REFERENCE_NAME_MAP = {
     "relative_attention_bias": "tupe.positional_bias.relative_bias",
     "emb_out_layer_norm": "tupe.encoder.final_layer_norm",
 }
-REFERENCE_LAYER_MAP = {
-    "self_attn.out_proj": "attention.output",
-    "self_attn_layer_norm": "attention_layer_norm",
-    "fc1": "feed_forward.intermediate",
-    "fc2": "feed_forward.output",
-    "final_layer_norm": "feed_forward_layer_norm",
-}
+REFERENCE_LAYER_MAP = {name: core for name, core in LAYER_MAP.items() if name not in QKV_PROJECTIONS}
 REFERENCE_HEAD_MAP = {"decoder.lm_head.dense": "lm_head.dense", "decoder.lm_head.layer_norm": "lm_head.layer_norm"}
 _BERT_ARCH_SIZES = {"bert": (12, 12), "bert_base": (12, 12), "bert_large": (24, 16)}  # layers, heads
 
