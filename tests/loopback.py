@@ -13,6 +13,20 @@ from datetime import timedelta
 from pathlib import Path
 
 FAIRSEQ_BIN = Path(sys.executable).parent
+#: the first lines of a script that runs as on a machine without graftkit installed: importing graftkit,
+#: hf_models or plugins fails, so a saved folder must load through its own remote code
+WITHOUT_GRAFTKIT = """import importlib.abc
+import sys
+
+
+class HideGraftkit(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, HideGraftkit())
+"""
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
 

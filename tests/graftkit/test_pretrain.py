@@ -27,7 +27,7 @@ from graftkit.pretrain import (
     rare_vocabulary,
     train_tokenizer,
 )
-from tests.loopback import run_script_on_two_ranks
+from tests.loopback import WITHOUT_GRAFTKIT, run_script_on_two_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--steps", "4", "--eval-every", "2", "--batch-size", "8", "--vocab-size", "600", "--max-length", "32",
@@ -119,13 +119,8 @@ def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, corpus, capsys
     assert not out.exists()
 
 
-_LOAD_WITHOUT_GRAFTKIT = """
-import importlib.abc, json, sys
-class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, HideGraftkit())
+_LOAD_WITHOUT_GRAFTKIT = WITHOUT_GRAFTKIT + """
+import json
 import torch, transformers
 folder, classes = sys.argv[1], sys.argv[2].split(",")
 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)

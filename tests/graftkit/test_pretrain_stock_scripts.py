@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from loopback import WITHOUT_GRAFTKIT
 
 from graftkit.cli import main
 
@@ -101,13 +102,8 @@ with open(f"{args.output_dir}/run.json", "w") as f:
     json.dump({"eval_loss": metrics["eval_loss"], "outputs": out, "changed": changed}, f)
 """
 
-_RELOAD = """
-import importlib.abc, json, sys
-class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, HideGraftkit())
+_RELOAD = WITHOUT_GRAFTKIT + """
+import json
 import torch, transformers
 from transformers import AutoTokenizer
 folder = sys.argv[1]
@@ -148,6 +144,7 @@ def corpus_and_tokenizer(tmp_path_factory) -> tuple[Path, Path]:
     ("preln_bert", ",layer_norm_position=post"),
     ("tupe", ""),
     ("tupe", ",layer_norm_position=pre"),
+    ("tupe", ",position_embedding_type=tupe_relative"),  # --config_overrides of one position field moves both
     ("preln_bert", ",position_embedding_type=tupe_relative"),
     ("mc_bert", ",mc_size_divider=2,mask_token_id=4,neither_token_id=5"),
     ("mc_bert", ",objective=rtd,mc_size_divider=2,mask_token_id=4,position_embedding_type=tupe_absolute"),

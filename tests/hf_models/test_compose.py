@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 import torch
+from loopback import WITHOUT_GRAFTKIT
 from weight_init import assert_init_sets_every_buffer, assert_init_sets_every_weight
 
 from hf_models import (
@@ -321,13 +322,7 @@ def test_the_weight_init_sets_every_weight_and_buffer(name):
 
 # --- pre-train, save, reload without graftkit, fine-tune ---------------------------------------------------------
 
-_REMOTE = textwrap.dedent("""
-    import importlib.abc, sys
-    class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-    sys.meta_path.insert(0, HideGraftkit())
+_REMOTE = WITHOUT_GRAFTKIT + textwrap.dedent("""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from loopback import WITHOUT_GRAFTKIT
 from torch import nn
 
 from hf_models.core import (
@@ -526,13 +527,7 @@ def test_remote_code_carries_the_core_config(tmp_path):
     assert "from .config import EncoderConfig" in (tmp_path / "configuration_tupe.py").read_text()
 
 
-_TOKENIZER_AFTER_REMOTE_MODEL = """
-import importlib.abc, sys
-class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, HideGraftkit())
+_TOKENIZER_AFTER_REMOTE_MODEL = WITHOUT_GRAFTKIT + """
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 model = AutoModelForMaskedLM.from_pretrained(sys.argv[1], trust_remote_code=True)
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])  # a user's plain call: no trust_remote_code

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from loopback import WITHOUT_GRAFTKIT
 from weight_init import assert_init_sets_every_buffer, assert_init_sets_every_weight
 
 from hf_models import (
@@ -574,13 +575,7 @@ def test_evaluates_its_loss_with_a_collator_without_labels(tmp_path):
     assert math.isfinite(metrics["eval_loss"])
 
 
-_REMOTE_LOAD = """
-import importlib.abc, sys
-class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, HideGraftkit())
+_REMOTE_LOAD = WITHOUT_GRAFTKIT + """
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForPreTraining
 model = AutoModelForPreTraining.from_pretrained(sys.argv[1], trust_remote_code=True).eval()

@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 import torch
+from loopback import WITHOUT_GRAFTKIT
 from weight_init import assert_init_sets_every_buffer, assert_init_sets_every_weight
 
 from graftkit.errors import GraftkitError
@@ -584,13 +585,7 @@ def test_any_collator_trains_the_notes_and_the_folder_loads_without_graftkit(cor
     torch.testing.assert_close(result["notes"], model.notes.notes)  # the same step, notes included
 
 
-_REMOTE_TRAIN = textwrap.dedent("""
-    import importlib.abc, sys
-    class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-    sys.meta_path.insert(0, HideGraftkit())
+_REMOTE_TRAIN = WITHOUT_GRAFTKIT + textwrap.dedent("""
     import torch
     from transformers import AutoModelForMaskedLM
     model = AutoModelForMaskedLM.from_pretrained(sys.argv[1], trust_remote_code=True).train()

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 import torch
-from loopback import train_with_trainer_on_two_ranks
+from loopback import WITHOUT_GRAFTKIT, train_with_trainer_on_two_ranks
 
 from hf_models import (
     TupeConfig,
@@ -274,13 +274,7 @@ def test_save_and_load_round_trip(tmp_path, cls):
         assert loaded.lm_head.decoder.weight is loaded.tupe.embeddings.word_embeddings.weight
 
 
-_REMOTE_LOAD = textwrap.dedent("""
-    import importlib.abc, sys
-    class HideGraftkit(importlib.abc.MetaPathFinder):  # as on a machine without graftkit installed
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"graftkit", "hf_models", "plugins"}:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-    sys.meta_path.insert(0, HideGraftkit())
+_REMOTE_LOAD = WITHOUT_GRAFTKIT + textwrap.dedent("""
     import torch
     from transformers import AutoModelForMaskedLM
     model = AutoModelForMaskedLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
