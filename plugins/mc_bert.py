@@ -8,7 +8,8 @@ Registers the task ``mc_bert``, the criterion ``mc_bert``, the model ``mc_bert``
 
 The model is :class:`hf_models.McBertForPreTraining` (the same code as the HF model type, the math in
 ``hf_models/mc_bert/objectives.py``); ``--objective rtd`` gives ELECTRA's replaced-token detection and
-``--objective mlm`` BERT's masked LM with the same data, sizes and criterion. As in the reference, the task
+``--objective mlm`` BERT's masked LM with the same data, sizes and criterion; ``--position-embedding-type
+tupe_absolute`` / ``tupe_relative`` puts TUPE's positions into both encoders (docs/compose.md). As in the reference, the task
 masks in its data pipeline (15%, all <mask>, fairseq's per-sequence count) and the target is the whole
 original sequence; the criterion returns L_MLM + λ·L_D·n_masked/n_tokens with sample size n_masked.
 """
@@ -25,6 +26,7 @@ from fairseq.models import BaseFairseqModel, register_model, register_model_arch
 from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
+from hf_models.core.config import POSITION_EMBEDDING_TYPES
 from hf_models.mc_bert import McBertConfig, McBertForPreTraining
 from hf_models.mc_bert.objectives import OBJECTIVES, pretraining_loss
 
@@ -94,6 +96,15 @@ class McBertFairseqModel(BaseFairseqModel):
         parser.add_argument("--dropout", type=float, metavar="D", help="dropout probability")
         parser.add_argument("--attention-dropout", type=float, metavar="D", help="attention dropout")
         parser.add_argument("--max-positions", type=int, help="number of positional embeddings to learn")
+        parser.add_argument("--position-embedding-type", choices=POSITION_EMBEDDING_TYPES,
+                            help="absolute: BERT's learned vectors in the input; tupe_absolute / tupe_relative: "
+                                 "TUPE-A / TUPE-R (main model and meta controller)")
+        parser.add_argument("--tupe-no-untie-cls", action="store_true",
+                            help="TUPE: keep the plain positional term for [CLS] (no θ1/θ2 untying)")
+        parser.add_argument("--tupe-relative-buckets", type=int, metavar="N",
+                            help="TUPE-R: number of T5 relative buckets (default 32)")
+        parser.add_argument("--tupe-relative-max-distance", type=int, metavar="N",
+                            help="TUPE-R: distance covered by the buckets (default 128)")
 
     @classmethod
     def build_model(cls, args, task) -> "McBertFairseqModel":
@@ -113,7 +124,10 @@ class McBertFairseqModel(BaseFairseqModel):
             num_candidates=args.num_candidates, mc_loss_weight=args.mc_loss_weight,
             rtd_loss_weight=args.rtd_loss_weight, candidates_with_replacement=args.candidates_with_replacement,
             candidates_exclude_original=not args.candidates_include_original,
-            mc_size_divider=args.mc_size_divider, mask_prob=task.cfg.mask_prob)
+            mc_size_divider=args.mc_size_divider, mask_prob=task.cfg.mask_prob,
+            position_embedding_type=args.position_embedding_type, untie_cls=not args.tupe_no_untie_cls,
+            relative_attention_num_buckets=args.tupe_relative_buckets,
+            relative_attention_max_distance=args.tupe_relative_max_distance)
         return cls(McBertForPreTraining(config))
 
     @property
@@ -189,6 +203,10 @@ def mc_bert_base(args) -> None:
     args.dropout = getattr(args, "dropout", 0.1)
     args.attention_dropout = getattr(args, "attention_dropout", 0.1)
     args.max_positions = getattr(args, "max_positions", None)
+    args.position_embedding_type = getattr(args, "position_embedding_type", None) or "absolute"
+    args.tupe_no_untie_cls = getattr(args, "tupe_no_untie_cls", False)
+    args.tupe_relative_buckets = getattr(args, "tupe_relative_buckets", None) or 32
+    args.tupe_relative_max_distance = getattr(args, "tupe_relative_max_distance", None) or 128
 
 
 @register_model_architecture("mc_bert", "mc_bert_small")

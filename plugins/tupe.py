@@ -70,6 +70,11 @@ class TupeSentenceEncoder(FairseqEncoder):
                               add_pooling_layer=False)
         self.tupe.set_input_embeddings(embed_tokens)
 
+    # what fairseq's RoBERTa sentence encoder shows tasks that shape its input (masked_lm_tnf's note mix): TUPE's
+    # positions enter the attention, not the input, and its token embeddings are not scaled
+    embed_positions = None
+    embed_scale = 1.0
+
     @property
     def embed_tokens(self) -> nn.Embedding:
         return self.tupe.get_input_embeddings()

@@ -98,3 +98,33 @@ def test_fairseq_distributed_training_with_two_cpu_processes(english_mlm_bin, tm
     assert "num_updates 3" in logs[0] and "disc_acc" in logs[0]
     state = torch.load(tmp_path / "ddp" / "checkpoint_last.pt", weights_only=False)
     assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
+
+
+@pytest.mark.parametrize("positions", ["tupe_absolute", "tupe_relative"])
+def test_the_position_encoding_is_a_flag_for_both_encoders(english_mlm_bin, positions):
+    """--position-embedding-type reaches the HF config: TUPE's term in the main model and the meta controller,
+    no position vectors in the input (issue 25: the mc_bert task on the TUPE encoder)."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    import plugins  # noqa: F401
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(english_mlm_bin), "--task", "mc_bert", "--criterion", "mc_bert",
+                                                "--arch", "mc_bert_small", *TINY, "--position-embedding-type",
+                                                positions, "--tupe-relative-buckets", "16"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    pretraining = task.build_model(cfg.model).pretraining
+    config = pretraining.config
+    assert (config.position_embedding_type, config.untie_cls, config.relative_attention_num_buckets) == (
+        positions, True, 16)
+    main = pretraining.mc_bert
+    assert main.embeddings.position_embeddings is None and main.positional_bias is not None
+    assert pretraining.meta_controller.embeddings.position_embeddings is None
+    task.load_dataset("valid")
+    dataset = task.datasets["valid"]
+    batch = dataset.collater([dataset[i] for i in range(4)])
+    source, target = batch["net_input"]["src_tokens"], batch["target"]
+    loss = pretraining.pretrain(target, source.eq(task.mask_idx), target.ne(task.dictionary.pad()).long()).loss
+    assert torch.isfinite(loss)

@@ -185,3 +185,42 @@ def test_ranks_start_from_the_same_notes_and_a_dummy_batch_adds_none(english_mlm
     assert torch.equal(model.tnf_notes.notes, ranks[0]["start"])
     task.train_step(sample, model, criterion, optimizer, 0)  # one process, rank 0's batch
     torch.testing.assert_close(ranks[0]["notes"], model.tnf_notes.notes)
+
+
+def test_notes_on_the_tupe_encoder_mix_without_position_vectors(english_mlm_bin):
+    """--task masked_lm_tnf --arch tupe_tiny (issue 25): a rare token's input is (1 - λ) tok + λ ND[w] (TUPE has no
+    position vector in the input); the update takes notes from the TUPE encoder's output."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    import plugins  # noqa: F401
+
+    tupe = [w if w != "roberta" else "tupe_tiny" for w in TINY]
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(english_mlm_bin), *tupe, "--dropout", "0"])
+    task = tasks.setup_task(convert_namespace_to_omegaconf(args).task)
+    model = task.build_model(convert_namespace_to_omegaconf(args).model).eval()
+    encoder = model.encoder.sentence_encoder
+    rare = [i for i in range(len(task.dictionary)) if task.rare_index[i] >= 0]
+    tokens = torch.tensor([[0, rare[0], 5, rare[1], 2]])
+    notes = model.tnf_notes
+    notes.notes.normal_()
+    notes.has_note[task.rare_index[rare[1]]] = True
+    spans = task.rare_spans(tokens)
+    sums = []
+    encoder.tupe.embeddings.layer_norm.register_forward_pre_hook(lambda module, inputs: sums.append(inputs[0]))
+    with torch.no_grad():
+        task._step = {"encoder": encoder, "notes": notes, "spans": spans, "labels": None}
+        try:
+            model(tokens, features_only=True)
+            features = task._step.pop("features")
+        finally:
+            task._step = None
+        tok = encoder.embed_tokens(tokens)
+    expected = tok.clone()
+    expected[0, 3] = 0.5 * tok[0, 3] + 0.5 * notes.notes[task.rare_index[rare[1]]]  # rare[0]: no note yet
+    torch.testing.assert_close(sums[0], expected)
+    assert features.shape == (1, 5, encoder.tupe.config.hidden_size)
+    before = notes.notes.clone()
+    notes.update(features, spans, tokens.ne(task.dictionary.pad()))
+    assert not torch.equal(notes.notes[task.rare_index[rare[0]]], before[task.rare_index[rare[0]]])
