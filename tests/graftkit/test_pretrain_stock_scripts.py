@@ -48,7 +48,7 @@ def test_hf_run_runs_the_script_unchanged_with_the_model_types_registered(tmp_pa
 
 def test_hf_run_names_a_missing_script(tmp_path, capsys):
     assert main(["hf-run", str(tmp_path / "run_mlm.py"), "--model_type", "tupe"]) == 2
-    assert capsys.readouterr().err == f"graftkit: error: script not found: {tmp_path / 'run_mlm.py'}\n"
+    assert capsys.readouterr().err == f"graftkit: error: SCRIPT not found: {tmp_path / 'run_mlm.py'}\n"
 
 
 # run_mlm.py's steps for a model trained from scratch on a text file (--line_by_line), without the datasets
