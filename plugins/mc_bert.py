@@ -10,8 +10,8 @@ The model is :class:`hf_models.McBertForPreTraining` (the same code as the HF mo
 ``hf_models/mc_bert/objectives.py``); ``--objective rtd`` gives ELECTRA's replaced-token detection and
 ``--objective mlm`` BERT's masked LM with the same data, sizes and criterion; ``--position-embedding-type
 tupe_absolute`` / ``tupe_relative`` puts TUPE's positions into both encoders (docs/compose.md). As in the
-reference, the task masks in its data pipeline (15%, all <mask>, fairseq's per-sequence count) and the target is the whole
-original sequence; the criterion returns L_MLM + λ·L_D·n_masked/n_tokens with sample size n_masked.
+reference, the task masks in its data pipeline (15%, all <mask>, fairseq's per-sequence count) and the target is
+the whole original sequence; the criterion returns L_MLM + λ·L_D·n_masked/n_tokens with sample size n_masked.
 """
 
 import math
