@@ -186,8 +186,11 @@ def test_sigint_to_a_running_reproduce_marks_the_run_and_exits_130(tmp_path):
     import signal
     import subprocess
 
+    # the child starts with SIGINT's default action, as a command typed in a shell does, whatever the test
+    # process's disposition (a child inherits an ignored SIGINT)
     process = subprocess.Popen([sys.executable, "-c", _SLEEPER, str(tmp_path)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline().strip() == "started"
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
