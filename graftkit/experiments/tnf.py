@@ -25,7 +25,7 @@ from graftkit.registry import Outcome, RunContext, experiment
 ARMS = {"bert": "BERT", "tnf": "BERT-TNF"}
 #: The continuation's grid is searched at --full on the tuning seed (each arm's final validation MLM loss, TNF
 #: with its notes); the quick values are what that search chose (docs/tnf.md, `--full` run).
-LEARNING_RATES = protocol.LearningRates(grid=(3e-4, 1e-3, 3e-3), quick={"bert": 3e-3, "tnf": 3e-3})
+LEARNING_RATES = protocol.LearningRates(grid=(3e-4, 1e-3, 3e-3), quick={"bert": 1e-3, "tnf": 1e-3})
 #: the verdict's speed part: TNF reaches BERT's final loss within this fraction of BERT's steps (paper: 0.4)
 STEPS_FRACTION_BOUND = 0.9
 #: the gate ``notes_taken``: at least this fraction of the rare words hold a note at the end (the batches are
@@ -50,7 +50,7 @@ class TnfSettings:
     heads: int = 4
     layer_norm: str = "post"
     batch: int = 32
-    pretrain_lr: float = 1e-3
+    pretrain_lr: float = 3e-3
     pretrain_warmup: int = 20
     branch_warmup: int = 10
     note_half_window: int = 1
@@ -66,7 +66,7 @@ class TnfSettings:
 
 
 #: --full is the quick budget with a third seed and the lr grid (its seeds 0 and 1 are the quick run's)
-QUICK = TnfSettings(pretrain_steps=200, steps=200, eval_every=25)
+QUICK = TnfSettings(pretrain_steps=500, steps=200, eval_every=25)
 FULL = QUICK
 
 
