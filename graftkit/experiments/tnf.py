@@ -10,6 +10,8 @@ dropout, each at its own learning rate (:data:`LEARNING_RATES`, under graftkit's
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,8 +157,12 @@ def train(model, data: RareWordCorpus, training: MLMTraining, seed: int, take_no
     """Train ``model`` (BERT masking; with ``take_notes`` the batches' rare-word spans go to the TNF forward)
     and return ``evaluate(model)`` after every ``eval_every`` steps (nan from the first non-finite value on).
     Batches, masks and dropout follow ``seed``; the caller's random state is left untouched."""
+    from hf_models.tnf.modeling_tnf import NO_RARE_VOCABULARY
+
     corpus = data.corpus
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        if not take_notes:  # BERT on purpose: the model's warning that it trains without notes says nothing here
+            warnings.filterwarnings("ignore", message=re.escape(NO_RARE_VOCABULARY[:40]))
         torch.manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, betas=training.betas, eps=training.eps,
                                       weight_decay=training.weight_decay)
