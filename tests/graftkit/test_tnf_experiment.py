@@ -115,7 +115,7 @@ def test_training_without_notes_on_purpose_raises_no_warning_and_with_notes_take
         model = tnf._build(TINY, data)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # BERT trains as a TnfForMaskedLM without spans: no warning for that
-            curve = tnf.train(model, data, training, 0, take_notes, lambda m: valid.loss(m, take_notes))
+            curve = tnf.train(model, data, training, 0, take_notes, lambda m, notes=take_notes: valid.loss(m, notes))
         assert len(curve) == 1 and math.isfinite(curve[0])
         assert bool(model.notes.has_note.any()) is take_notes
 
