@@ -3,6 +3,7 @@ control, the gated verdict rule, and a tiny run's per-seed metrics."""
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,20 @@ def test_eval_with_notes_mixes_exactly_as_the_training_forward_and_takes_no_note
     plain = tnf.logits_with_notes(model, rows, attention, None, labels)
     torch.testing.assert_close(plain, model.backbone().eval()(rows, attention_mask=attention).logits)
     assert not torch.allclose(plain, with_notes)
+
+
+def test_training_without_notes_on_purpose_raises_no_warning_and_with_notes_takes_them():
+    data = SMALL.make()
+    valid = tnf.Validation.of(data)
+    training = dataclasses.replace(TINY, steps=2, eval_every=2).continuation(1e-3)
+    for take_notes in (False, True):
+        torch.manual_seed(0)
+        model = tnf._build(TINY, data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # BERT trains as a TnfForMaskedLM without spans: no warning for that
+            curve = tnf.train(model, data, training, 0, take_notes, lambda m, notes=take_notes: valid.loss(m, notes))
+        assert len(curve) == 1 and math.isfinite(curve[0])
+        assert bool(model.notes.has_note.any()) is take_notes
 
 
 PASSING = {"failed_gate": None, "rare_bert_minus_tnf_ci_low": 0.2, "rare_shuffled_minus_tnf_ci_low": 0.1,
