@@ -15,6 +15,7 @@ from graftkit.experiments.mlm_run import (
     MarkovData,
     MLMCorpus,
     MLMTraining,
+    TopicData,
     off_plateau_loss,
     steps_to_reach,
     train_mlm,
@@ -159,10 +160,11 @@ class WarmupSettings:
     layers: int = 12
     hidden: int = 32
     heads: int = 4
-    batch: int = 16
+    batch: int = 64
+    dropout: float = 0.0
     beta2: float = 0.98
     warmup_fraction: float = 0.1
-    data: MarkovData = field(default_factory=MarkovData)
+    data: TopicData = field(default_factory=TopicData)
 
     @property
     def warmup_steps(self) -> int:
@@ -192,6 +194,7 @@ def _train(arm: str, lr: float, seed: int, settings: WarmupSettings, corpus: MLM
         vocab_size=len(corpus.vocab), hidden_size=settings.hidden, num_hidden_layers=settings.layers,
         num_attention_heads=settings.heads, intermediate_size=4 * settings.hidden,
         max_position_embeddings=corpus.max_len, type_vocab_size=0, pad_token_id=corpus.pad,
+        hidden_dropout_prob=settings.dropout, attention_probs_dropout_prob=settings.dropout,
         layer_norm_position=position)
     return train_mlm(lambda: PreLNBertForMaskedLM(config), corpus, settings.training(lr, warmup), seed, on_eval)
 
