@@ -306,8 +306,9 @@ def warmup(ctx: RunContext) -> Outcome:
               f"batch {settings.batch}, {settings.steps} steps per run, Adam (0.9, {settings.beta2}) eps 1e-8, "
               f"no weight decay; warm-up linear over the first {settings.warmup_steps} steps, then constant; "
               f"lr per arm: {', '.join(f'{a} {lr:g}' for a, lr in lrs.items())} "
-              f"({WARMUP_LEARNING_RATES.words()}); seeds {seeds}. The paper trains BERT-base for 1M steps and reaches Post-LN's validation loss with ~40% "
-              "fewer steps; this is a minutes-long CPU analogue.",
+              f"({WARMUP_LEARNING_RATES.words()}); seeds {seeds}. The paper trains BERT-base for 1M "
+              "steps and reaches Post-LN's validation loss with ~40% fewer steps; this is a minutes-long CPU "
+              "analogue.",
         caveats=caveats,
     )
 
