@@ -15,6 +15,7 @@ from graftkit.experiments.mlm_run import (
     MarkovData,
     MLMCorpus,
     MLMTraining,
+    TopicData,
     off_plateau_loss,
     steps_to_reach,
     train_mlm,
@@ -142,9 +143,9 @@ WARMUP_ARMS: dict[str, tuple[str, str, bool]] = {
 }
 TUNED = ("postln_warmup", "preln_nowarmup")
 #: The grid is searched at --full on the tuning seed (final validation loss after the --full budget); the
-#: quick values are what that search chose (docs/preln.md, `--full` run).
+#: quick values are what that search chose on the topic rows (docs/preln.md, `--full` run).
 WARMUP_LEARNING_RATES = protocol.LearningRates(grid=(1e-3, 3e-3, 1e-2),
-                                               quick={"postln_warmup": 1e-3, "preln_nowarmup": 3e-3})
+                                               quick={"postln_warmup": 3e-3, "preln_nowarmup": 3e-3})
 TOP_LR = max(WARMUP_LEARNING_RATES.grid)
 #: the gate ``regime``: Post-LN without warm-up at the top lr must end this far above the target (or diverge)
 REGIME_MARGIN = 0.1
@@ -159,10 +160,11 @@ class WarmupSettings:
     layers: int = 12
     hidden: int = 32
     heads: int = 4
-    batch: int = 16
+    batch: int = 64
+    dropout: float = 0.0
     beta2: float = 0.98
     warmup_fraction: float = 0.1
-    data: MarkovData = field(default_factory=MarkovData)
+    data: TopicData = field(default_factory=TopicData)
 
     @property
     def warmup_steps(self) -> int:
@@ -175,9 +177,10 @@ class WarmupSettings:
                            warmup_steps=self.warmup_steps if warmup else 0, betas=(0.9, self.beta2), eps=1e-8)
 
 
-#: 12 layers of width 32 cost about what 4 of width 64 do: 6 runs of 250 steps fit the quick budget. --full is
+#: 6 runs of 150 steps (12 layers of width 32, batch 64 of 16-token rows) fit the quick budget; a validation
+#: every 10 steps resolves the steps to the target to 10. --full is
 #: the quick budget with a third seed and the lr grid (its seeds 0 and 1 are the quick run's).
-QUICK_WARMUP = WarmupSettings(steps=250, eval_every=25)
+QUICK_WARMUP = WarmupSettings(steps=150, eval_every=10)
 FULL_WARMUP = QUICK_WARMUP
 
 
@@ -192,6 +195,7 @@ def _train(arm: str, lr: float, seed: int, settings: WarmupSettings, corpus: MLM
         vocab_size=len(corpus.vocab), hidden_size=settings.hidden, num_hidden_layers=settings.layers,
         num_attention_heads=settings.heads, intermediate_size=4 * settings.hidden,
         max_position_embeddings=corpus.max_len, type_vocab_size=0, pad_token_id=corpus.pad,
+        hidden_dropout_prob=settings.dropout, attention_probs_dropout_prob=settings.dropout,
         layer_norm_position=position)
     return train_mlm(lambda: PreLNBertForMaskedLM(config), corpus, settings.training(lr, warmup), seed, on_eval)
 
@@ -214,7 +218,7 @@ def _words(settings: WarmupSettings, seeds: int) -> str:
     claim="Pre-LN trains without learning-rate warm-up and reaches the warmed-up Post-LN's validation loss in "
           "fewer steps (paper: ~40% fewer at BERT-base), while Post-LN needs warm-up at high learning rates; "
           "the effect belongs to deep stacks.",
-    rule=f"A {QUICK_WARMUP.layers}-layer BERT on SYNTHETIC Markov-chain rows (quick {_words(QUICK_WARMUP, 2)}, "
+    rule=f"A {QUICK_WARMUP.layers}-layer BERT on SYNTHETIC topic rows (quick {_words(QUICK_WARMUP, 2)}, "
          f"full {_words(FULL_WARMUP, 3)}); paired seeds (same data order, masks and initial values). Post-LN "
          f"with warm-up ({QUICK_WARMUP.warmup_fraction:.0%} of the steps) and Pre-LN without warm-up each at "
          f"their own lr ({WARMUP_LEARNING_RATES.words()}); Post-LN without warm-up at the top lr {TOP_LR:g}. Per "
@@ -298,12 +302,13 @@ def warmup(ctx: RunContext) -> Outcome:
     return Outcome(
         metrics=metrics, table=table, figures=[figure], data=settings.data.describe(),
         notes=f"PreLNBertForMaskedLM (hf_models): {settings.layers} layers, hidden {settings.hidden}, "
-              f"{settings.heads} heads, FFN {4 * settings.hidden}, dropout 0.1, batch {settings.batch}, "
-              f"{settings.steps} steps per run, Adam (0.9, {settings.beta2}) eps 1e-8, no weight decay; warm-up "
-              f"linear over the first {settings.warmup_steps} steps, then constant; lr per arm: "
-              f"{', '.join(f'{a} {lr:g}' for a, lr in lrs.items())} ({WARMUP_LEARNING_RATES.words()}); seeds "
-              f"{seeds}. The paper trains BERT-base for 1M steps and reaches Post-LN's validation loss with ~40% "
-              "fewer steps; this is a minutes-long CPU analogue.",
+              f"{settings.heads} heads, FFN {4 * settings.hidden}, dropout {settings.dropout:g}, "
+              f"batch {settings.batch}, {settings.steps} steps per run, Adam (0.9, {settings.beta2}) eps 1e-8, "
+              f"no weight decay; warm-up linear over the first {settings.warmup_steps} steps, then constant; "
+              f"lr per arm: {', '.join(f'{a} {lr:g}' for a, lr in lrs.items())} "
+              f"({WARMUP_LEARNING_RATES.words()}); seeds {seeds}. The paper trains BERT-base for 1M "
+              "steps and reaches Post-LN's validation loss with ~40% fewer steps; this is a minutes-long CPU "
+              "analogue.",
         caveats=caveats,
     )
 

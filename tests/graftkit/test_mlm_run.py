@@ -131,6 +131,34 @@ def test_markov_rows_follow_the_chain_and_train_and_validation_differ():
     assert mlm_run.MarkovData().describe().startswith("SYNTHETIC")
 
 
+def test_topic_rows_draw_their_words_from_one_topic_and_follow_the_seed():
+    corpus = mlm_run.topic_corpus(words=30, topics=2, topic_words=3, max_len=16, train_rows=300, valid_rows=50)
+    vocab, first = corpus.vocab, len(SPECIAL_TOKENS)
+    assert len(vocab) == first + 30 and corpus.train.shape == (300, 16) and corpus.valid.shape == (50, 16)
+    for rows in (corpus.train, corpus.valid):
+        assert (rows[:, 0] == vocab.index["[CLS]"]).all() and (rows[:, -1] == vocab.index["[SEP]"]).all()
+        assert (rows[:, 1:-1] >= first).all()
+    row_words = [frozenset(row) for row in torch.cat([corpus.train, corpus.valid])[:, 1:-1].tolist()]
+    full_topics = {words for words in row_words if len(words) == 3}
+    # 14 words from 3: nearly every row shows its whole topic; two topics, and no row mixes them
+    assert len(full_topics) == 2 and all(len(words) <= 3 for words in row_words)
+    assert all(any(words <= topic for topic in full_topics) for words in row_words)
+    assert not torch.equal(corpus.train[:50], corpus.valid)
+    again = mlm_run.topic_corpus(words=30, topics=2, topic_words=3, max_len=16, train_rows=300, valid_rows=50)
+    assert torch.equal(again.train, corpus.train)
+    other = mlm_run.topic_corpus(words=30, topics=2, topic_words=3, max_len=16, train_rows=300, valid_rows=50,
+                                 seed=1)
+    assert not torch.equal(other.train, corpus.train)
+    # the experiment's data: word frequencies say little (the unigram loss is near log(words))
+    data = mlm_run.TopicData()
+    assert math.log(data.words) - 0.5 < mlm_run.unigram_loss(data.corpus()) < math.log(data.words)
+    assert data.describe().startswith("SYNTHETIC")
+    with pytest.raises(GraftkitError, match="topic_words"):
+        mlm_run.topic_corpus(words=3, topics=2, topic_words=4, max_len=10, train_rows=1, valid_rows=1)
+    with pytest.raises(GraftkitError, match="topics"):
+        mlm_run.topic_corpus(words=3, topics=0, topic_words=2, max_len=10, train_rows=1, valid_rows=1)
+
+
 def test_left_plateau_gate_needs_every_arm_and_seed_below_the_margin():
     finals = {"a": [4.8, 4.95], "b": [4.5, 4.6]}
     gate = mlm_run.left_plateau_gate(finals, [0, 1], unigram=5.0)
