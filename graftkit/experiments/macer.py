@@ -268,7 +268,7 @@ NOTES = ("LeNet (padding 2, 8×8 input) trained with SGD (lr 0.05, momentum 0.9,
          "image per step); every arm continues from that checkpoint for the remaining {second} epochs with a "
          "fresh optimizer and the same data order and noise: cohen (the paper's baseline: the same objective "
          "continued), gaussian (cross-entropy on the k noisy copies MACER sees, a stricter control with k times "
-         "the noisy samples), macer (the reference's loss, β = {beta}, γ = {gamma}). MACER's λ was picked in this "
+         "the noisy samples), macer (the reference's loss, β = {beta:g}, γ = {gamma:g}). MACER's λ was picked in this "
          "run, per σ, from {grid} by ACR on a validation split of the training images (1000 to train / 347, "
          "1 in {vstride} certified), with this budget and the tuning seed {tuning_seed} (no judged seed): "
          "{picks}. Certification: Cohen et al.'s CERTIFY with n0 = {n0}, n = {n}, α = 0.001 on 1 in {stride} "
