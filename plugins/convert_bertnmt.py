@@ -44,7 +44,8 @@ def _check_reference_settings(weights: dict[str, torch.Tensor], cfg: dict[str, A
     if not any(key.startswith("encoder.layers.0.bert_attn.") for key in weights):
         raise GraftkitError(f"{what} has no encoder.layers.0.bert_attn: a plain transformer of the bert-nmt code "
                             f"(arch {cfg.get('arch')}), not its BERT-fused model (transformers2)")
-    if any(".bert_attn_layer_norm." in key for key in weights) or str(cfg.get("arch", "")).startswith("transformerstack"):
+    stacked = str(cfg.get("arch", "")).startswith("transformerstack")
+    if stacked or any(".bert_attn_layer_norm." in key for key in weights):
         raise GraftkitError(f"{what} is the reference's stacked decoder (model transformerstack: BERT attention "
                             "after the encoder attention, with its own LayerNorm), which bert_fused does not have")
     if cfg.get("decoder_no_bert") or not any(key.startswith("decoder.layers.0.bert_attn.") for key in weights):
@@ -201,7 +202,8 @@ def convert_bertnmt(checkpoint_path: str | os.PathLike, out_path: str | os.PathL
     try:
         args = options.parse_args_and_arch(options.get_training_parser(), argv)
     except SystemExit:  # argparse has printed which value it refused
-        raise GraftkitError(f"{what}: its settings give bert_fused arguments fairseq refuses: {' '.join(argv)}") from None
+        raise GraftkitError(f"{what}: its settings give bert_fused arguments that fairseq refuses: "
+                            f"{' '.join(argv)}") from None
     task = BertFusedTranslationTask(BertFusedTranslationConfig(bert_model=str(bert_model)),
                                     _placeholder_dictionary(weights["encoder.embed_tokens.weight"].shape[0]),
                                     _placeholder_dictionary(weights["decoder.embed_tokens.weight"].shape[0]))
