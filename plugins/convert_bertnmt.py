@@ -71,19 +71,23 @@ def bert_fused_argv(weights: dict[str, torch.Tensor], cfg: dict[str, Any], bert_
         heads = (int(cfg["encoder_attention_heads"]), int(cfg["decoder_attention_heads"]))
     except KeyError as err:
         raise GraftkitError(f"the checkpoint's settings lack {err.args[0]}") from None
+
+    def size(name: str, dim: int) -> int:
+        if name not in weights:
+            raise GraftkitError(f"parameter {name} is missing from the checkpoint")
+        return weights[name].shape[dim]
     if cfg.get("encoder_bert_dropout"):  # drop-net: its ratio is p_net / 2, the kept mix (½, ½)
         drop_net, ratios = 2 * float(cfg.get("encoder_bert_dropout_ratio", 0.25)), (0.5, 0.5)
     else:  # no drop-net: the branches weighted by the ratios, in training too
         drop_net, ratios = 0.0, (float(cfg.get("encoder_ratio", 1.0)), float(cfg.get("bert_ratio", 1.0)))
-    encoder_dim = weights["encoder.embed_tokens.weight"].shape[1]
-    decoder_dim = weights["decoder.embed_tokens.weight"].shape[1]
+    encoder_dim, decoder_dim = size("encoder.embed_tokens.weight", 1), size("decoder.embed_tokens.weight", 1)
     argv = [str(cfg.get("data") or "."), "--task", "translation_bert_fused", "--bert-model", str(bert_model),
             "--arch", "bert_fused",
             "--encoder-layers", str(len(layer_indices(weights, "encoder.layers."))),
             "--decoder-layers", str(len(layer_indices(weights, "decoder.layers."))),
             "--encoder-embed-dim", str(encoder_dim), "--decoder-embed-dim", str(decoder_dim),
-            "--encoder-ffn-embed-dim", str(weights["encoder.layers.0.fc1.weight"].shape[0]),
-            "--decoder-ffn-embed-dim", str(weights["decoder.layers.0.fc1.weight"].shape[0]),
+            "--encoder-ffn-embed-dim", str(size("encoder.layers.0.fc1.weight", 0)),
+            "--decoder-ffn-embed-dim", str(size("decoder.layers.0.fc1.weight", 0)),
             "--encoder-attention-heads", str(heads[0]), "--decoder-attention-heads", str(heads[1]),
             "--decoder-output-dim", str(cfg.get("decoder_output_dim") or decoder_dim),
             "--activation-fn", str(cfg.get("activation_fn") or "relu"),
