@@ -1,4 +1,5 @@
 """``graftkit bertnmt prepare``: write the BERT-side source of BERT-fused NMT next to fairseq's binarized data.
+(``graftkit bertnmt convert`` imports a checkpoint of the reference code, bert-nmt: ``plugins.convert_bertnmt``.)
 
 The BERT side is the raw source (BPE removed) in BERT's own tokenization ([CLS] … [SEP]), truncated to
 BERT's maximum length; it is stored as ``<destdir>/<split>.bert.<src>.{bin,idx}``, which the fairseq task
@@ -25,7 +26,8 @@ def load_plugins() -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bertnmt", help="BERT-fused NMT (fairseq plugin): data preparation",
+    p = subparsers.add_parser("bertnmt", help="BERT-fused NMT (fairseq plugin): data preparation, reference "
+                                             "checkpoint converter",
                               description="BERT-fused NMT (Zhu et al., ICLR 2020) as a fairseq plugin; train with "
                                           "fairseq-train --user-dir \"$(graftkit fairseq-user-dir)\" "
                                           "--task translation_bert_fused --arch bert_fused.")
@@ -45,6 +47,29 @@ def register(subparsers) -> None:
     q.add_argument("--max-length", type=int, default=0, metavar="N",
                    help="truncate to N BERT tokens (default 0: BERT's own limit)")
     q.set_defaults(func=_prepare)
+    c = sub.add_parser("convert", help="bert-nmt (reference code) checkpoint -> graftkit bert_fused checkpoint",
+                       description="Convert a checkpoint of the reference implementation (bert-nmt, model "
+                                   "transformers2) into a graftkit --arch bert_fused checkpoint with the same "
+                                   "weights and settings, for fairseq-generate / fairseq-interactive --user-dir "
+                                   "\"$(graftkit fairseq-user-dir)\" --task translation_bert_fused.")
+    c.add_argument("checkpoint", type=Path, metavar="CKPT", help="the reference's fairseq checkpoint (.pt)")
+    c.add_argument("out", type=Path, metavar="OUT", help="output checkpoint (.pt; must not exist, unless --force)")
+    c.add_argument("--bert-model", required=True, metavar="PATH",
+                   help="local HF folder (model config + tokenizer) of the BERT the reference was trained with "
+                        "(its --bert-model-name); its weights are replaced by the checkpoint's")
+    c.add_argument("--force", action="store_true", help="replace an existing OUT")
+    c.set_defaults(func=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    check_input(args.checkpoint, "CKPT")  # before fairseq and the converter are imported (seconds)
+    check_input(args.bert_model, "--bert-model", folder=True)
+    from plugins.convert_bertnmt import convert_bertnmt
+
+    out = convert_bertnmt(args.checkpoint, args.out, args.bert_model, force=args.force)
+    print(f"wrote {out} (decode with fairseq-generate DATA --user-dir \"$(graftkit fairseq-user-dir)\" "
+          f"--task translation_bert_fused --bert-model {args.bert_model} --path {out})")
+    return 0
 
 
 def _splits(args: argparse.Namespace) -> list[tuple[str, Path]]:

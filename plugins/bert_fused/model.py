@@ -36,6 +36,7 @@ from plugins.bert_fused.modules import (
     BertMemory,
     bert_memory,
     check_drop_net,
+    check_ratio,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class BertFusedEncoder(TransformerEncoderBase):
         super().__init__(cfg, dictionary, embed_tokens)
         self.bert = bert = load_bert_model(cfg.bert_model_path)
         self.bert_pad_idx = cfg.bert_pad_idx
+        # --mask-cls-sep: the fused attentions do not attend to [CLS] and [SEP] (BERT itself still reads them)
+        self.bert_unattended_ids = [cfg.bert_cls_idx, cfg.bert_sep_idx] if cfg.mask_cls_sep else []
         self.finetune_bert = bool(cfg.finetune_bert)
         n_layers = bert.config.num_hidden_layers
         if not -n_layers <= cfg.bert_output_layer < n_layers:
@@ -93,6 +96,8 @@ class BertFusedEncoder(TransformerEncoderBase):
                 out.hidden_states[self.bert_hidden_state]
         if not torch.isfinite(hidden).all():
             raise GraftkitError("BERT produced non-finite outputs (NaN/inf): check the --bert-model weights")
+        for token in self.bert_unattended_ids:
+            padding_mask = padding_mask | bert_input.eq(token)
         return BertMemory(hidden.transpose(0, 1).contiguous(), padding_mask)
 
     def forward(self, src_tokens: Tensor, src_lengths: Tensor | None = None, bert_input: Tensor | None = None,
@@ -154,6 +159,15 @@ class BertFusedModel(TransformerModel):
                             help="which BERT layer's output to fuse, counted as bert-nmt does (layer outputs "
                                  "only, never the embeddings): 0 = first layer, L-1 or -1 = last (default), "
                                  "-L = first; valid -L..L-1 for an L-layer BERT")
+        parser.add_argument("--encoder-ratio", type=float, metavar="W",
+                            help="weight of the host branch (self-attention in the encoder, encoder attention in "
+                                 "the decoder) where drop-net keeps both branches and at inference (default 0.5, "
+                                 "the paper's average; the reference code's default is 1)")
+        parser.add_argument("--bert-ratio", type=float, metavar="W",
+                            help="weight of the BERT branch, likewise (default 0.5; the reference code's is 1)")
+        parser.add_argument("--mask-cls-sep", action="store_true",
+                            help="the fused attentions ignore BERT's [CLS] and [SEP] outputs (as the reference "
+                                 "code's --mask-cls-sep)")
         parser.add_argument("--warmup-from-nmt", metavar="CKPT",
                             help="initialise from a trained transformer checkpoint with the same dictionaries; "
                                  "only the bert_attn weights may be missing from it")
@@ -165,9 +179,17 @@ class BertFusedModel(TransformerModel):
                                 f"got --task {getattr(args, 'task', type(task).__name__)}")
         _bert_fused_defaults(args)  # like the host calling base_architecture: fill what no arch function set
         check_drop_net(args.drop_net)
+        check_ratio("--encoder-ratio", args.encoder_ratio)
+        check_ratio("--bert-ratio", args.bert_ratio)
         args.bert_model_path = task.cfg.bert_model  # the task's: generate/interactive may point elsewhere
         args.bert_out_dim = bert_hidden_size(args.bert_model_path)
-        args.bert_pad_idx = task.bert_tokenizer.pad_token_id
+        tokenizer = task.bert_tokenizer
+        args.bert_pad_idx = tokenizer.pad_token_id
+        args.bert_cls_idx, args.bert_sep_idx = tokenizer.cls_token_id, tokenizer.sep_token_id
+        if args.mask_cls_sep and None in (args.bert_cls_idx, args.bert_sep_idx):
+            raise GraftkitError(f"--mask-cls-sep needs a BERT tokenizer with [CLS] and [SEP] tokens; the one in "
+                                f"{args.bert_model_path} has cls_token={tokenizer.cls_token!r}, "
+                                f"sep_token={tokenizer.sep_token!r}")
         return super().build_model(args, task)
 
     @classmethod
@@ -232,6 +254,9 @@ def _bert_fused_defaults(args) -> None:
     args.drop_net = getattr(args, "drop_net", 1.0)
     args.finetune_bert = getattr(args, "finetune_bert", False)
     args.bert_output_layer = getattr(args, "bert_output_layer", -1)
+    args.encoder_ratio = getattr(args, "encoder_ratio", 0.5)
+    args.bert_ratio = getattr(args, "bert_ratio", 0.5)
+    args.mask_cls_sep = getattr(args, "mask_cls_sep", False)
     args.warmup_from_nmt = getattr(args, "warmup_from_nmt", None)
 
 

@@ -11,10 +11,15 @@ Decoder layer l (the host's layer, with its encoder attention replaced):
 Drop-net (training only, sampled once per layer per forward): with probability p_net/2 the mix is
 (1, 0) (host branch only), with p_net/2 it is (0, 1) (BERT branch only), otherwise (½, ½). Inference
 always uses (½, ½). ``p_net`` is the paper's; the reference code's ``--encoder-bert-dropout-ratio`` is p_net/2.
+
+The (½, ½) mix is the default of ``--encoder-ratio`` / ``--bert-ratio`` (host weight, BERT weight): the reference
+code (bert-nmt) has both options, and without its drop-net it weights the branches by them (its defaults 1, 1:
+the branches summed), which checkpoints converted from it keep.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,19 +40,44 @@ def check_drop_net(p_net: float) -> float:
     return p_net
 
 
-def drop_net_weights(p_net: float, training: bool) -> tuple[float, float]:
+def check_ratio(name: str, value: float) -> float:
+    """A branch weight (``--encoder-ratio``, ``--bert-ratio``): any finite number, as in the reference code."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise GraftkitError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def drop_net_weights(p_net: float, training: bool, ratios: tuple[float, float] = (0.5, 0.5)) -> tuple[float, float]:
     """(host weight, BERT weight) for one layer and one forward pass.
 
-    Training: (1, 0) with probability p_net/2, (0, 1) with p_net/2, (½, ½) otherwise. Eval: (½, ½).
+    Training: (1, 0) with probability p_net/2, (0, 1) with p_net/2, ``ratios`` otherwise. Eval: ``ratios``
+    (the paper's (½, ½) by default).
     """
     if not training or p_net == 0.0:
-        return 0.5, 0.5
+        return ratios
     u = float(torch.rand(()))  # CPU generator: seeded by fairseq per update, no device sync
     if u < p_net / 2:
         return 1.0, 0.0
     if u < p_net:
         return 0.0, 1.0
-    return 0.5, 0.5
+    return ratios
+
+
+def mix_branches(host: Tensor, bert: Tensor, weights: tuple[float, float]) -> Tensor:
+    """w_host·host + w_bert·bert. Weights summing to 1 (the paper's mix, every drop-net draw) take ``lerp``, one
+    kernel, exact at weights 0 and 1; other ratios (the reference code's default sums the branches) a weighted
+    sum. A branch with weight 0 stays in the graph: every parameter gets a gradient on every step, so fairseq's
+    DDP needs no --find-unused-parameters."""
+    host_weight, bert_weight = weights
+    if host_weight + bert_weight == 1.0:
+        return torch.lerp(host, bert, bert_weight)
+    return torch.add(host * host_weight, bert, alpha=bert_weight)
+
+
+def softmax_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision scores (as fairseq's attention), the scores' own dtype when wider (float64)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 @dataclass
@@ -150,7 +180,8 @@ class BertAttention(MultiheadAttention):
     def _folded_forward(self, query: Tensor, cache: dict[str, Tensor], group: int) -> Tensor:
         tgt_len, bsz, dim = query.shape
         x = query.transpose(0, 1).reshape(-1, group * tgt_len, dim)  # a sentence's hypotheses: one row
-        scores = torch.baddbmm(cache["bias"], x, cache["key_q"]).float()  # (rows, group·tgt, heads·T)
+        scores = torch.baddbmm(cache["bias"], x, cache["key_q"])  # (rows, group·tgt, heads·T)
+        scores = scores.to(softmax_dtype(scores.dtype))
         scores = scores.view(*scores.shape[:2], self.num_heads, -1)
         weights = (scores - scores.amax(-1, keepdim=True)).exp()
         weights = self.dropout_module((weights / weights.sum(-1, keepdim=True)).type_as(x))
@@ -177,7 +208,8 @@ class BertAttention(MultiheadAttention):
         if group > 1:  # a sentence's hypotheses become one longer query over its keys
             q = q.reshape(-1, group, self.num_heads, tgt_len, self.head_dim).transpose(1, 2).reshape(
                 -1, self.num_heads, group * tgt_len, self.head_dim)
-        scores = (torch.matmul(q, cache["key_t"]) + cache["bias"]).float()  # softmax in float32, as the host's
+        scores = torch.matmul(q, cache["key_t"]) + cache["bias"]
+        scores = scores.to(softmax_dtype(scores.dtype))  # half precision: softmax in float32, as the host's
         weights = (scores - scores.amax(-1, keepdim=True)).exp()
         weights = self.dropout_module((weights / weights.sum(-1, keepdim=True)).type_as(q))
         out = torch.matmul(weights, cache["value"])
@@ -217,9 +249,11 @@ class BertFusedAttention(MultiheadAttention):
     ``bert_attn`` caches its keys/values once, like the encoder attention does.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, *, bert_dim: int, drop_net: float, **kwargs) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, *, bert_dim: int, drop_net: float,
+                 ratios: tuple[float, float] = (0.5, 0.5), **kwargs) -> None:
         super().__init__(embed_dim, num_heads, **kwargs)
         self.drop_net = check_drop_net(drop_net)
+        self.ratios = (check_ratio("--encoder-ratio", ratios[0]), check_ratio("--bert-ratio", ratios[1]))
         self.bert_attn = BertAttention(embed_dim, num_heads, bert_dim=bert_dim, dropout=kwargs.get("dropout", 0.0),
                                        q_noise=kwargs.get("q_noise", 0.0),
                                        qn_block_size=kwargs.get("qn_block_size", 8))
@@ -227,7 +261,7 @@ class BertFusedAttention(MultiheadAttention):
         self.last_weights: tuple[float, float] | None = None  # the drop-net mix of the latest call
 
     def extra_repr(self) -> str:
-        return f"drop_net={self.drop_net}"
+        return f"drop_net={self.drop_net}, ratios={self.ratios}"
 
     def forward(self, query: Tensor, key: Tensor | None, value: Tensor | None,
                 key_padding_mask: Tensor | None = None,
@@ -239,16 +273,17 @@ class BertFusedAttention(MultiheadAttention):
                                "BertFusedEncoder/BertFusedDecoder, which provide them")
         if before_softmax:
             raise NotImplementedError("before_softmax is not supported by the BERT-fused attention")
+        if incremental_state is None and query.dtype == torch.float64:
+            # static_kv only selects the incremental cache; without one it leaves fairseq's fast path (torch's
+            # attention), and fairseq's own path computes the softmax in float32 even for a float64 model
+            static_kv = False
         host, attn = super().forward(query, key, value, key_padding_mask=key_padding_mask,
                                      incremental_state=incremental_state, need_weights=need_weights,
                                      static_kv=static_kv, attn_mask=attn_mask,
                                      need_head_weights=need_head_weights)
         bert = self.bert_attn(query, self.memory, incremental_state)
-        self.last_weights = drop_net_weights(self.drop_net, self.training)
-        # w_host·host + w_bert·bert in one kernel (lerp is exact at weights 0 and 1). Both branches stay in the
-        # graph when a weight is 0: every parameter gets a gradient on every step, so fairseq's DDP needs no
-        # --find-unused-parameters
-        return torch.lerp(host, bert, self.last_weights[1]), attn
+        self.last_weights = drop_net_weights(self.drop_net, self.training, self.ratios)
+        return mix_branches(host, bert, self.last_weights), attn
 
 
 @contextmanager
@@ -264,7 +299,7 @@ def bert_memory(attentions: Sequence[BertFusedAttention], memory: BertMemory) ->
 
 
 def _fused_attention_kwargs(cfg) -> dict:
-    return {"bert_dim": cfg.bert_out_dim, "drop_net": cfg.drop_net}
+    return {"bert_dim": cfg.bert_out_dim, "drop_net": cfg.drop_net, "ratios": (cfg.encoder_ratio, cfg.bert_ratio)}
 
 
 class BertFusedEncoderLayer(TransformerEncoderLayerBase):

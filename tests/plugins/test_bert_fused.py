@@ -93,6 +93,42 @@ def test_drop_net_is_drawn_once_per_layer_per_forward_and_selects_a_whole_branch
     attention.memory = None
 
 
+def test_branch_ratios_replace_the_half_half_mix_where_drop_net_keeps_both_branches(world):
+    torch.manual_seed(0)
+    ratios = (1.0, 0.8)  # the reference code's mix without drop-net: not summing to 1
+    assert {drop_net_weights(0.0, training=True, ratios=ratios) for _ in range(50)} == {ratios}
+    assert {drop_net_weights(1.0, training=False, ratios=ratios) for _ in range(50)} == {ratios}
+    assert {drop_net_weights(0.5, training=True, ratios=ratios) for _ in range(400)} == {(1.0, 0.0), (0.0, 1.0),
+                                                                                         ratios}
+    _, task, model = build(world, "--encoder-ratio", "1.0", "--bert-ratio", "0.8")
+    model.eval()
+    attention = model.encoder.layers[0].self_attn
+    memory = model.encoder.encode_bert(batch(task)["net_input"]["bert_input"][:3])
+    x = torch.randn(5, 3, 16)
+    attention.memory = memory
+    host, _ = MultiheadAttention.forward(attention, x, x, x)
+    torch.testing.assert_close(attention(x, x, x)[0], 1.0 * host + 0.8 * attention.bert_attn(x, memory))
+    attention.memory = None
+    _, _, default = build(world)
+    assert {m.ratios for m in default.modules() if hasattr(m, "ratios")} == {(0.5, 0.5)}  # today's mix
+    with pytest.raises(GraftkitError, match="--bert-ratio must be a finite number"):
+        build(world, "--bert-ratio", "nan")
+
+
+def test_mask_cls_sep_hides_cls_and_sep_from_the_bert_attentions_only(world):
+    _, task, plain = build(world)
+    _, _, masked = build(world, "--mask-cls-sep")
+    masked.load_state_dict(plain.state_dict())
+    bert_input = batch(task)["net_input"]["bert_input"]
+    tokenizer = task.bert_tokenizer
+    special = bert_input.eq(tokenizer.cls_token_id) | bert_input.eq(tokenizer.sep_token_id)
+    plain_memory, masked_memory = plain.encoder.encode_bert(bert_input), masked.encoder.encode_bert(bert_input)
+    assert special.any(1).all()
+    torch.testing.assert_close(masked_memory.out, plain_memory.out)  # BERT itself still reads [CLS] and [SEP]
+    assert torch.equal(plain_memory.padding_mask, bert_input.eq(tokenizer.pad_token_id))
+    assert torch.equal(masked_memory.padding_mask, plain_memory.padding_mask | special)
+
+
 @pytest.mark.parametrize("pre_ln", [False, True])
 def test_encoder_and_decoder_layers_average_host_and_bert_attention(world, pre_ln):
     flags = ["--encoder-normalize-before", "--decoder-normalize-before"] if pre_ln else []
