@@ -43,15 +43,28 @@ QKV_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 def load_fairseq_checkpoint(checkpoint_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(weights, model settings) of a fairseq checkpoint; the settings from ``cfg.model`` (fairseq >= 0.10) or
     ``args`` (older forks, as the reference implementations')."""
+    weights, model, _ = load_fairseq_settings(checkpoint_path)
+    return weights, model
+
+
+def load_fairseq_settings(checkpoint_path: str | os.PathLike,
+                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(weights, model settings, task settings) of a fairseq checkpoint: ``cfg.model`` and ``cfg.task``
+    (fairseq >= 0.10), or ``args`` for both (older forks, which keep every setting in one Namespace)."""
     path = Path(checkpoint_path)
     # fairseq stores its settings as an argparse.Namespace: allow exactly that class, nothing else
     state = load_checkpoint(path, kind="fairseq checkpoint", allowed_classes=[argparse.Namespace])
     if not isinstance(state, dict) or "model" not in state:
         raise GraftkitError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
-    cfg = (state.get("cfg") or {}).get("model") or state.get("args")
-    if cfg is None:
+    cfg = state.get("cfg") or {}
+    model, task = cfg.get("model") or state.get("args"), cfg.get("task") or state.get("args")
+    if model is None:
         raise GraftkitError(f"{path} has no model settings ('cfg.model' or 'args')")
-    return state["model"], dict(vars(cfg) if isinstance(cfg, argparse.Namespace) else cfg)
+
+    def as_dict(settings: Any) -> dict[str, Any]:
+        return dict(vars(settings) if isinstance(settings, argparse.Namespace) else settings or {})
+
+    return state["model"], as_dict(model), as_dict(task)
 
 
 def layer_indices(weights: dict[str, torch.Tensor], prefix: str) -> list[int]:
