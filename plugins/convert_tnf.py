@@ -41,7 +41,8 @@ TUPE_EMBEDDINGS = "encoder.sentence_encoder.tupe.embeddings.word_embeddings.weig
 ROBERTA_EMBEDDINGS = "encoder.sentence_encoder.embed_tokens.weight"
 
 
-def backbone_config_and_weights(weights: dict[str, torch.Tensor], cfg: dict[str, Any], what: str):
+def backbone_config_and_weights(weights: dict[str, torch.Tensor], cfg: dict[str, Any],
+                               what: str) -> tuple[Any, ParameterMap]:
     """(the backbone's HF config, its weights renamed for TnfForMaskedLM) of a ``masked_lm_tnf`` model."""
     if TUPE_EMBEDDINGS in weights:
         from plugins.convert_tupe import graftkit_state_dict
