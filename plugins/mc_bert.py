@@ -9,9 +9,11 @@ Registers the task ``mc_bert``, the criterion ``mc_bert``, the model ``mc_bert``
 The model is :class:`hf_models.McBertForPreTraining` (the same code as the HF model type, the math in
 ``hf_models/mc_bert/objectives.py``); ``--objective rtd`` gives ELECTRA's replaced-token detection and
 ``--objective mlm`` BERT's masked LM with the same data, sizes and criterion; ``--position-embedding-type
-tupe_absolute`` / ``tupe_relative`` puts TUPE's positions into both encoders (docs/compose.md). As in the
-reference, the task masks in its data pipeline (15%, all <mask>, fairseq's per-sequence count) and the target is
-the whole original sequence; the criterion returns L_MLM + λ·L_D·n_masked/n_tokens with sample size n_masked.
+tupe_absolute`` / ``tupe_relative`` puts TUPE's positions into both encoders (docs/compose.md); ``graftkit mcbert
+convert`` writes any of these checkpoints as the HF McBert folder of the same config
+(:func:`mc_bert_config_from_args`). As in the reference, the task masks in its data pipeline (15%, all <mask>,
+fairseq's per-sequence count) and the target is the whole original sequence; the criterion returns
+L_MLM + λ·L_D·n_masked/n_tokens with sample size n_masked.
 """
 
 import argparse

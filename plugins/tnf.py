@@ -10,7 +10,9 @@ The note math is graftkit's one implementation (:mod:`hf_models.tnf.notes`). Thi
   a forward hook on the encoder's token embedding (RoBERTa adds positions itself, so the hook returns
   tok + λ(ND - scale·tok - pos)/scale), and take notes from the encoder's final output after the forward;
 - the notes are the model's submodule ``tnf_notes`` (buffers), so checkpoints carry them and ``fairseq-train``
-  resumes exactly; :func:`export_backbone` writes the plain ``masked_lm`` checkpoint (no notes) to fine-tune;
+  resumes exactly; :func:`export_backbone` writes the plain ``masked_lm`` checkpoint (no notes) to fine-tune,
+  and ``graftkit tnf convert`` (:mod:`plugins.convert_tnf`) the HF ``TnfForMaskedLM`` with the notes;
+- the ``--tnf-*`` note settings are :class:`hf_models.tnf.notes.NoteFields`'s (the HF configs' fields);
 - on several ranks every rank starts from rank 0's notes (shared once, before the first mix: a random
   ``--tnf-first-note ema`` start would otherwise differ per rank, as fairseq does not broadcast buffers), and
   a dummy batch (``ignore_grad``) takes no notes while still joining the ranks' note all-reduce.
