@@ -512,7 +512,8 @@ def _padded(examples, pad_id):
 
 def test_the_model_finds_the_collators_rare_spans_in_token_ids(any_tokenizer):
     """WordPiece '##', byte-level BPE 'Ġ' (with GPT-2's class and whitespace splits), SentencePiece '▁' and
-    WordLevel (every token a word): the spans found in the padded token ids are exactly RareVocabulary.tokenize's (DataCollatorForTnf's)."""
+    WordLevel (every token a word): the spans found in the padded token ids are exactly RareVocabulary.tokenize's
+    (DataCollatorForTnf's)."""
     from hf_models.tnf import RareWordFinder
 
     sentences, tokenizer = any_tokenizer
