@@ -3,7 +3,8 @@ shape (refusing the first one left unmapped or missing), the tokenizer from the 
 atomic, non-clobbering write of the output folder.
 
 Used by ``plugins.convert_preln`` (fairseq RoBERTa -> PreLNBert), ``plugins.tupe`` (graftkit's ``tupe`` arch
-and guolinke/TUPE's ``bert`` -> TupeForMaskedLM) and ``plugins.convert_mcbert`` (MC-BERT/MC-BERT -> McBert).
+and guolinke/TUPE's ``bert`` -> TupeForMaskedLM), ``plugins.convert_mcbert`` (graftkit's ``mc_bert`` and
+MC-BERT/MC-BERT -> McBert) and ``plugins.convert_tnf`` (graftkit's ``masked_lm_tnf`` -> TnfForMaskedLM).
 """
 
 from __future__ import annotations
@@ -43,15 +44,28 @@ QKV_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 def load_fairseq_checkpoint(checkpoint_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(weights, model settings) of a fairseq checkpoint; the settings from ``cfg.model`` (fairseq >= 0.10) or
     ``args`` (older forks, as the reference implementations')."""
+    weights, model, _ = load_fairseq_settings(checkpoint_path)
+    return weights, model
+
+
+def load_fairseq_settings(checkpoint_path: str | os.PathLike,
+                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(weights, model settings, task settings) of a fairseq checkpoint: ``cfg.model`` and ``cfg.task``
+    (fairseq >= 0.10), or ``args`` for both (older forks, which keep every setting in one Namespace)."""
     path = Path(checkpoint_path)
     # fairseq stores its settings as an argparse.Namespace: allow exactly that class, nothing else
     state = load_checkpoint(path, kind="fairseq checkpoint", allowed_classes=[argparse.Namespace])
     if not isinstance(state, dict) or "model" not in state:
         raise GraftkitError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
-    cfg = (state.get("cfg") or {}).get("model") or state.get("args")
-    if cfg is None:
+    cfg = state.get("cfg") or {}
+    model, task = cfg.get("model") or state.get("args"), cfg.get("task") or state.get("args")
+    if model is None:
         raise GraftkitError(f"{path} has no model settings ('cfg.model' or 'args')")
-    return state["model"], dict(vars(cfg) if isinstance(cfg, argparse.Namespace) else cfg)
+
+    def as_dict(settings: Any) -> dict[str, Any]:
+        return dict(vars(settings) if isinstance(settings, argparse.Namespace) else settings or {})
+
+    return state["model"], as_dict(model), as_dict(task)
 
 
 def layer_indices(weights: dict[str, torch.Tensor], prefix: str) -> list[int]:
@@ -135,19 +149,25 @@ def load_converted(model: torch.nn.Module, state: dict[str, torch.Tensor], dtype
     return model.eval()
 
 
-def read_fairseq_dictionary(path: Path) -> list[str]:
-    """The symbols of a fairseq ``dict.txt`` (lines ``<symbol> <count> [#fairseq:overwrite]``), in file order."""
+def read_fairseq_dictionary_counts(path: Path) -> list[tuple[str, int]]:
+    """(symbol, count) of each line of a fairseq ``dict.txt`` (``<symbol> <count> [#fairseq:overwrite]``), in
+    file order: the counts fairseq-preprocess wrote over the training split."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeError) as err:
         raise GraftkitError(f"cannot read fairseq dictionary {path}: {err}") from err
-    symbols = []
+    entries = []
     for number, line in enumerate(lines, 1):
         fields = line.rstrip().rsplit(" ", 2 if line.rstrip().endswith(" #fairseq:overwrite") else 1)
         if len(fields) < 2 or not fields[1].isdigit():
             raise GraftkitError(f"{path}:{number} is not a fairseq dictionary line ('<symbol> <count>'): {line!r}")
-        symbols.append(fields[0])
-    return symbols
+        entries.append((fields[0], int(fields[1])))
+    return entries
+
+
+def read_fairseq_dictionary(path: Path) -> list[str]:
+    """The symbols of a fairseq ``dict.txt``, in file order."""
+    return [symbol for symbol, _ in read_fairseq_dictionary_counts(path)]
 
 
 def fairseq_dictionary_tokenizer(dictionary: str | os.PathLike, vocab_size: int, model_max_length: int,
@@ -205,14 +225,21 @@ def dictionary_of(checkpoint_path: Path, cfg: dict[str, Any]) -> Path:
                         "tokenizer with --no-tokenizer")
 
 
+def checkpoint_dictionary(checkpoint_path: str | os.PathLike, cfg: dict[str, Any],
+                          dictionary: str | os.PathLike | None) -> Path:
+    """``dictionary`` (a file), or by default :func:`dictionary_of` the checkpoint."""
+    path = Path(dictionary) if dictionary is not None else dictionary_of(Path(checkpoint_path), cfg)
+    if path.is_dir():
+        raise GraftkitError(f"--dict {path} is a folder: give the dict.txt file")
+    return path
+
+
 def checkpoint_tokenizer(checkpoint_path: str | os.PathLike, cfg: dict[str, Any],
                          dictionary: str | os.PathLike | None, vocab_size: int, model_max_length: int,
                          appended: Iterable[str] = (MASK,)):
     """The tokenizer of ``dictionary`` (default: :func:`dictionary_of` the checkpoint)."""
-    path = Path(dictionary) if dictionary is not None else dictionary_of(Path(checkpoint_path), cfg)
-    if path.is_dir():
-        raise GraftkitError(f"--dict {path} is a folder: give the dict.txt file")
-    return fairseq_dictionary_tokenizer(path, vocab_size, model_max_length, appended)
+    return fairseq_dictionary_tokenizer(checkpoint_dictionary(checkpoint_path, cfg, dictionary), vocab_size,
+                                        model_max_length, appended)
 
 
 def check_output_folder(out: str | os.PathLike, force: bool = False) -> Path:

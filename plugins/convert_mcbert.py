@@ -1,5 +1,10 @@
-"""Convert an MC-BERT/MC-BERT checkpoint (the paper's fairseq fork, model ``mcbert``) into graftkit's HF McBert
-folder, with its tokenizer.
+"""Convert an MC-BERT fairseq checkpoint into graftkit's HF McBert folder, with its tokenizer. Two layouts are
+read: graftkit's own ``--task mc_bert`` model (any objective, position encoding and LayerNorm placement) and
+the paper's fork (MC-BERT/MC-BERT, model ``mcbert``).
+
+graftkit's own model wraps ``hf_models.McBertForPreTraining`` (``pretraining.*``): the conversion drops that
+prefix, and the config is built from the checkpoint's settings by the function that built the trained model
+(:func:`plugins.mc_bert.mc_bert_config_from_args`), so every composition the task trains converts.
 
 In the reference's naming the main model (the one fine-tuned) is ``decoder.*`` (classes ``Gen*``) and the meta
 controller is ``mc.*``: a narrower encoder (sizes divided by ``--mc-size-divider``) that reads the main
@@ -32,10 +37,12 @@ from plugins.convert_fairseq import (
     hidden_act,
     layer_indices,
     load_converted,
-    load_fairseq_checkpoint,
+    load_fairseq_settings,
     save_model_folder,
 )
 
+GRAFTKIT_PREFIX = "pretraining."  # graftkit's fairseq mc_bert model: its McBertForPreTraining
+GRAFTKIT_MAIN_PREFIX = GRAFTKIT_PREFIX + "mc_bert."
 MAIN_PREFIX = "decoder.sentence_encoder."
 CONTROLLER_PREFIX = "mc.sentence_encoder."
 NEITHER = "<neither>"  # appended by the reference's mcbert task after <mask>
@@ -81,6 +88,32 @@ def mcbert_config(weights: dict[str, torch.Tensor], cfg: dict[str, Any], with_co
         raise GraftkitError(f"the checkpoint's settings lack {err.args[0]}") from None
     except ValueError as err:
         raise GraftkitError(f"bad MC-BERT settings in the checkpoint: {err}") from err
+
+
+def is_graftkit_checkpoint(weights: dict[str, torch.Tensor]) -> bool:
+    return GRAFTKIT_MAIN_PREFIX + "embeddings.word_embeddings.weight" in weights
+
+
+def graftkit_config(weights: dict[str, torch.Tensor], cfg: dict[str, Any], task_cfg: dict[str, Any]):
+    """The :class:`hf_models.McBertConfig` of a checkpoint of graftkit's ``--task mc_bert`` (its settings)."""
+    from plugins.mc_bert import mc_bert_config_from_args
+
+    vocab_size = weights[GRAFTKIT_MAIN_PREFIX + "embeddings.word_embeddings.weight"].shape[0]
+    # the task appends <mask> then <neither> to the dictionary, as the reference's
+    return mc_bert_config_from_args(cfg, vocab_size, int(cfg.get("pad", 1)), vocab_size - 2, vocab_size - 1,
+                                    float(task_cfg.get("mask_prob", cfg.get("mask_prob", 0.15))))
+
+
+def graftkit_state_dict(weights: dict[str, torch.Tensor], with_controller: bool, what: str) -> ParameterMap:
+    """graftkit's fairseq ``mc_bert`` weight names -> McBertForPreTraining names (``with_controller``) or the main
+    encoder's McBertModel names (the head, meta controller and vocabulary bias left out)."""
+    names = ParameterMap(weights, what)
+    prefix = GRAFTKIT_PREFIX if with_controller else GRAFTKIT_MAIN_PREFIX
+    for key in weights:
+        if key.startswith(prefix):
+            names.put(key[len(prefix):], key)
+    names.drop(GRAFTKIT_PREFIX)  # without the controller: the pre-training parts
+    return names
 
 
 def _encoder(names: ParameterMap, source: str, target: str, layers: int, pad: int, embeddings: bool) -> None:
@@ -138,7 +171,9 @@ def convert_mcbert_to_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.P
                          tokenizer: bool = True, force: bool = False) -> Path:
     """Write ``out_dir`` (a ``save_pretrained`` folder with the tokenizer unless ``tokenizer=False``): the main
     encoder as ``McBertModel``, or with ``with_controller`` the ``McBertForPreTraining`` with the meta controller;
-    returns ``out_dir``. Outputs equal the reference's on real tokens; weights keep the checkpoint's dtype.
+    returns ``out_dir``. Outputs equal the checkpoint's on real tokens; weights keep the checkpoint's dtype.
+    ``checkpoint_path``: graftkit's ``--task mc_bert`` (any objective, position encoding, LayerNorm placement)
+    or the reference's ``mcbert``.
 
     ``dictionary``: the fairseq ``dict.txt`` (default: the checkpoint's training data's, or beside it); its ids
     plus ``<mask>`` and ``<neither>`` must count the model's token embeddings. Written beside ``out_dir`` and
@@ -147,13 +182,20 @@ def convert_mcbert_to_hf(checkpoint_path: str | os.PathLike, out_dir: str | os.P
     from hf_models import McBertForPreTraining, McBertModel
 
     check_output_folder(out_dir, force)
-    weights, cfg = load_fairseq_checkpoint(checkpoint_path)
-    config = mcbert_config(weights, cfg, with_controller)
+    weights, cfg, task_cfg = load_fairseq_settings(checkpoint_path)
+    what = f"{checkpoint_path}"
+    if is_graftkit_checkpoint(weights):
+        config = graftkit_config(weights, cfg, task_cfg)
+        names = graftkit_state_dict(weights, with_controller, what)
+        word_embeddings = weights[GRAFTKIT_MAIN_PREFIX + "embeddings.word_embeddings.weight"]
+    else:
+        config = mcbert_config(weights, cfg, with_controller)
+        names = mcbert_state_dict(weights, config, with_controller, what)
+        word_embeddings = weights[MAIN_PREFIX + "embed_tokens.weight"]
     hf_tokenizer = (checkpoint_tokenizer(checkpoint_path, cfg, dictionary, config.vocab_size,
                                          config.max_position_embeddings, appended=(MASK, NEITHER))
                     if tokenizer else None)
-    names = mcbert_state_dict(weights, config, with_controller, f"{checkpoint_path}")
     model = McBertForPreTraining(config) if with_controller else McBertModel(config, add_pooling_layer=False)
     state = names.result(model.state_dict())
-    model = load_converted(model, state, weights[MAIN_PREFIX + "embed_tokens.weight"].dtype)
+    model = load_converted(model, state, word_embeddings.dtype)
     return save_model_folder(out_dir, model, hf_tokenizer, force)

@@ -18,11 +18,13 @@ import torch
 from graftkit.errors import GraftkitError
 from plugins.convert_fairseq import (
     LAYER_MAP,
+    ParameterMap,
     check_output_folder,
     checkpoint_tokenizer,
     fairseq_dictionary_tokenizer,  # noqa: F401  (its tests read it here)
     hidden_act,
     layer_indices,
+    load_converted,
     save_model_folder,
 )
 from plugins.convert_fairseq import (
@@ -71,29 +73,30 @@ def preln_config_from_fairseq(weights: dict[str, torch.Tensor], cfg: dict[str, A
     )
 
 
-def _hf_state_dict(weights: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
-    """fairseq RoBERTa weight names -> PreLNBertForMaskedLM weight names."""
+def roberta_state_dict(weights: dict[str, torch.Tensor], config, what: str, base: str = "bert") -> ParameterMap:
+    """fairseq RoBERTa weight names -> the names of a core masked-LM whose encoder is ``base``
+    (PreLNBertForMaskedLM, TnfForMaskedLM); fairseq's version marker and classification heads are dropped."""
+    names = ParameterMap(weights, what)
     pad = config.pad_token_id
-    out = {
-        "bert.embeddings.word_embeddings.weight": weights[_ENCODER + "embed_tokens.weight"],
-        "bert.embeddings.position_embeddings.weight": weights[_ENCODER + "embed_positions.weight"][pad + 1:],
-        "lm_head.dense.weight": weights["encoder.lm_head.dense.weight"],
-        "lm_head.dense.bias": weights["encoder.lm_head.dense.bias"],
-        "lm_head.layer_norm.weight": weights["encoder.lm_head.layer_norm.weight"],
-        "lm_head.layer_norm.bias": weights["encoder.lm_head.layer_norm.bias"],
-        "lm_head.decoder.weight": weights["encoder.lm_head.weight"],
-        "lm_head.decoder.bias": weights["encoder.lm_head.bias"],
-    }
+    names.put(f"{base}.embeddings.word_embeddings.weight", _ENCODER + "embed_tokens.weight")
+    # fairseq's learned positions start after the padding index: token t reads row pad + 1 + t
+    names.put(f"{base}.embeddings.position_embeddings.weight", _ENCODER + "embed_positions.weight",
+              lambda table: table[pad + 1:])
+    for part in ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias"):
+        names.put(f"lm_head.{part}", f"encoder.lm_head.{part}")
+    names.put("lm_head.decoder.weight", "encoder.lm_head.weight")
+    names.put("lm_head.decoder.bias", "encoder.lm_head.bias")
     for part in ("weight", "bias"):
         if config.embedding_layer_norm:
-            out[f"bert.embeddings.layer_norm.{part}"] = weights[f"{_ENCODER}layernorm_embedding.{part}"]
+            names.put(f"{base}.embeddings.layer_norm.{part}", f"{_ENCODER}layernorm_embedding.{part}")
         if config.layer_norm_position == "pre":
-            out[f"bert.encoder.final_layer_norm.{part}"] = weights[f"{_ENCODER}layer_norm.{part}"]
+            names.put(f"{base}.encoder.final_layer_norm.{part}", f"{_ENCODER}layer_norm.{part}")
         for i in range(config.num_hidden_layers):
             for fairseq_name, hf_name in LAYER_MAP.items():
-                out[f"bert.encoder.layers.{i}.{hf_name}.{part}"] = weights[
-                    f"{_ENCODER}layers.{i}.{fairseq_name}.{part}"]
-    return out
+                names.put(f"{base}.encoder.layers.{i}.{hf_name}.{part}", f"{_ENCODER}layers.{i}.{fairseq_name}.{part}")
+    names.drop(_ENCODER + "version")
+    names.drop("classification_heads.")  # fine-tuning heads: the masked-LM folder has no place for them
+    return names
 
 
 def convert_fairseq_roberta_to_preln_bert(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike,
@@ -117,10 +120,6 @@ def convert_fairseq_roberta_to_preln_bert(checkpoint_path: str | os.PathLike, ou
     hf_tokenizer = (checkpoint_tokenizer(checkpoint_path, cfg, dictionary, config.vocab_size,
                                          config.max_position_embeddings) if tokenizer else None)
     model = PreLNBertForMaskedLM(config)
-    try:
-        missing, unexpected = model.load_state_dict(_hf_state_dict(weights, config), strict=False)
-    except (KeyError, RuntimeError) as err:
-        raise GraftkitError(f"checkpoint {checkpoint_path} does not match its own settings: {err}") from err
-    if missing or unexpected:
-        raise GraftkitError(f"weights not converted: missing {missing}, unexpected {unexpected}")
+    state = roberta_state_dict(weights, config, f"{checkpoint_path}").result(model.state_dict())
+    model = load_converted(model, state, weights[_ENCODER + "embed_tokens.weight"].dtype)
     return save_model_folder(out_dir, model, hf_tokenizer, force)

@@ -144,12 +144,13 @@ def reference_state_dict(weights: dict[str, torch.Tensor], config, what: str) ->
     return names
 
 
-def graftkit_state_dict(weights: dict[str, torch.Tensor], what: str) -> ParameterMap:
-    """graftkit's fairseq ``tupe`` weight names -> TupeForMaskedLM weight names (classification heads dropped)."""
+def graftkit_state_dict(weights: dict[str, torch.Tensor], what: str, base: str = "tupe") -> ParameterMap:
+    """graftkit's fairseq ``tupe`` weight names -> the names of a core masked-LM whose encoder is ``base``
+    (TupeForMaskedLM; TnfForMaskedLM's is ``bert``); classification heads dropped."""
     names = ParameterMap(weights, what)
     for key in weights:
         if key.startswith(GRAFTKIT_PREFIX):
-            names.put("tupe." + key[len(GRAFTKIT_PREFIX):], key)
+            names.put(f"{base}.{key[len(GRAFTKIT_PREFIX):]}", key)
     for part in ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias"):
         names.put(f"lm_head.{part}", f"encoder.lm_head.{part}")
     names.put("lm_head.decoder.weight", "encoder.lm_head.weight")

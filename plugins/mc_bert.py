@@ -9,13 +9,17 @@ Registers the task ``mc_bert``, the criterion ``mc_bert``, the model ``mc_bert``
 The model is :class:`hf_models.McBertForPreTraining` (the same code as the HF model type, the math in
 ``hf_models/mc_bert/objectives.py``); ``--objective rtd`` gives ELECTRA's replaced-token detection and
 ``--objective mlm`` BERT's masked LM with the same data, sizes and criterion; ``--position-embedding-type
-tupe_absolute`` / ``tupe_relative`` puts TUPE's positions into both encoders (docs/compose.md). As in the
-reference, the task masks in its data pipeline (15%, all <mask>, fairseq's per-sequence count) and the target is
-the whole original sequence; the criterion returns L_MLM + λ·L_D·n_masked/n_tokens with sample size n_masked.
+tupe_absolute`` / ``tupe_relative`` puts TUPE's positions into both encoders (docs/compose.md); ``graftkit mcbert
+convert`` writes any of these checkpoints as the HF McBert folder of the same config
+(:func:`mc_bert_config_from_args`). As in the reference, the task masks in its data pipeline (15%, all <mask>,
+fairseq's per-sequence count) and the target is the whole original sequence; the criterion returns
+L_MLM + λ·L_D·n_masked/n_tokens with sample size n_masked.
 """
 
+import argparse
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,11 +30,42 @@ from fairseq.models import BaseFairseqModel, register_model, register_model_arch
 from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
+from graftkit.errors import GraftkitError
 from hf_models.core.config import POSITION_EMBEDDING_TYPES
 from hf_models.mc_bert import McBertConfig, McBertForPreTraining
 from hf_models.mc_bert.objectives import OBJECTIVES, pretraining_loss
 
 NEITHER_SYMBOL = "<neither>"
+
+
+def mc_bert_config_from_args(args: Any, vocab_size: int, pad_token_id: int, mask_token_id: int | None,
+                             neither_token_id: int | None, mask_prob: float) -> McBertConfig:
+    """The :class:`hf_models.McBertConfig` of an ``mc_bert`` model's settings (the Namespace fairseq builds, or
+    the dict a checkpoint stores; what they lack takes the arch's defaults, :func:`mc_bert_base`): every
+    objective, position encoding and LayerNorm placement, for :meth:`McBertFairseqModel.build_model` and the
+    converter alike. A combination the config refuses is a GraftkitError naming the fields."""
+    settings = argparse.Namespace(**(dict(args) if isinstance(args, dict) else vars(args)))
+    mc_bert_base(settings)
+    try:
+        return McBertConfig(
+            vocab_size=vocab_size, hidden_size=settings.encoder_embed_dim,
+            num_hidden_layers=settings.encoder_layers, num_attention_heads=settings.encoder_attention_heads,
+            intermediate_size=settings.encoder_ffn_embed_dim, hidden_act=settings.activation_fn,
+            hidden_dropout_prob=settings.dropout, attention_probs_dropout_prob=settings.attention_dropout,
+            max_position_embeddings=settings.max_positions, type_vocab_size=0,
+            layer_norm_eps=1e-5,  # fairseq's LayerNorm: torch's default eps
+            layer_norm_position="pre" if settings.encoder_normalize_before else "post",
+            pad_token_id=pad_token_id, mask_token_id=mask_token_id, neither_token_id=neither_token_id,
+            objective=settings.objective, num_candidates=settings.num_candidates,
+            mc_loss_weight=settings.mc_loss_weight, rtd_loss_weight=settings.rtd_loss_weight,
+            candidates_with_replacement=settings.candidates_with_replacement,
+            candidates_exclude_original=not settings.candidates_include_original,
+            mc_size_divider=settings.mc_size_divider, mask_prob=mask_prob,
+            position_embedding_type=settings.position_embedding_type, untie_cls=not settings.tupe_no_untie_cls,
+            relative_attention_num_buckets=settings.tupe_relative_buckets,
+            relative_attention_max_distance=settings.tupe_relative_max_distance)
+    except (TypeError, ValueError) as err:
+        raise GraftkitError(f"bad MC-BERT settings: {err}") from err
 
 
 @dataclass
@@ -112,22 +147,8 @@ class McBertFairseqModel(BaseFairseqModel):
         if getattr(args, "max_positions", None) is None:
             args.max_positions = task.cfg.tokens_per_sample
         dictionary = task.source_dictionary
-        config = McBertConfig(
-            vocab_size=len(dictionary), hidden_size=args.encoder_embed_dim, num_hidden_layers=args.encoder_layers,
-            num_attention_heads=args.encoder_attention_heads, intermediate_size=args.encoder_ffn_embed_dim,
-            hidden_act=args.activation_fn, hidden_dropout_prob=args.dropout,
-            attention_probs_dropout_prob=args.attention_dropout, max_position_embeddings=args.max_positions,
-            type_vocab_size=0, layer_norm_eps=1e-5,
-            layer_norm_position="pre" if args.encoder_normalize_before else "post",
-            pad_token_id=dictionary.pad(), mask_token_id=task.mask_idx,
-            neither_token_id=getattr(task, "neither_idx", None), objective=args.objective,
-            num_candidates=args.num_candidates, mc_loss_weight=args.mc_loss_weight,
-            rtd_loss_weight=args.rtd_loss_weight, candidates_with_replacement=args.candidates_with_replacement,
-            candidates_exclude_original=not args.candidates_include_original,
-            mc_size_divider=args.mc_size_divider, mask_prob=task.cfg.mask_prob,
-            position_embedding_type=args.position_embedding_type, untie_cls=not args.tupe_no_untie_cls,
-            relative_attention_num_buckets=args.tupe_relative_buckets,
-            relative_attention_max_distance=args.tupe_relative_max_distance)
+        config = mc_bert_config_from_args(args, len(dictionary), dictionary.pad(), task.mask_idx,
+                                          getattr(task, "neither_idx", None), task.cfg.mask_prob)
         return cls(McBertForPreTraining(config))
 
     @property

@@ -10,7 +10,9 @@ The note math is graftkit's one implementation (:mod:`hf_models.tnf.notes`). Thi
   a forward hook on the encoder's token embedding (RoBERTa adds positions itself, so the hook returns
   tok + λ(ND - scale·tok - pos)/scale), and take notes from the encoder's final output after the forward;
 - the notes are the model's submodule ``tnf_notes`` (buffers), so checkpoints carry them and ``fairseq-train``
-  resumes exactly; :func:`export_backbone` writes the plain ``masked_lm`` checkpoint (no notes) to fine-tune;
+  resumes exactly; :func:`export_backbone` writes the plain ``masked_lm`` checkpoint (no notes) to fine-tune,
+  and ``graftkit tnf convert`` (:mod:`plugins.convert_tnf`) the HF ``TnfForMaskedLM`` with the notes;
+- the ``--tnf-*`` note settings are :class:`hf_models.tnf.notes.NoteFields`'s (the HF configs' fields);
 - on several ranks every rank starts from rank 0's notes (shared once, before the first mix: a random
   ``--tnf-first-note ema`` start would otherwise differ per rank, as fairseq does not broadcast buffers), and
   a dummy batch (``ignore_grad``) takes no notes while still joining the ranks' note all-reduce.
@@ -22,6 +24,7 @@ Validation steps (eval mode) use neither: the model is its plain backbone there.
 
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,22 +33,34 @@ from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
 from graftkit.errors import GraftkitError
-
-# hf_models (the note math) is imported inside the task's methods: importing it loads transformers, which
-# every other task of `--user-dir plugins` should not pay for.
+from hf_models.tnf.notes import NoteDictionary, NoteFields, note_inputs_embeds
+from hf_models.tnf.vocabulary import check_rare_range
 
 
 @dataclass
 class MaskedLMTnfConfig(MaskedLMConfig):
     tnf_min_count: int = field(default=100, metadata={"help": "rare words: dictionary count >= this (paper 100)"})
     tnf_max_count: int = field(default=500, metadata={"help": "rare words: dictionary count <= this (paper 500)"})
-    tnf_note_weight: float = field(default=0.5, metadata={"help": "λ, the note's share of a rare word's input"})
-    tnf_note_momentum: float = field(default=0.1, metadata={"help": "γ in ND <- (1 - γ) ND + γ Note"})
-    tnf_half_window: int = field(default=16, metadata={"help": "k: notes average outputs over [s - k, t + k]"})
-    tnf_first_note: str = field(default="replace", metadata={
-        "help": "replace: a word is mixed once it has a note, its first note copied in; ema: random start"})
-    tnf_mix_masked_words: bool = field(default=False, metadata={
-        "help": "also mix notes into rare words that are prediction targets"})
+    # the note settings: defaults and meanings of the HF configs' fields (hf_models.tnf.notes.NoteFields)
+    tnf_note_weight: float = NoteFields.flag_field("note_weight")
+    tnf_note_momentum: float = NoteFields.flag_field("note_momentum")
+    tnf_half_window: int = NoteFields.flag_field("note_half_window")
+    tnf_first_note: str = NoteFields.flag_field("first_note")
+    tnf_mix_masked_words: bool = NoteFields.flag_field("mix_masked_words")
+
+
+def rare_symbols(counts: Sequence[int], min_count: int, max_count: int, not_words: Iterable[int]) -> torch.Tensor:
+    """The task's rare words: [len(counts)] bool, the dictionary symbols whose count lies in [min_count,
+    max_count], except ``not_words`` (the special symbols, <mask>). The task and the converter to HF
+    (``plugins.convert_tnf``) both ask this."""
+    check_rare_range(min_count, max_count)
+    counts = torch.tensor(counts)
+    rare = (counts >= min_count) & (counts <= max_count)
+    rare[list(not_words)] = False
+    if not rare.any():
+        raise GraftkitError(f"no dictionary word has a count in [{min_count}, {max_count}]: "
+                            "set --tnf-min-count/--tnf-max-count for this corpus")
+    return rare
 
 
 @register_task("masked_lm_tnf", dataclass=MaskedLMTnfConfig)
@@ -55,30 +70,16 @@ class MaskedLMTnfTask(MaskedLMTask):
     cfg: MaskedLMTnfConfig
 
     def __init__(self, cfg: MaskedLMTnfConfig, dictionary=None) -> None:
-        from hf_models.tnf.notes import FIRST_NOTE_MODES, check_fraction
-        from hf_models.tnf.vocabulary import check_rare_range
-
         super().__init__(cfg, dictionary)
-        check_rare_range(cfg.tnf_min_count, cfg.tnf_max_count)
-        check_fraction("--tnf-note-weight (λ)", cfg.tnf_note_weight)
-        check_fraction("--tnf-note-momentum (γ)", cfg.tnf_note_momentum)
-        if cfg.tnf_first_note not in FIRST_NOTE_MODES:
-            raise GraftkitError(f"--tnf-first-note must be one of {FIRST_NOTE_MODES}, got {cfg.tnf_first_note!r}")
-        counts = torch.tensor(self.dictionary.count)
-        rare = (counts >= cfg.tnf_min_count) & (counts <= cfg.tnf_max_count)
-        rare[: self.dictionary.nspecial] = False
-        rare[self.mask_idx] = False
-        if not rare.any():
-            raise GraftkitError(f"no dictionary word has a count in [{cfg.tnf_min_count}, {cfg.tnf_max_count}]: "
-                                "set --tnf-min-count/--tnf-max-count for this corpus")
+        NoteFields.from_fairseq(cfg)  # a ValueError naming the --tnf-* flag
+        rare = rare_symbols(self.dictionary.count, cfg.tnf_min_count, cfg.tnf_max_count,
+                            [*range(self.dictionary.nspecial), self.mask_idx])
         #: dictionary index -> rare-word index (row of ND), -1 for the other symbols
-        self.rare_index = torch.full((len(counts),), -1, dtype=torch.long)
+        self.rare_index = torch.full((len(rare),), -1, dtype=torch.long)
         self.rare_index[rare] = torch.arange(int(rare.sum()))
         self._step: dict | None = None  # the current training step's spans, while its forward runs
 
     def build_model(self, cfg, from_checkpoint=False):
-        from hf_models.tnf.notes import NoteDictionary
-
         model = super().build_model(cfg, from_checkpoint)
         encoder = model.encoder.sentence_encoder
         model.tnf_notes = NoteDictionary(int((self.rare_index >= 0).sum()), encoder.embed_tokens.embedding_dim,
@@ -89,8 +90,6 @@ class MaskedLMTnfTask(MaskedLMTask):
         return model
 
     def _mix_notes(self, module, inputs, token_embeds):
-        from hf_models.tnf.notes import note_inputs_embeds
-
         if self._step is None:
             return None
         step = self._step

@@ -1,4 +1,5 @@
-"""`graftkit mcbert convert CKPT OUT` (MC-BERT/MC-BERT fairseq checkpoint -> HF McBert folder with its tokenizer)."""
+"""`graftkit mcbert convert CKPT OUT` (a fairseq MC-BERT checkpoint, graftkit's --task mc_bert or the reference's
+MC-BERT/MC-BERT -> HF McBert folder with its tokenizer)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("mcbert", help="MC-BERT: reference checkpoint converter",
+    p = subparsers.add_parser("mcbert", help="MC-BERT: fairseq checkpoint converter",
                               description="MC-BERT, pre-training with a meta controller (Xu et al., 2020).")
     sub = p.add_subparsers(dest="mcbert_command", metavar="COMMAND", required=True)
-    c = sub.add_parser("convert", help="MC-BERT/MC-BERT fairseq checkpoint -> HF McBert folder",
-                       description="Convert a checkpoint of the reference implementation (MC-BERT/MC-BERT, model "
-                                   "mcbert) into a save_pretrained folder of hf_models.McBertModel (the main "
+    c = sub.add_parser("convert", help="fairseq MC-BERT checkpoint -> HF McBert folder",
+                       description="Convert a checkpoint of graftkit's fairseq --task mc_bert (any --objective, "
+                                   "--position-embedding-type and LN placement; the config follows them) or of "
+                                   "the reference implementation (MC-BERT/MC-BERT, model mcbert) into a "
+                                   "save_pretrained folder of hf_models.McBertModel (the main "
                                    "encoder, to fine-tune), or with --with-controller McBertForPreTraining "
                                    "(encoder, multi-choice head and meta controller), with identical outputs and a "
                                    "tokenizer with the fairseq dictionary's ids (+ <mask>, <neither>).")

@@ -1,4 +1,5 @@
-"""`graftkit tnf build-vocab`: the rare-word vocabulary of TNF, counted over a corpus with the run's tokenizer."""
+"""`graftkit tnf build-vocab`: the rare-word vocabulary of TNF, counted over a corpus with the run's tokenizer;
+`graftkit tnf convert CKPT OUT`: a fairseq masked_lm_tnf checkpoint -> HF TnfForMaskedLM folder (notes included)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from graftkit.commands.tupe import add_tokenizer_arguments
 from graftkit.errors import GraftkitError, check_input
 
 
@@ -46,6 +48,20 @@ def _build_vocab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    check_input(args.checkpoint, "CKPT")  # before fairseq is imported (seconds)
+    if args.dict is not None:
+        check_input(args.dict, "--dict")
+    from plugins.convert_tnf import convert_fairseq_tnf_to_hf
+
+    out = convert_fairseq_tnf_to_hf(args.checkpoint, args.out, dictionary=args.dict,
+                                    tokenizer=not args.no_tokenizer, force=args.force)
+    print(f"wrote {out} (load with hf_models.TnfForMaskedLM.from_pretrained, or "
+          "AutoModelForMaskedLM.from_pretrained(..., trust_remote_code=True)"
+          f"{'' if args.no_tokenizer else '; its tokenizer with AutoTokenizer.from_pretrained'})")
+    return 0
+
+
 def _no_rare_words(every_word, args: argparse.Namespace) -> GraftkitError:
     """The error for a range no word's count falls in, with the counts the corpus has (``every_word``: the
     vocabulary of all its words) and a range to try: the paper's max/min ratio of 5, ending at the largest
@@ -75,3 +91,15 @@ def register(subparsers) -> None:
     b.add_argument("--out", type=Path, default=None, help="output JSON (default: TOKENIZER/tnf_rare_words.json)")
     b.add_argument("--force", action="store_true", help="replace an existing output file")
     b.set_defaults(func=_build_vocab)
+
+    c = sub.add_parser("convert", help="fairseq masked_lm_tnf checkpoint -> HF TnfForMaskedLM folder",
+                       description="Convert a checkpoint of graftkit's fairseq task masked_lm_tnf (on --arch "
+                                   "roberta*, Post-LN or Pre-LN, or the TUPE encoder, --arch tupe_*) into a "
+                                   "save_pretrained folder of hf_models.TnfForMaskedLM: the backbone with identical "
+                                   "outputs, the note dictionary and the --tnf-* settings, and with the tokenizer "
+                                   "(the fairseq dictionary's ids) the task's rare words, so training goes on with "
+                                   "any collator.")
+    c.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
+    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty, unless --force)")
+    add_tokenizer_arguments(c)
+    c.set_defaults(func=_convert)

@@ -10,7 +10,7 @@ from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
 from ..core.config import EncoderConfig, validate_embedding_config, validate_encoder_config
-from ..tnf.notes import NOTE_FIELDS, check_note_fields
+from ..tnf.notes import NOTE_FIELDS, NoteFields, check_note_fields
 from .objectives import check_settings
 
 _TRUE, _FALSE = ("true", "1", "y", "yes"), ("false", "0", "n", "no")  # as transformers' override parser
@@ -122,11 +122,12 @@ class McBertConfig(EncoderConfig):
     mask_token_id: int | None = None
     neither_token_id: int | None = None
     num_rare_words: int = 0
-    note_weight: float | int = 0.5
-    note_momentum: float | int = 0.1
-    note_half_window: int = 16
-    first_note: str = "replace"
-    mix_masked_words: bool = False
+    # defaults declared once, with the fairseq task's (NoteFields)
+    note_weight: float | int = NoteFields.note_weight
+    note_momentum: float | int = NoteFields.note_momentum
+    note_half_window: int = NoteFields.note_half_window
+    first_note: str = NoteFields.first_note
+    mix_masked_words: bool = NoteFields.mix_masked_words
     rare_word_token_ids: list[list[int]] | None = None
     word_boundary_marks: str | None = None
 

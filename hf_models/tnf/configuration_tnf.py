@@ -3,7 +3,7 @@
 from huggingface_hub.dataclasses import strict
 
 from ..core.config import EncoderConfig
-from .notes import NOTE_FIELDS, check_note_fields
+from .notes import NOTE_FIELDS, NoteFields, check_note_fields
 
 #: Fields a TNF config adds to its backbone's (dropped when the backbone is exported): the note dictionary's.
 TNF_FIELDS = NOTE_FIELDS
@@ -33,11 +33,12 @@ class TnfConfig(EncoderConfig):
     layer_norm_position: str = "post"
     tie_word_embeddings: bool = True
     num_rare_words: int = 1
-    note_weight: float | int = 0.5
-    note_momentum: float | int = 0.1
-    note_half_window: int = 16
-    first_note: str = "replace"
-    mix_masked_words: bool = False
+    # defaults declared once, with the fairseq task's (NoteFields)
+    note_weight: float | int = NoteFields.note_weight
+    note_momentum: float | int = NoteFields.note_momentum
+    note_half_window: int = NoteFields.note_half_window
+    first_note: str = NoteFields.first_note
+    mix_masked_words: bool = NoteFields.mix_masked_words
     rare_word_token_ids: list[list[int]] | None = None
     word_boundary_marks: str | None = None
 

@@ -22,6 +22,8 @@ no Python loop over words or spans.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -31,10 +33,78 @@ from transformers import initialization as init
 from .rare_spans import RareWordFinder, check_rare_word_fields
 
 FIRST_NOTE_MODES = ("replace", "ema")
+
+
+def _note_field(default: object, meaning: str, fairseq: str) -> dataclasses.Field:
+    return dataclasses.field(default=default, metadata={"help": meaning, "fairseq": fairseq})
+
+
+@dataclasses.dataclass(frozen=True)
+class NoteFields:
+    """TNF's note settings, declared once: their names, defaults and meanings in every config that holds notes
+    (:class:`TnfConfig`; :class:`McBertConfig` with notes on) and, under ``metadata["fairseq"]``, the setting of
+    fairseq's ``masked_lm_tnf`` task that holds each (``--tnf-*``; :meth:`from_fairseq` reads a checkpoint's).
+    :meth:`check` raises a ValueError naming the field as the caller's users write it."""
+
+    note_weight: float = _note_field(0.5, "λ, the note's share of a rare word's input", "tnf_note_weight")
+    note_momentum: float = _note_field(0.1, "γ in ND <- (1 - γ) ND + γ Note", "tnf_note_momentum")
+    note_half_window: int = _note_field(16, "k: notes average outputs over [s - k, t + k]", "tnf_half_window")
+    first_note: str = _note_field(
+        "replace", "replace: a word is mixed once it has a note, its first note copied in; ema: random start",
+        "tnf_first_note")
+    mix_masked_words: bool = _note_field(False, "also mix notes into rare words that are prediction targets",
+                                         "tnf_mix_masked_words")
+
+    @classmethod
+    def of(cls, config: object) -> NoteFields:
+        """The note settings a config holds (its attributes of these names)."""
+        return cls(**{name: getattr(config, name) for name in cls.names()})
+
+    @classmethod
+    def from_fairseq(cls, settings: Any) -> NoteFields:
+        """The note settings of fairseq's ``masked_lm_tnf`` task (its config, or a checkpoint's settings as a
+        dict), checked; what they lack takes the default."""
+        get = settings.get if isinstance(settings, dict) else lambda key, default: getattr(settings, key, default)
+        fields = cls(**{f.name: get(f.metadata["fairseq"], f.default) for f in dataclasses.fields(cls)})
+        fields.check(cls.fairseq_flag)
+        return fields
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def fairseq_flag(cls, name: str) -> str:
+        """The fairseq flag of field ``name``: ``note_weight`` -> ``--tnf-note-weight``."""
+        return "--" + cls.__dataclass_fields__[name].metadata["fairseq"].replace("_", "-")
+
+    @classmethod
+    def flag_field(cls, name: str) -> dataclasses.Field:
+        """A dataclass field with the default and help of field ``name``: the fairseq task's config declares
+        its ``--tnf-*`` settings through it."""
+        spec = cls.__dataclass_fields__[name]
+        return dataclasses.field(default=spec.default, metadata={"help": spec.metadata["help"]})
+
+    def check(self, name: Callable[[str], str] = str) -> None:
+        """Raise a ValueError naming the field (``name(field)``) when a value is unusable."""
+        check_fraction(f"{name('note_weight')} (λ)", self.note_weight)
+        check_fraction(f"{name('note_momentum')} (γ)", self.note_momentum)
+        window = self.note_half_window
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise ValueError(f"{name('note_half_window')} (k) must be an integer >= 0, got {window!r}")
+        if self.first_note not in FIRST_NOTE_MODES:
+            raise ValueError(f"{name('first_note')} must be one of {FIRST_NOTE_MODES}, got {self.first_note!r}")
+        if not isinstance(self.mix_masked_words, bool):
+            raise ValueError(f"{name('mix_masked_words')} must be true or false, got {self.mix_masked_words!r}")
+
+    def config_fields(self) -> dict[str, Any]:
+        """These settings under the config fields' names."""
+        return dataclasses.asdict(self)
+
+
 #: the note dictionary's config fields, with these names and meanings in every config that holds notes
 #: (:class:`TnfConfig`; :class:`McBertConfig` with notes on), checked by :func:`check_note_fields`
-NOTE_FIELDS = ("num_rare_words", "note_weight", "note_momentum", "note_half_window", "first_note",
-               "mix_masked_words", "rare_word_token_ids", "word_boundary_marks")
+NOTE_FIELDS = ("num_rare_words", *NoteFields.names(), "rare_word_token_ids", "word_boundary_marks")
 
 
 def check_note_fields(config: object, notes_optional: bool = False) -> None:
@@ -55,12 +125,7 @@ def check_note_fields(config: object, notes_optional: bool = False) -> None:
             return
     elif isinstance(words, bool) or not isinstance(words, int) or words < 1:
         raise ValueError(f"num_rare_words must be a positive integer, got {words!r}")
-    check_fraction("note_weight (λ)", config.note_weight)
-    check_fraction("note_momentum (γ)", config.note_momentum)
-    if config.note_half_window < 0:
-        raise ValueError(f"note_half_window (k) must be >= 0, got {config.note_half_window!r}")
-    if config.first_note not in FIRST_NOTE_MODES:
-        raise ValueError(f"first_note must be one of {FIRST_NOTE_MODES}, got {config.first_note!r}")
+    NoteFields.of(config).check()
     check_rare_word_fields(config.rare_word_token_ids, config.word_boundary_marks, words, config.vocab_size)
 
 

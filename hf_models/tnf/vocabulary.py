@@ -194,12 +194,15 @@ def check_rare_range(min_count: object, max_count: object) -> None:
 def word_boundary_marks(tokenizer: Any) -> str:
     """Two marks per token id (the format of :mod:`hf_models.tnf.rare_spans`) from the tokenizer's own marks:
     WordPiece ``##`` (any pre-tokenizer), SentencePiece/Metaspace ``▁``, byte-level BPE ``Ġ`` (GPT-2
-    pre-tokenizer: its words also split where the character class changes). Added and special tokens other
-    than the unknown token stand outside words. Other tokenizers: a GraftkitError (use DataCollatorForTnf)."""
+    pre-tokenizer: its words also split where the character class changes); a WordLevel model's tokens are
+    whole words (the tokenizer of a fairseq dictionary). Added and special tokens other than the unknown token
+    stand outside words. Other tokenizers: a GraftkitError (use DataCollatorForTnf)."""
     backend = _backend(tokenizer)
     model, pre = type(backend.model).__name__, backend.pre_tokenizer
     kind = type(pre).__name__ if pre is not None else "no"
-    if model == "WordPiece":
+    if model == "WordLevel":  # one token per word (a fairseq dictionary's tokenizer): every token starts one
+        mark = lambda token: "s-"  # noqa: E731
+    elif model == "WordPiece":
         prefix = backend.model.continuing_subword_prefix
         mark = lambda token: "c-" if token.startswith(prefix) else "s-"  # noqa: E731
     elif kind == "Metaspace" and pre.split:

@@ -427,6 +427,16 @@ CASES = [
     ("mcbert-convert/garbage", ["mcbert", "convert", "{random.bin}", "{new}/hf"], "not a fairseq checkpoint"),
     ("mcbert-convert/foreign", ["mcbert", "convert", "{foreign.pt}", "{new}/hf"], "foreign.pt"),
     ("mcbert-convert/out-earlier", ["mcbert", "convert", "{foreign.pt}", "{hf}"], "hf"),
+    # tnf convert
+    ("tnf-convert/missing", ["tnf", "convert", "{new}/nope.pt", "{new}/hf"], "nope.pt"),
+    ("tnf-convert/ckpt-is-folder", ["tnf", "convert", "{empty_dir}", "{new}/hf"],
+     "CKPT {empty_dir} is a folder, not a file"),
+    ("tnf-convert/empty", ["tnf", "convert", "{empty.bin}", "{new}/hf"], "the file is empty"),
+    ("tnf-convert/garbage", ["tnf", "convert", "{random.bin}", "{new}/hf"], "not a fairseq checkpoint"),
+    ("tnf-convert/foreign", ["tnf", "convert", "{foreign.pt}", "{new}/hf"], "foreign.pt"),
+    ("tnf-convert/dict-is-folder", ["tnf", "convert", "{foreign.pt}", "{new}/hf", "--dict", "{empty_dir}"],
+     "--dict {empty_dir} is a folder, not a file"),
+    ("tnf-convert/out-earlier", ["tnf", "convert", "{foreign.pt}", "{hf}"], "hf"),
     # pretrain (checked before any tokenizer or model is built)
     ("pretrain/missing", ["pretrain", "{new}/nope.txt", "--out", "{new}/p"], "training text file not found"),
     ("pretrain/file-is-folder", ["pretrain", "{empty_dir}", "--out", "{new}/p"],
