@@ -39,11 +39,7 @@ FUSED_ARMS: dict[str, tuple[str, str] | None] = {
     "transformer": None,
     "bert_fused": ("pretrained", "1.0"),
     "untrained_bert": ("untrained", "1.0"),
-    "bert_fused_pnet0.5": ("pretrained", "0.5"),
-    "bert_fused_pnet0": ("pretrained", "0.0"),
 }
-#: the drop-net ablation runs at --full only (quick stays within its time)
-FULL_ONLY = ("bert_fused_pnet0.5", "bert_fused_pnet0")
 #: BERT-fused (p_net 1.0) must beat each of these, per seed, on the held-out-stem sentences
 CONTROLS = ("transformer", "bert_embeddings", "untrained_bert")
 #: the NMT model's width, and BERT's, so that BERT's input embeddings fit the bert_embeddings control's encoder
@@ -229,9 +225,8 @@ def _run(ctx: RunContext, size: dict, plt) -> Outcome:
     stem_forms = [form for n in pair.nouns for stem in (pair.nouns[n], pair.synonyms[n])
                   for form in (stem, stem + "en") if form in in_text]  # noun forms, singular and plural
     seeds = protocol.paired_seeds(ctx.seed, ctx.quick)
-    fused_arms = [arm for arm in FUSED_ARMS if not (ctx.quick and arm in FULL_ONLY)]
     warm_start_updates, updates = size["warm_start_updates"], size["updates"]
-    runs_per_seed = 1 + len(fused_arms) + 2  # + the bert_embeddings control's two stages
+    runs_per_seed = 1 + len(FUSED_ARMS) + 2  # + the bert_embeddings control's two stages
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         start = time.perf_counter()
@@ -276,8 +271,7 @@ def _run(ctx: RunContext, size: dict, plt) -> Outcome:
             warm_start = train("transformer_warmstart", seed, data,
                                ["--arch", "transformer", *_updates(warm_start_updates)])
             checkpoints = {"transformer_warmstart": (warm_start, data, None)}
-            for name in fused_arms:
-                fused = FUSED_ARMS[name]
+            for name, fused in FUSED_ARMS.items():
                 if fused is None:
                     argv = ["--arch", "transformer", "--finetune-from-model", str(warm_start)]
                 else:
@@ -307,7 +301,7 @@ def _run(ctx: RunContext, size: dict, plt) -> Outcome:
             metrics[f"bleu_{subset}_{name}"] = statistics.mean(scores[subset])
             metrics[f"bleu_{subset}_std_{name}"] = statistics.stdev(scores[subset])
             metrics |= protocol.per_seed(f"bleu_{subset}_{name}", seeds, scores[subset])
-    for control in (*CONTROLS, *(arm for arm in fused_arms if arm in FULL_ONLY)):
+    for control in CONTROLS:
         for subset in ("heldout", "all"):
             metrics |= protocol.paired_difference(f"bert_fused_minus_{control}_{subset}",
                                                   bleu["bert_fused"][subset], bleu[control][subset])
@@ -395,8 +389,7 @@ def _run(ctx: RunContext, size: dict, plt) -> Outcome:
               f"seed ({', '.join(map(str, seeds))}): a transformer trains {warm_start_updates} updates "
               f"(transformer_warmstart); the continuation arms train {updates} more from it: the plain transformer "
               f"('transformer', --finetune-from-model), BERT-fused (strict --warmup-from-nmt, BERT frozen) with "
-              f"drop-net p_net 1.0 (the paper's)"
-              f"{', 0.5 and 0' if 'bert_fused_pnet0' in fused_arms else ''}, BERT-fused p_net 1.0 with an "
+              f"drop-net p_net 1.0 (the paper's), BERT-fused p_net 1.0 with an "
               f"untrained BERT of the same size and vocabulary ('untrained_bert'); 'bert_embeddings': a "
               f"transformer whose source vocabulary is BERT's and whose encoder embeddings start from BERT's input "
               f"embeddings (fairseq --encoder-embed-path), {warm_start_updates} + {updates} updates in the same two "
