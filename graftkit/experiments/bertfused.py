@@ -29,8 +29,9 @@ WARMUP_FRACTION = 0.125
 #: the verdict judges only a BERT that learned the synonyms: the contextual probe's top-1 (held-out second stem
 #: -> its own first stem, among all 30; chance 1/30) must reach this, fixed before the run; else undecided
 MIN_SYNONYM_TOP1 = 0.5
-#: ... and only a transformer that learned the language pair: its BLEU on all test sentences, in every seed
-MIN_TRANSFORMER_BLEU = 20.0
+#: ... and only baselines (the transformer, the bert_embeddings control) that learned the language pair: their BLEU
+#: on all test sentences must reach this in every seed, fixed before the run
+MIN_BASELINE_BLEU = 20.0
 #: sentences (drawn like the test set, seed fixed) whose first noun the contextual synonym probe varies
 PROBE_TEMPLATES = 20
 #: the arms continued from the warm-start transformer: name -> (BERT fused, drop-net p_net), None: a plain
@@ -48,7 +49,7 @@ MODEL = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim"
          "--decoder-embed-dim", str(NMT_WIDTH),
          "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128", "--encoder-attention-heads", "4",
          "--decoder-attention-heads", "4", "--dropout", "0.1"]
-#: the same for every arm (no per-arm lr search: the arms share the optimiser, as the paper's do)
+#: one optimiser and lr for every arm (no per-arm lr search: it would not fit the time)
 TRAIN = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
          "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
          "--max-tokens", "200", "--no-progress-bar", "--log-interval", "1000", "--no-epoch-checkpoints",
@@ -155,10 +156,10 @@ def _gates(probe_top1: float, baseline_all_bleu: dict[str, list[float]]) -> list
     return [
         protocol.Gate("bert_knows_synonymy", probe_top1 >= MIN_SYNONYM_TOP1,
                       f"contextual synonym probe {probe_top1:.2f} (needs >= {MIN_SYNONYM_TOP1:g}, chance 1/30)"),
-        protocol.Gate("baselines_learned", min(worst.values()) >= MIN_TRANSFORMER_BLEU,
+        protocol.Gate("baselines_learned", min(worst.values()) >= MIN_BASELINE_BLEU,
                       "lowest seed's BLEU on all test sentences: "
                       + ", ".join(f"{arm} {bleu:.1f}" for arm, bleu in worst.items())
-                      + f" (needs >= {MIN_TRANSFORMER_BLEU:g})"),
+                      + f" (needs >= {MIN_BASELINE_BLEU:g})"),
     ]
 
 
@@ -181,7 +182,7 @@ def _budget(size: dict) -> str:
          f"the same two stages. Gates, first (else undecided): BERT knows the synonymy (contextual probe "
          f"bert_synonym_top1_contextual >= {MIN_SYNONYM_TOP1:g}: a held-out concept's second stem's last-layer "
          f"output nearest, by cosine, its own first stem's among all 30 concepts), and the transformer and the "
-         f"bert_embeddings control reach >= {MIN_TRANSFORMER_BLEU:g} BLEU on all test sentences in every seed. "
+         f"bert_embeddings control reach >= {MIN_BASELINE_BLEU:g} BLEU on all test sentences in every seed. "
          f"Then, on the test sentences that use a held-out second stem (never in the parallel data), supported if "
          f"the low end of the 95% bootstrap interval of the per-seed BLEU difference BERT-fused minus each of "
          f"transformer, bert_embeddings and untrained_bert is above 0 "
