@@ -116,13 +116,18 @@ def mlm_pretrain(model, tok, sentences: Sequence[str], steps: int, batch_size: i
 
 
 def binarize(raw_dir: str | Path, dest_dir: str | Path, splits: Sequence[str] = ("train", "valid", "test"),
-             src: str = "src", tgt: str = "tgt") -> Path:
-    """``fairseq-preprocess`` (in-process) of ``raw_dir/{split}.{src,tgt}`` into ``dest_dir``."""
+             src: str = "src", tgt: str = "tgt", srcdict: str | Path | None = None,
+             tgtdict: str | Path | None = None) -> Path:
+    """``fairseq-preprocess`` (in-process) of ``raw_dir/{split}.{src,tgt}`` into ``dest_dir``; ``srcdict`` /
+    ``tgtdict``: fairseq dictionary files to use instead of building them from the training split."""
     from fairseq import options
     from fairseq_cli import preprocess
 
     raw = Path(raw_dir)
     argv = ["--source-lang", src, "--target-lang", tgt, "--destdir", str(dest_dir), "--workers", "1"]
+    for flag, path in (("--srcdict", srcdict), ("--tgtdict", tgtdict)):
+        if path is not None:
+            argv += [flag, str(path)]
     for split, flag in zip(("train", "valid", "test"), ("--trainpref", "--validpref", "--testpref")):
         if split in splits:
             argv += [flag, str(raw / split)]
@@ -135,3 +140,23 @@ def write_toy_pair(raw_dir: str | Path, pair, sizes: dict[str, int], seed: int =
     """Raw toy parallel text for each split, with disjoint seeds per split."""
     return write_parallel_raw(raw_dir, {split: pair.sample(n, seed=seed * 1000 + i)
                                         for i, (split, n) in enumerate(sizes.items())})
+
+
+def write_bert_vocabulary(bert_dir: str | Path, dict_path: str | Path, embedding_path: str | Path) -> int:
+    """BERT's word vocabulary as a fairseq source dictionary (``dict_path``, for ``fairseq-preprocess --srcdict``)
+    and BERT's input word embeddings as a text embedding file (``embedding_path``, for fairseq's
+    ``--encoder-embed-path``: a "count dim" header, then "token v1 .. vd"), so that a plain transformer's encoder
+    embeddings start from BERT's. BERT's special tokens ([PAD], [CLS], ...) are left out: fairseq has its own.
+    Returns the embedding width."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    table = AutoModel.from_pretrained(bert_dir).get_input_embeddings().weight.detach()
+    special = set(tok.all_special_tokens)
+    words = sorted((index, token) for token, index in tok.get_vocab().items() if token not in special)
+    if any(any(c.isspace() for c in token) for _, token in words):
+        raise ValueError("BERT's vocabulary holds a token with white space, which a fairseq dictionary cannot")
+    Path(dict_path).write_text("".join(f"{token} 1\n" for _, token in words))
+    rows = [f"{token} " + " ".join(f"{v:.6g}" for v in table[index].tolist()) for index, token in words]
+    Path(embedding_path).write_text(f"{len(rows)} {table.shape[1]}\n" + "\n".join(rows) + "\n")
+    return table.shape[1]

@@ -5,25 +5,90 @@ import pytest
 pytest.importorskip("fairseq")
 
 
-def test_verdict_needs_a_held_out_gain_over_the_transformer_and_the_untrained_bert_control():
+def _registered_verdict():
+    from graftkit.registry import load_all
+
+    return load_all()["bertfused-nmt"].verdict
+
+
+def _judged(**differences: float) -> dict:
+    """Metrics with both gates passed and, per control, the low end of BERT-fused's paired interval."""
     from graftkit.experiments import bertfused as experiment
 
-    base = {"bleu_heldout_transformer": 40.0, "bleu_heldout_untrained_bert": 41.0,
-            "bert_synonym_top1_contextual": experiment.MIN_SYNONYM_TOP1}
-    assert experiment._verdict({**base, "bleu_heldout_bert_fused": 42.5})
-    assert experiment._verdict({**base, "bleu_heldout_bert_fused": 42.5}) is True
-    assert not experiment._verdict({**base, "bleu_heldout_bert_fused": 41.5})  # < 1 BLEU above the control
-    assert not experiment._verdict({**base, "bleu_heldout_untrained_bert": 30.0, "bleu_heldout_bert_fused": 40.5})
-    assert experiment._verdict({**base, "bleu_heldout_bert_fused": 41.5}) is False
+    lows = {f"bert_fused_minus_{control}_heldout_ci_low": differences.get(control, 1.0)
+            for control in experiment.CONTROLS}
+    return {**lows, "gate_bert_knows_synonymy": True, "gate_baselines_learned": True, "failed_gate": None}
 
 
-def test_verdict_cannot_judge_when_bert_did_not_learn_the_synonyms():
+def test_verdict_needs_the_interval_above_zero_against_every_control():
     from graftkit.experiments import bertfused as experiment
 
-    m = {"bleu_heldout_transformer": 40.0, "bleu_heldout_untrained_bert": 30.0, "bleu_heldout_bert_fused": 60.0,
-         "bert_synonym_top1_contextual": experiment.MIN_SYNONYM_TOP1 - 0.01}
-    assert experiment._verdict(m) is None  # a big BLEU gain does not count without the synonymy in BERT
-    assert experiment._verdict({**m, "bleu_heldout_bert_fused": 35.0}) is None  # nor does a loss
+    assert experiment.CONTROLS == ("transformer", "bert_embeddings", "untrained_bert")
+    verdict = _registered_verdict()
+    assert verdict(_judged()) is True
+    for control in experiment.CONTROLS:
+        assert verdict(_judged(**{control: 0.0})) is False  # the low end must be above 0, not at it
+        assert verdict(_judged(**{control: -29.0})) is False
+    assert verdict(_judged(transformer=0.01, bert_embeddings=0.01, untrained_bert=0.01)) is True
+
+
+def test_verdict_is_undecided_when_a_gate_failed_whatever_the_differences():
+    verdict = _registered_verdict()
+    for failed in ("bert_knows_synonymy", "baselines_learned"):
+        assert verdict({**_judged(), f"gate_{failed}": False, "failed_gate": failed}) is None
+        assert verdict({**_judged(transformer=-5.0), f"gate_{failed}": False, "failed_gate": failed}) is None
+
+
+def test_gates_read_the_contextual_probe_and_every_seed_of_both_baselines():
+    from graftkit.experiments import bertfused as experiment
+
+    learned = {"transformer": [30.0, 20.0], "bert_embeddings": [70.0, 60.0]}
+    gates = experiment._gates(0.5, learned)
+    assert [(g.name, g.passed) for g in gates] == [("bert_knows_synonymy", True), ("baselines_learned", True)]
+    assert not experiment._gates(0.49, learned)[0].passed
+    one_seed_low = {**learned, "bert_embeddings": [70.0, 19.9]}  # the mean (44.95) would pass: every seed counts
+    (_, baselines) = experiment._gates(1.0, one_seed_low)
+    assert not baselines.passed and "bert_embeddings 19.9" in baselines.detail
+
+
+def test_every_run_ends_its_lr_warm_up_inside_its_updates():
+    from graftkit.experiments import bertfused as experiment
+
+    assert experiment._updates(240) == ["--max-update", "240", "--warmup-updates", "30"]
+    assert experiment._updates(800) == ["--max-update", "800", "--warmup-updates", "100"]
+    for size in experiment.SIZES.values():
+        for updates in (size["warm_start_updates"], size["updates"]):
+            assert int(experiment._updates(updates)[3]) < updates
+
+
+def test_bert_vocabulary_becomes_the_source_dictionary_and_the_encoder_embeddings_fairseq_loads(tmp_path):
+    import torch
+    from fairseq import utils
+    from fairseq.data import Dictionary
+    from transformers import AutoModel, AutoTokenizer
+
+    from graftkit.data.parallel import write_parallel_raw
+    from plugins.bert_fused.toy import binarize, save_tiny_bert, write_bert_vocabulary
+
+    text = ["lo kalo mire kevit", "la bitu zosa dabin", "lo nemo zosa kevit"]
+    bert = save_tiny_bert(tmp_path / "bert", text, hidden=8, layers=1, heads=2)
+    width = write_bert_vocabulary(bert, tmp_path / "dict.txt", tmp_path / "embeddings.txt")
+    assert width == 8
+    tok, table = AutoTokenizer.from_pretrained(bert), AutoModel.from_pretrained(bert).get_input_embeddings().weight
+    dictionary = Dictionary.load(str(tmp_path / "dict.txt"))
+    words = sorted({w for line in text for w in line.split()})
+    assert sorted(dictionary.symbols[dictionary.nspecial:]) == words  # BERT's [PAD], [CLS], ... left out
+    embedding = utils.load_embedding(utils.parse_embedding(tmp_path / "embeddings.txt"), dictionary,
+                                     torch.nn.Embedding(len(dictionary), width))
+    for word in words:
+        assert torch.allclose(embedding.weight[dictionary.index(word)], table[tok.convert_tokens_to_ids(word)],
+                              atol=1e-5)
+    # binarized with it, a word that only the monolingual text has ("nemo") keeps its own id, not <unk>
+    raw = write_parallel_raw(tmp_path / "raw", {"train": [("lo kalo mire kevit", "a b")],
+                                                "test": [("lo nemo zosa kevit", "a c")]})
+    data = binarize(raw, tmp_path / "bin", splits=("train", "test"), srcdict=tmp_path / "dict.txt")
+    assert Dictionary.load(str(data / "dict.src.txt")).symbols == dictionary.symbols
+    assert (data / "test.src-tgt.src.bin").exists()
 
 
 def test_synonym_probes_find_a_synonymy_put_into_the_embeddings_and_none_in_a_random_bert(tmp_path):
@@ -77,22 +142,34 @@ def test_experiment_runs_every_arm_and_seed_end_to_end_at_a_tiny_size(tmp_path, 
     from graftkit.runtime import single_thread
 
     tiny = {**experiment.SIZES["quick"], "mono": 1000, "mlm_steps": 2, "mlm_batch": 16, "train": 40, "test": 12,
-            "base_epochs": 1, "more_epochs": 1, "seeds": 1}
+            "warm_start_updates": 2, "updates": 3}
     monkeypatch.setitem(experiment.SIZES, "quick", tiny)
     stages: list[str] = []
     with single_thread():  # as `graftkit reproduce` runs it; two threads crawl on a shared machine
         outcome = load_all()["bertfused-nmt"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path,
                                                              on_progress=stages.append))
-    arms = ["transformer_warmstart", "transformer", "bert_fused", "bert_fused_pnet0.5", "bert_fused_pnet0",
-            "untrained_bert"]
+    arms = ["transformer_warmstart", "transformer", "bert_fused", "untrained_bert", "bert_embeddings"]
+    metrics = outcome.metrics
     for arm in arms:
         for subset in ("heldout", "all"):
-            assert 0.0 <= outcome.metrics[f"bleu_{subset}_{arm}"] <= 100.0
+            assert 0.0 <= metrics[f"bleu_{subset}_{arm}"] <= 100.0
+            assert metrics[f"bleu_{subset}_{arm}"] == pytest.approx(
+                (metrics[f"bleu_{subset}_{arm}_seed0"] + metrics[f"bleu_{subset}_{arm}_seed1"]) / 2)
+    for control in experiment.CONTROLS:  # the paired interval of each control, around its mean difference
+        name = f"bert_fused_minus_{control}_heldout"
+        assert metrics[f"{name}_mean"] == pytest.approx(metrics["bleu_heldout_bert_fused"]
+                                                        - metrics[f"bleu_heldout_{control}"])
+        assert metrics[f"{name}_ci_low"] <= metrics[f"{name}_mean"] <= metrics[f"{name}_ci_high"]
     assert [row["system"] for row in outcome.table] == arms
-    assert stages[-1].endswith("NMT run 6/6")
-    assert 0 < outcome.metrics["heldout_sentences"] <= outcome.metrics["test_sentences"] == 12
+    assert stages[-1].endswith("NMT run 12/12")  # 2 seeds x (warm start, 3 continuations, the control's 2)
+    assert (metrics["warm_start_updates"], metrics["updates"], metrics["warmup_updates"]) == (2, 3, 1)
+    assert 0 < metrics["heldout_sentences"] <= metrics["test_sentences"] == 12
+    # 2 masked-LM steps teach BERT no synonymy: the gate fails and the verdict is undecided, with the reason
+    assert metrics["failed_gate"] == "bert_knows_synonymy"
+    assert load_all()["bertfused-nmt"].verdict(metrics) is None
+    assert any(c.startswith("Undecided: gate 'bert_knows_synonymy' failed") for c in outcome.caveats)
     for probe in ("bert_synonym_top1_contextual", "bert_synonym_top1_input_embedding",
                   "untrained_bert_synonym_top1_contextual", "untrained_bert_synonym_top1_input_embedding"):
-        assert 0.0 <= outcome.metrics[probe] <= 1.0
+        assert 0.0 <= metrics[probe] <= 1.0
     (figure,) = outcome.figures
     assert figure.stat().st_size > 1000
