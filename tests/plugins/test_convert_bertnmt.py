@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from loopback import run_fairseq_ok
+from reference_weights import ReferenceWeights
 
 from graftkit.commands.bertfused import load_plugins
 from graftkit.data.parallel import ToyLanguagePair
@@ -72,17 +73,8 @@ def reference_checkpoint(bert_config: dict, settings: dict, seed: int = 0, sourc
                          target_words: int = TARGET_WORDS) -> tuple[dict[str, torch.Tensor], dict]:
     """Random float64 weights under bert-nmt's names and shapes (LayerNorms away from 1/0 on purpose), and its
     settings as its fairseq 0.7 stores them (``args``); dictionaries of 4 specials and ``*_words`` words."""
-    g = torch.Generator().manual_seed(seed)
-    w: dict[str, torch.Tensor] = {}
-
-    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
-
-    def norm(name: str, size: int) -> None:
-        w[f"{name}.weight"], w[f"{name}.bias"] = 1 + rand(size, scale=0.1), rand(size, scale=0.1)
-
-    def linear(name: str, n_out: int, n_in: int) -> None:
-        w[f"{name}.weight"], w[f"{name}.bias"] = rand(n_out, n_in), rand(n_out, scale=0.1)
+    w = ReferenceWeights(seed)
+    rand, norm, linear = w.rand, w.norm, w.linear
 
     def attention(name: str, kv_dim: int) -> None:  # fairseq 0.7's MultiheadAttention
         if kv_dim == DIM:
@@ -142,7 +134,7 @@ def reference_checkpoint(bert_config: dict, settings: dict, seed: int = 0, sourc
             "dropout": 0.3, "attention_dropout": 0.1, "max_source_positions": MAX_POSITIONS,
             "max_target_positions": MAX_POSITIONS, "bert_model_name": "bert-base-uncased", "encoder_ratio": 1.0,
             "bert_ratio": 1.0, "bert_gates": [1] * ENCODER_LAYERS, "bert_output_layer": -1, **settings}
-    return w, args
+    return dict(w), args
 
 
 def save_reference(path: Path, weights: dict[str, torch.Tensor], args: dict) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_weights import ReferenceWeights
 
 from graftkit.errors import GraftkitError
 from plugins.convert_mcbert import convert_mcbert_to_hf
@@ -27,16 +28,8 @@ HIDDEN, HEADS, FFN, LAYERS, MAX_POSITIONS, DIVIDER = 12, 3, 24, 2, 16, 3
 
 
 def _reference_weights(stacked_attention: bool, embedding_normalize: bool) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
-
-    def norm(name: str, size: int) -> None:
-        w[f"{name}.weight"], w[f"{name}.bias"] = 1 + rand(size, scale=0.1), rand(size, scale=0.1)
-
-    def linear(name: str, n_out: int, n_in: int) -> None:
-        w[f"{name}.weight"], w[f"{name}.bias"] = rand(n_out, n_in), rand(n_out, scale=0.1)
+    w = ReferenceWeights(seed=0)
+    rand, norm, linear = w.rand, w.norm, w.linear
 
     def encoder(prefix: str, hidden: int, ffn: int) -> None:
         w[prefix + "embed_positions.weight"] = rand(MAX_POSITIONS + 2, hidden, scale=1.0)  # pad + 1 extra rows
@@ -57,7 +50,7 @@ def _reference_weights(stacked_attention: bool, embedding_normalize: bool) -> di
             norm(layer + "final_layer_norm", hidden)
 
     small = HIDDEN // DIVIDER
-    w: dict[str, torch.Tensor] = {G + "embed_tokens.weight": rand(VOCAB, HIDDEN, scale=1.0)}
+    w[G + "embed_tokens.weight"] = rand(VOCAB, HIDDEN, scale=1.0)
     w[G + "embed_tokens.weight"][1] = 0
     encoder(G, HIDDEN, FFN)
     linear("decoder.lm_head.dense", HIDDEN, HIDDEN)
@@ -73,7 +66,7 @@ def _reference_weights(stacked_attention: bool, embedding_normalize: bool) -> di
     w["mc.lm_head.bias"] = w["decoder.lm_head.bias.weight"]
     w["mc.lm_head.share_emb_pro.weight"] = w[M + "embed_linear.weight"]
     w["mc.lm_head.share_emb_pro.bias"] = w[M + "embed_linear.bias"]
-    return w
+    return dict(w)
 
 
 def _ln(x, w, name):

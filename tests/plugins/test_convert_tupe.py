@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_weights import ReferenceWeights
 
 from graftkit.errors import GraftkitError
 from plugins.convert_tupe import convert_fairseq_tupe_to_hf
@@ -28,18 +29,13 @@ HIDDEN, HEADS, FFN, LAYERS, MAX_POSITIONS, BUCKETS = 16, 2, 24, 2, 16, 32
 def _reference_weights(relative: bool, pos_proj: bool, pre_ln: bool, embedding_normalize: bool,
                        seed: int = 0) -> dict[str, torch.Tensor]:
     """Random float64 weights under the reference's names and shapes (LayerNorms away from 1/0 on purpose)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+    w = ReferenceWeights(seed)
+    rand, linear = w.rand, w.linear
 
     def norm(name: str) -> None:
-        w[f"{name}.weight"], w[f"{name}.bias"] = 1 + rand(HIDDEN, scale=0.1), rand(HIDDEN, scale=0.1)
+        w.norm(name, HIDDEN)
 
-    def linear(name: str, n_out: int, n_in: int) -> None:
-        w[f"{name}.weight"], w[f"{name}.bias"] = rand(n_out, n_in), rand(n_out, scale=0.1)
-
-    w: dict[str, torch.Tensor] = {P + "embed_tokens.weight": rand(VOCAB, HIDDEN, scale=1.0)}
+    w[P + "embed_tokens.weight"] = rand(VOCAB, HIDDEN, scale=1.0)
     w[P + "embed_tokens.weight"][1] = 0  # the padding row, as nn.Embedding(padding_idx=1) keeps it
     w[P + "pos.weight"] = rand(MAX_POSITIONS + 1, HIDDEN, scale=1.0)
     norm(P + "pos_ln")
@@ -69,7 +65,7 @@ def _reference_weights(relative: bool, pos_proj: bool, pre_ln: bool, embedding_n
     norm("decoder.lm_head.layer_norm")
     w["decoder.lm_head.bias"] = rand(VOCAB, scale=0.1)
     w["decoder.lm_head.weight"] = w[P + "embed_tokens.weight"]  # tied: listed under both names
-    return w
+    return dict(w)
 
 
 def _t5_bucket(relative_position: int, num_buckets: int = BUCKETS, max_distance: int = 128) -> int:
