@@ -2,6 +2,9 @@
 the SYNTHETIC mean-degree set, the pairing of arms, and a tiny end-to-end run."""
 
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -43,21 +46,54 @@ def _gate_metrics(**overrides):
 
 
 def test_gates_name_what_failed():
-    from graftkit.experiments.graphnorm import FULL, QUICK, Budget, _gates
+    from graftkit.experiments.graphnorm import FULL, QUICK, Budget, _caveats, _gates
 
-    assert _gates(_gate_metrics(), QUICK, full=False) == ""
-    assert _gates(_gate_metrics(), FULL, full=True) == ""
-    assert _gates(_gate_metrics(), Budget(epochs=8, seeds=4), full=False).startswith("paired seeds: 4 < 5")
+    assert _gates(_gate_metrics(), QUICK) == ""
+    assert _gates(_gate_metrics(), FULL) == ""
+    assert _gates(_gate_metrics(), Budget(epochs=8, seeds=4)).startswith("paired seeds: 4 < 5")
     diverged = _gate_metrics(**{"diverged_runs_mutag_batch": 1})
-    assert "batch diverged on mutag" in _gates(diverged, QUICK, full=False)
+    assert "batch diverged on mutag" in _gates(diverged, QUICK)
     # training must have left chance for at least one compared arm; one slow arm alone is the claim, not a gate
     slow = _gate_metrics(**{"final_loss_mutag_batch": 0.7})
-    assert _gates(slow, QUICK, full=False) == ""
+    assert _gates(slow, QUICK) == ""
     neither = _gate_metrics(**{"final_loss_mutag_batch": 0.7, "final_loss_mutag_graph": 0.65})
-    assert _gates(neither, QUICK, full=False).startswith("training happens: on mutag")
-    edge = _gate_metrics(**{"lr_mean-degree_graph": 3e-2})
-    assert _gates(edge, QUICK, full=False) == ""  # quick uses fixed rates: no grid to be at the edge of
-    assert "graph on mean-degree chose 0.03" in _gates(edge, FULL, full=True)
+    assert _gates(neither, QUICK).startswith("training happens: on mutag")
+    # every budget searches the grid, so a judged arm at either edge is undecided at quick and at --full
+    for budget in (QUICK, FULL):
+        top = _gate_metrics(**{"lr_mean-degree_graph": 1e-1})
+        assert "graph on mean-degree chose 0.1, an edge" in _gates(top, budget)
+        bottom = _gate_metrics(**{"lr_mutag_graph-frozen-alpha": 3e-4})
+        assert "graph-frozen-alpha on mutag chose 0.0003" in _gates(bottom, budget)
+        assert _gates(_gate_metrics(**{"lr_mutag_batch": 3e-2}), budget) == ""  # inside: fine
+    # an arm the verdict does not compare may sit at an edge: a caveat, not a gate
+    layer_edge = _gate_metrics(**{"lr_mutag_layer": 3e-4}, gate_failed="")
+    assert _gates(layer_edge, QUICK) == ""
+    assert any("layer (not judged) chose an edge" in c for c in _caveats(layer_edge))
+
+
+def test_learning_rate_is_the_lowest_training_auc_on_seeds_no_judged_run_uses(monkeypatch):
+    from graftkit.experiments import graphnorm
+    from graftkit.registry import RunContext
+
+    calls = []
+    best = {"graph": 3e-3, "batch": 1e-2}
+
+    def fake_train(arm, train_set, lr, seed, budget):
+        calls.append(seed)
+        if arm == "none" and lr >= 3e-2:
+            return None  # diverged: counts as worst, never chosen
+        target = best.get(arm, 3e-2 if arm == "none" else 1e-3)
+        return {"auc": abs(math.log(lr / target)), "final": 0.1, "curve": [0.1]}
+
+    monkeypatch.setattr(graphnorm, "_train", fake_train)
+    chosen, cells = graphnorm._choose_lrs(RunContext("quick", 7, Path("."), lambda *a: None), "mutag", [],
+                                          graphnorm.QUICK)
+    assert chosen["graph"] == 3e-3 and chosen["batch"] == 1e-2 and chosen["layer"] == 1e-3
+    assert chosen["none"] == 1e-2  # its best finite score: 3e-2 and above diverged
+    assert math.isnan(cells[("none", 3e-2)]) and cells[("graph", 3e-3)] == 0
+    assert len(cells) == len(graphnorm.ARMS) * len(graphnorm.LR_GRID)
+    judged = set(range(7, 7 + graphnorm.QUICK.seeds))
+    assert calls and not judged & set(calls)
 
 
 def test_mean_degree_graphs_are_labelled_by_their_mean_degree():
@@ -97,6 +133,7 @@ def test_tiny_run_reports_per_seed_metrics_and_names_the_failed_gate(tmp_path, m
     from graftkit.registry import RunContext
 
     monkeypatch.setattr(graphnorm, "QUICK", graphnorm.Budget(epochs=1, seeds=2, batch_size=128))
+    monkeypatch.setattr(graphnorm, "LR_GRID", (1e-3, 1e-2, 1e-1))  # 36 grid runs instead of 72
     stages: list[str] = []
     outcome = graphnorm.run(RunContext("quick", 0, tmp_path, stages.append))
     metrics = outcome.metrics
@@ -105,4 +142,6 @@ def test_tiny_run_reports_per_seed_metrics_and_names_the_failed_gate(tmp_path, m
     assert len(metrics["per_seed_auc_mutag_graph"]) == 2 and "batch_minus_graph_auc_ci_low_mean-degree" in metrics
     assert "instance_minus_graph_auc_ci_high_mutag" in metrics
     assert outcome.caveats[0].startswith("Undecided: gate failed — paired seeds")
-    assert stages[0] == "mutag: GIN+graph (1/6) lr 0.003, seed 1/2" and outcome.figures[0].is_file()
+    assert stages[0] == "mutag: lr grid, graph lr 0.001" and outcome.figures[0].is_file()
+    assert stages[len(graphnorm.ARMS) * len(graphnorm.LR_GRID)].startswith("mutag: GIN+graph (1/6) lr ")
+    assert "grid_auc_mean-degree_batch_lr0.1" in metrics
