@@ -30,7 +30,7 @@ VALIDATION_PHOTO = "motorcycle_left"
 # quick run takes about 2 minutes and --full at most about 15 minutes of one core.
 SETTINGS = {
     "quick": {"scale": 2, "blocks": 4, "growth_channels": 8, "steps": 400, "batch_size": 8, "patch_size": 32,
-              "lr": 2e-3, "sr_lr": 2e-3, "test_crop": 256, "curve_every": 50},
+              "lr": 2e-3, "sr_lr": 1e-3, "test_crop": 256, "curve_every": 50},
     "full": {"scale": 2, "blocks": 4, "growth_channels": 8, "steps": 3000, "batch_size": 8, "patch_size": 32,
              "lr": 2e-3, "sr_lr": 2e-3, "test_crop": None, "curve_every": 375},
 }
@@ -261,7 +261,7 @@ ARMS = {"irn_sampled": f"IRN ×2, z ~ N(0, 1), mean of {DRAWS} draws (judged)", 
           "from a bicubic LR.",
     rule=f"supported when IRN's restore with z sampled from N(0, 1) as the reference's test does (PSNR-Y, border "
          f"= scale, mean over {DRAWS} draws, mean over the held-out photos {', '.join(TEST_PHOTOS)}) is at least "
-         f"{MARGIN_DB:g} dB above bicubic down+up and above the SR baseline (bicubic down + a learned conv "
+         f"{MARGIN_DB:.1f} dB above bicubic down+up and above the SR baseline (bicubic down + a learned conv "
          "upscaler of similar size trained for the same steps, psnr_sr_baseline), each as the lower end of the "
          f"95% bootstrap interval of the per-seed paired difference ({SEEDS} paired seeds); the z = 0 restore is "
          "reported, not judged. Gate: undecided while the validation curve (mean over seeds) ends below bicubic "
