@@ -57,6 +57,10 @@ def test_experiment_keeps_the_reference_losses_and_optimiser_settings():
         assert (config.betas, config.weight_decay, config.grad_clip, config.gamma) == ((0.9, 0.999), 1e-5, 10.0, 0.5)
         assert config.flip_rotate
         assert config.lr == pytest.approx(experiment.SETTINGS[mode]["lr"])
+        # the gate compares the curve's last point with its point at 3/4 of the steps: both must be measured
+        settings = experiment.SETTINGS[mode]
+        assert (3 * settings["steps"] // 4) % settings["curve_every"] == 0
+        assert settings["steps"] % settings["curve_every"] == 0
 
 
 def test_validation_and_test_photos_are_held_out_from_training_and_each_other():
