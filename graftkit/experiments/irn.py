@@ -340,7 +340,7 @@ def run(ctx: RunContext) -> Outcome:
     })
     curve_figure = ctx.figure_path("irn_learning_curve.png")
     _plot_curves(curve_figure, seeds, curves, curve_bicubic, metrics["psnr_sr_baseline_validation"],
-                 f"x{scale}, {CURVE_CROP}² central crop of the validation photo {VALIDATION_PHOTO}: PSNR vs steps")
+                 f"x{scale}, validation photo {VALIDATION_PHOTO}, central {CURVE_CROP}² crop")
 
     table: list[dict[str, Any]] = [
         {"method": label, **{f"{name} PSNR-Y": _mean(by_photo[name][f"psnr_{arm}"] for by_photo in scores)
