@@ -34,7 +34,7 @@ SETTINGS = {
     "full": {"scale": 2, "blocks": 4, "growth_channels": 8, "steps": 3000, "batch_size": 8, "patch_size": 32,
              "lr": 2e-3, "sr_lr": 2e-3, "test_crop": None, "curve_every": 375},
 }
-#: the issue's two paired seeds, at --full too: a third would take --full past 15 minutes of one core
+#: the issue's two paired seeds, at --full too: a third would add half again and could take --full past 15 minutes
 SEEDS = 2
 #: z draws averaged for the judged sampled-z restore (the reference's test samples z ~ N(0, 1))
 DRAWS = 3
