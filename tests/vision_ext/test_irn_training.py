@@ -251,30 +251,44 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
 
 
 def test_experiment_is_registered_with_its_rule():
+    from graftkit.experiments import protocol
     from graftkit.registry import load_all
 
     exp = load_all()["irn-vs-bicubic"]
-    assert exp.method == "irn"
-    # judged on the sampled-z restore (the reference's test); z = 0 is reported, not judged
-    assert exp.verdict({"psnr_irn_sampled": 32.0, "psnr_irn_z0": 24.0, "psnr_bicubic": 31.7}) is True
-    assert exp.verdict({"psnr_irn_sampled": 24.0, "psnr_irn_z0": 32.0, "psnr_bicubic": 31.7}) is False
+    assert exp.method == "irn" and "psnr_sr_baseline" in exp.rule and "1.0 dB" in exp.rule
+    gate = protocol.gate_metrics([protocol.Gate("curve_above_bicubic_or_flat", True, "")])
+    # judged on the paired interval's lower ends of the sampled-z restore (the reference's test) minus bicubic
+    # and minus the SR baseline; z = 0 is reported, not judged
+    assert exp.verdict({"irn_minus_bicubic_ci_low": 1.0, "irn_minus_sr_baseline_ci_low": 0.01, **gate}) is True
+    assert exp.verdict({"irn_minus_bicubic_ci_low": 0.99, "irn_minus_sr_baseline_ci_low": 0.5, **gate}) is False
 
 
 def test_experiment_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     from graftkit.experiments import irn as experiment
     from graftkit.registry import RunContext, load_all
 
-    tiny = {"scale": 2, "blocks": 1, "growth_channels": 4, "steps": 2, "batch_size": 2,
-            "patch_size": 16, "lr": 2e-4, "test_crop": 32, "curve_every": 1}
+    tiny = {"scale": 2, "blocks": 1, "growth_channels": 4, "steps": 4, "batch_size": 2,
+            "patch_size": 16, "lr": 2e-4, "sr_lr": 2e-4, "test_crop": 32, "curve_every": 1}
     monkeypatch.setitem(experiment.SETTINGS, "quick", tiny)
     monkeypatch.setattr(experiment, "CURVE_CROP", 32)  # the learning curve's validation crop
-    outcome = load_all()["irn-vs-bicubic"].run(RunContext(mode="quick", seed=0, out_dir=tmp_path))
-    assert outcome.metrics["train_steps"] == 2
-    assert {"psnr_irn_z0", "psnr_irn_sampled", "psnr_bicubic"} <= set(outcome.metrics)
+    outcome = load_all()["irn-vs-bicubic"].run(RunContext(mode="quick", seed=5, out_dir=tmp_path))
+    metrics = outcome.metrics
+    assert metrics["train_steps"] == 4
+    for arm in ("irn_sampled", "irn_z0", "sr_baseline", "bicubic"):
+        assert {f"psnr_{arm}", f"ssim_{arm}", f"psnr_{arm}_seed5", f"psnr_{arm}_seed6"} <= set(metrics)
+        assert {f"psnr_{arm}_{name}_seed{s}" for name in experiment.TEST_PHOTOS for s in (5, 6)} <= set(metrics)
+    # the summary is the mean over photos and seeds; the paired difference is per seed
+    assert metrics["psnr_sr_baseline"] == pytest.approx((metrics["psnr_sr_baseline_seed5"]
+                                                         + metrics["psnr_sr_baseline_seed6"]) / 2)
+    differences = [metrics[f"psnr_irn_sampled_seed{s}"] - metrics[f"psnr_bicubic_seed{s}"] for s in (5, 6)]
+    assert metrics["irn_minus_bicubic_mean"] == pytest.approx(sum(differences) / 2)
+    assert min(differences) == pytest.approx(metrics["irn_minus_bicubic_ci_low"])
+    assert "gate_curve_above_bicubic_or_flat" in metrics and "failed_gate" in metrics
     methods = [row["method"] for row in outcome.table]
-    assert methods[0].startswith("IRN x2, z ~ N(0,1), mean of") and methods[1] == "IRN x2, z = 0"
+    assert methods[0].startswith("IRN ×2, z ~ N(0, 1), mean of") and methods[1] == "IRN ×2, z = 0"
+    assert methods[2].startswith("SR baseline")
     curve_rows = [m for m in methods if m.startswith("learning curve")]
-    assert len(curve_rows) == 3  # steps 0, 1, 2 at curve_every=1
-    assert all(experiment.VALIDATION_PHOTO in m for m in curve_rows)  # the curve never looks at the test photo
-    assert outcome.metrics["train_cpu_seconds"] > 0
+    assert len(curve_rows) == 5  # steps 0..4 at curve_every=1
+    assert all(experiment.VALIDATION_PHOTO in m for m in curve_rows)  # the curve never looks at a test photo
+    assert metrics["irn_train_cpu_seconds"] > 0 and metrics["sr_train_cpu_seconds"] > 0
     assert outcome.figures and all(f.stat().st_size > 1000 for f in outcome.figures)
