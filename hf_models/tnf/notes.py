@@ -255,8 +255,8 @@ class NoteDictionary(nn.Module):
 
         Per-word sums and counts are accumulated densely over all R words (``index_add_``; [R, d + 1] float32,
         all-reduced under DDP), so every shape is fixed: the update compiles with ``fullgraph=True`` and
-        exports. The EMA is computed in float32 (float64 for a float64 buffer) and stored in the buffer's
-        dtype (a bf16 model keeps working)."""
+        exports. The EMA is one in-place ``lerp_`` of ND, computed in float32 (float64 for a float64 buffer)
+        and stored in the buffer's dtype (a bf16 model keeps working)."""
         notes = span_notes(hidden, spans, attention_mask, self.half_window).flatten(0, 1)  # [batch * spans, d]
         real = (spans[..., 0] >= 0).flatten().to(torch.float32)
         words = spans[..., 0].flatten().clamp_min(0)
@@ -267,12 +267,17 @@ class NoteDictionary(nn.Module):
         if self._distributed():
             dist.all_reduce(totals)
         updated = totals[:, -1] > 0
-        mean = totals[:, :-1] / totals[:, -1:].clamp_min(1.0)
-        current = self.notes.to(torch.promote_types(self.notes.dtype, torch.float32))
-        new = (1 - self.momentum) * current + self.momentum * mean
+        ema_dtype = torch.promote_types(self.notes.dtype, torch.float32)
+        mean = (totals[:, :-1] / totals[:, -1:].clamp_min(1.0)).to(ema_dtype)
+        # each row's step towards this step's note: 0 keeps it, γ is the EMA, 1 copies a first note in
+        # ("replace"); one fused pass over ND (lerp), as R is large and few rows change in a step
+        weight = updated.to(ema_dtype) * self.momentum
         if self.first_note == "replace":
-            new = torch.where(self.has_note[:, None], new, mean)
-        self.notes.copy_(torch.where(updated[:, None], new, current))
+            weight = torch.where(self.has_note, weight, updated.to(ema_dtype))
+        current = self.notes if self.notes.dtype == ema_dtype else self.notes.to(ema_dtype)
+        current.lerp_(mean, weight[:, None])
+        if current is not self.notes:
+            self.notes.copy_(current)
         self.has_note.logical_or_(updated)
         return updated.sum()
 
