@@ -18,7 +18,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ..core.embeddings import Embeddings, resolve_position_ids
+from ..core.embeddings import Embeddings
 from ..core.encoder import Encoder
 from ..core.modeling import (
     EncoderForSequenceClassification,
@@ -30,7 +30,7 @@ from ..core.modeling import (
     tupe_positional_bias,
 )
 from ..core.remote_code import write_remote_code
-from ..tnf.notes import NoteDictionary, check_spans, init_note_state, note_inputs_embeds
+from ..tnf.notes import NoteDictionary, check_spans, core_note_inputs, init_note_state
 from ..tnf.rare_spans import RareWordFinder
 from .configuration_mc_bert import McBertConfig
 from .objectives import (
@@ -369,14 +369,10 @@ class McBertForPreTraining(McBertPreTrainedModel):
         embeddings = self.mc_bert.embeddings
         seq_len = main_input.shape[1]
         check_spans(spans, seq_len, self.notes.num_words)
-        # the main model's positions (the core's rule), resolved once: the mix subtracts them, the embeddings add them
-        position_ids = resolve_position_ids(None, attention_mask, seq_len, main_input.device)
         targets = None if self.config.mix_masked_words else input_ids.masked_fill(~masked, -100)
         mix, notes = self.notes.token_notes(spans, seq_len, targets)
-        # with TUPE's positions (position_embedding_type "tupe_*") the input has no position vector to mix
-        positions = None if embeddings.position_embeddings is None else embeddings.position_embeddings(position_ids)
-        mixed = note_inputs_embeds(embeddings.word_embeddings(main_input), positions, notes, mix,
-                                   self.config.note_weight)
+        mixed, position_ids = core_note_inputs(embeddings, main_input, None, attention_mask, notes, mix,
+                                               self.config.note_weight)
         hidden = self.mc_bert(None, attention_mask, token_type_ids, position_ids, mixed).last_hidden_state
         self.notes.update(hidden, spans, attention_mask)
         return hidden

@@ -21,12 +21,11 @@ import warnings
 import torch
 from transformers.modeling_outputs import MaskedLMOutput
 
-from ..core.embeddings import resolve_position_ids
 from ..core.heads import token_cross_entropy
 from ..core.modeling import EncoderForMaskedLM, EncoderModel, EncoderPreTrainedModel, maybe_tuple
 from ..core.remote_code import write_remote_code
 from .configuration_tnf import TnfConfig
-from .notes import NoteDictionary, check_spans, init_note_state, note_inputs_embeds
+from .notes import NoteDictionary, check_spans, core_note_inputs, init_note_state
 from .rare_spans import RareWordFinder
 
 NO_RARE_VOCABULARY = (
@@ -109,14 +108,10 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         embeddings = self.bert.embeddings
         seq_len = embeddings.check_inputs(input_ids, token_type_ids, position_ids, None, attention_mask)[1]
         check_spans(rare_spans, seq_len, self.notes.num_words)
-        # the backbone's positions (the core's rule), resolved once: the mix subtracts them, the backbone adds them
-        position_ids = resolve_position_ids(position_ids, attention_mask, seq_len, input_ids.device)
         mix, notes = self.notes.token_notes(rare_spans, seq_len,
                                             None if self.config.mix_masked_words else labels)
-        # with TUPE's positions (position_embedding_type "tupe_*") the input has no position vector to mix
-        positions = None if embeddings.position_embeddings is None else embeddings.position_embeddings(position_ids)
-        mixed = note_inputs_embeds(embeddings.word_embeddings(input_ids), positions, notes, mix,
-                                   self.config.note_weight)
+        mixed, position_ids = core_note_inputs(embeddings, input_ids, position_ids, attention_mask, notes, mix,
+                                               self.config.note_weight)
         outputs = self._encode(None, attention_mask, token_type_ids, position_ids, mixed,
                                output_attentions, output_hidden_states)
         self.notes.update(outputs.last_hidden_state, rare_spans, attention_mask)

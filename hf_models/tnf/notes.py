@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import initialization as init
 
+from ..core.embeddings import resolve_position_ids
 from .rare_spans import RareWordFinder, check_rare_word_fields
 
 FIRST_NOTE_MODES = ("replace", "ema")
@@ -189,6 +190,24 @@ def note_inputs_embeds(token_embeds: torch.Tensor, position_embeds: torch.Tensor
     base = token_embeds if position_embeds is None else token_embeds + position_embeds
     mixed = token_embeds + weight * (notes.to(token_embeds.dtype) - base)
     return torch.where(mix[..., None], mixed, token_embeds)
+
+
+def core_note_inputs(embeddings: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None,
+                     attention_mask: torch.Tensor | None, notes: torch.Tensor, mix: torch.Tensor,
+                     weight: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(``inputs_embeds``, ``position_ids``) to give a backbone on graftkit's core whose ``embeddings`` are the
+    core's :class:`~hf_models.core.embeddings.Embeddings`: :func:`note_inputs_embeds` of ``input_ids``.
+
+    With BERT's learned absolute positions the positions are resolved once (the core's rule) and returned: the
+    mix subtracts them, the backbone adds them. With TUPE's (``position_embedding_type`` "tupe_*") the input
+    has no position vector to mix and ``position_ids`` is returned as given, so that the backbone resolves the
+    positions itself (one positional bias for a right-padded batch, not one per row)."""
+    if embeddings.position_embeddings is None:
+        positions = None
+    else:
+        position_ids = resolve_position_ids(position_ids, attention_mask, input_ids.shape[1], input_ids.device)
+        positions = embeddings.position_embeddings(position_ids)
+    return note_inputs_embeds(embeddings.word_embeddings(input_ids), positions, notes, mix, weight), position_ids
 
 
 class NoteDictionary(nn.Module):

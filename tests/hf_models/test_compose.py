@@ -202,6 +202,31 @@ def test_tnf_mixes_notes_without_position_vectors_on_tupe():
     torch.testing.assert_close(seen[0], expected)
 
 
+def test_notes_on_tupe_take_one_positional_bias_for_a_right_padded_batch():
+    # TNF's mix needs no positions on TUPE, so the backbone resolves them itself: one [1, heads, seq, seq] bias
+    # for a right-padded batch, as without notes, and on real tokens the outputs that per-row positions give
+    from hf_models.core.embeddings import positions_from_attention_mask
+
+    config = TnfConfig(**TINY, **COMPOSITIONS["tupe_a+tnf"][1], first_note="ema")
+    torch.manual_seed(0)
+    model = TnfForMaskedLM(config).train()
+    shapes = []
+    model.bert.positional_bias.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
+    ids = torch.randint(6, 60, (2, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 7:] = 0
+    spans = torch.tensor([[[1, 2, 3]], [[2, 5, 5]]])
+    notes = model.notes.notes.clone()
+    logits = model(input_ids=ids, attention_mask=mask, rare_spans=spans).logits
+    with torch.no_grad():
+        model.notes.notes.copy_(notes)  # the same notes mixed in again
+    per_row = model(input_ids=ids, attention_mask=mask, rare_spans=spans,
+                    position_ids=positions_from_attention_mask(mask)).logits
+    assert shapes == [(1, 6, 10, 10), (2, 6, 10, 10)]
+    real = mask.bool()
+    torch.testing.assert_close(logits[real], per_row[real])
+
+
 # --- the config refuses what does not combine ------------------------------------------------------------------
 
 @pytest.mark.parametrize("cls, fields, message", [

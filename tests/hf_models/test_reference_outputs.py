@@ -228,7 +228,10 @@ def _assert_equal_to_reference(reference: dict, case: str, got: dict[str, torch.
     want = reference["tensors"][case]
     assert list(got) == want["keys"]
     for key, shape, prints in zip(want["keys"], want["shapes"], want["fingerprints"]):
-        assert_fingerprint(got[key], shape, prints, tolerance, f"{case} {key}")
+        # at b2e7509 a float64 note dictionary's EMA rounded γ · mean to float32 (a Python float times the
+        # float32 mean); it is now taken in float64, so float64 notes, and a loss that reads them, agree to 1e-8
+        loose = case.startswith("tnf_training") and case.endswith("float64") and key.endswith(("notes", "loss"))
+        assert_fingerprint(got[key], shape, prints, 1e-8 if loose else tolerance, f"{case} {key}")
 
 
 @pytest.mark.parametrize("case", sorted(_encoder_cases()))
