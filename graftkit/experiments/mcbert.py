@@ -36,6 +36,9 @@ CONTROLLER_FACTOR = 2.0
 PRETRAINING_MARGIN = 0.05
 #: one seed's standard error of a probe's test accuracy must stay below this
 MAX_STANDARD_ERROR = 0.01
+#: the branch point's semantic accuracy must stay at or below this, so that the probe leaves the arms room to
+#: differ (added after the --full run whose branch point scored 0.988 and every arm 0.99-1.00)
+MAX_BRANCH_POINT_ACCURACY = 0.95
 #: inverse regularization strengths of the probes, picked on their validation split
 PROBE_C = (0.1, 1.0)
 #: the seed of the controller's pre-training (shared by every judged seed) and of the validation masks
@@ -307,10 +310,12 @@ def standard_error(accuracy: float, n: int) -> float:
 
 def gates(metrics: dict[str, Any], n_test: int) -> list[Gate]:
     """The gates, in order: the controller proposes plausible tokens, pre-training helps (MLM beats a random
-    encoder on the semantic probe), and the test sets are large enough for one seed's standard error."""
+    encoder on the semantic probe), the test sets are large enough for one seed's standard error, and the probe
+    is not solved before pre-training (the branch point leaves the arms room to differ)."""
     p, unigram = metrics["controller_p_original"], metrics["unigram_p_original"]
     gain = metrics["semantic_acc_mlm"] - metrics["semantic_acc_random"]
     se = metrics["semantic_se_max"]
+    start = metrics["semantic_acc_start"]
     return [
         Gate("controller", p >= CONTROLLER_FACTOR * unigram,
              f"the meta controller gives the original token p {p:.3f} at masked validation positions; the word "
@@ -322,6 +327,10 @@ def gates(metrics: dict[str, Any], n_test: int) -> list[Gate]:
         Gate("probe_precision", se < MAX_STANDARD_ERROR,
              f"the largest one-seed standard error of a semantic test accuracy ({n_test} examples) is {se:.4f} "
              f"(needed < {MAX_STANDARD_ERROR})."),
+        Gate("probe_headroom", start <= MAX_BRANCH_POINT_ACCURACY,
+             f"the branch point (the pre-trained controller's embeddings, encoder untrained) already scores "
+             f"{start:.3f} on the semantic probe (needed <= {MAX_BRANCH_POINT_ACCURACY}): the probe leaves the arms "
+             f"no room to differ."),
     ]
 
 
@@ -339,9 +348,10 @@ RULE = (
     f"class-neutral clause. "
     f"Gates (else undecided): the controller's p(original) at masked positions >= {CONTROLLER_FACTOR:g}x the word "
     f"frequencies'; MLM's semantic accuracy >= a random-init encoder's + {PRETRAINING_MARGIN}; one seed's "
-    f"standard error < {MAX_STANDARD_ERROR}. Supported if the 95% bootstrap interval of the paired per-seed "
-    f"difference MC-BERT - RTD in semantic accuracy lies above 0 (mc_minus_rtd_ci_low > 0), else not "
-    f"supported; MLM is a gate, not a competitor; the syntactic control (agreement) and graftkit's default "
+    f"standard error < {MAX_STANDARD_ERROR}; the branch point's semantic accuracy <= "
+    f"{MAX_BRANCH_POINT_ACCURACY} (the probe leaves room to differ). Supported if the 95% bootstrap interval of "
+    f"the paired per-seed difference MC-BERT - RTD in semantic accuracy lies above 0 (mc_minus_rtd_ci_low > 0), "
+    f"else not supported; MLM is a gate, not a competitor; the syntactic control (agreement) and graftkit's default "
     f"MC-BERT settings are reported, not judged. {LEARNING_RATES.words()}.")
 
 

@@ -110,7 +110,8 @@ def test_quick_probe_test_sets_keep_one_seeds_standard_error_below_the_gate():
 
 def _metrics(**changes):
     metrics = {"controller_p_original": 0.3, "unigram_p_original": 0.04, "semantic_acc_mlm": 0.6,
-               "semantic_acc_random": 0.1, "semantic_se_max": 0.008, "mc_minus_rtd_ci_low": 0.01}
+               "semantic_acc_random": 0.1, "semantic_se_max": 0.008, "semantic_acc_start": 0.5,
+               "mc_minus_rtd_ci_low": 0.01}
     return metrics | changes
 
 
@@ -119,6 +120,8 @@ def _metrics(**changes):
     ({"controller_p_original": 0.079}, "controller"),  # below 2x the word frequencies' 0.04
     ({"semantic_acc_mlm": 0.149}, "pretraining_helps"),
     ({"semantic_se_max": 0.0101}, "probe_precision"),
+    ({"semantic_acc_start": 0.951}, "probe_headroom"),  # the probe solved before pre-training
+    ({"semantic_acc_start": 0.95}, None),
 ])
 def test_gates_then_the_rule_on_the_paired_interval(changes, failed):
     from graftkit.registry import load_all
