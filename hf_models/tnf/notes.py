@@ -226,17 +226,14 @@ class NoteDictionary(nn.Module):
             initialized with more than one rank, so every rank holds the same ND.
     """
 
-    def __init__(self, num_words: int, dim: int, momentum: float = 0.1, half_window: int = 16,
-                 first_note: str = "replace", init_std: float = 0.02, sync_ranks: bool = True) -> None:
+    def __init__(self, num_words: int, dim: int, momentum: float = NoteFields.note_momentum,
+                 half_window: int = NoteFields.note_half_window, first_note: str = NoteFields.first_note,
+                 init_std: float = 0.02, sync_ranks: bool = True) -> None:
         super().__init__()
         for name, value in (("num_words", num_words), ("dim", dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        check_fraction("note_momentum (γ)", momentum)
-        if isinstance(half_window, bool) or not isinstance(half_window, int) or half_window < 0:
-            raise ValueError(f"note_half_window (k) must be an integer >= 0, got {half_window!r}")
-        if first_note not in FIRST_NOTE_MODES:
-            raise ValueError(f"first_note must be one of {FIRST_NOTE_MODES}, got {first_note!r}")
+        NoteFields(note_momentum=momentum, note_half_window=half_window, first_note=first_note).check()
         self.momentum, self.half_window, self.first_note = momentum, half_window, first_note
         self.sync_ranks = sync_ranks
         self._start_shared = False
