@@ -81,12 +81,14 @@ def rare_vocabulary_fields(dictionary: Path, task_cfg: dict[str, Any], tokenizer
     """``num_rare_words``, ``rare_word_token_ids`` and ``word_boundary_marks``: the task's rare words (its rule
     over ``dictionary``'s counts, in the note dictionary's row order) as ``tokenizer`` gives their ids."""
     from hf_models.tnf.vocabulary import RareVocabulary, tokenizer_fingerprint
-    from plugins.tnf import rare_symbols
+    from plugins.tnf import MaskedLMTnfConfig, rare_symbols
 
     entries = read_fairseq_dictionary_counts(dictionary)
     symbols = [*SPECIAL_SYMBOLS, *(symbol for symbol, _ in entries), MASK]  # the task appends <mask>
     counts = [0] * len(SPECIAL_SYMBOLS) + [count for _, count in entries] + [0]
-    min_count, max_count = int(task_cfg.get("tnf_min_count", 100)), int(task_cfg.get("tnf_max_count", 500))
+    # a setting the checkpoint lacks takes the task's default
+    min_count = int(task_cfg.get("tnf_min_count", MaskedLMTnfConfig.tnf_min_count))
+    max_count = int(task_cfg.get("tnf_max_count", MaskedLMTnfConfig.tnf_max_count))
     rare = rare_symbols(counts, min_count, max_count, [*range(len(SPECIAL_SYMBOLS)), len(symbols) - 1])
     words = [symbols[index] for index in rare.nonzero().flatten().tolist()]
     if len(words) != num_rare_words:
