@@ -71,9 +71,7 @@ def train_upscaler(model: ConvUpscaler, images: Sequence[Tensor], config: TrainC
     EDSR); Adam with ``config``'s lr, betas, weight decay, milestones and gradient clip, for ``config.steps``
     steps of ``config.batch_size`` patches. Returns the per-step losses."""
     sampler = PatchSampler(images, config.patch_size, model.scale, config.flip_rotate, seed=config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
-                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_steps(), config.gamma)
+    optimizer, scheduler = config.optimizer(model.parameters())
     model.train()
     losses: list[float] = []
     for step in range(config.steps):

@@ -95,6 +95,12 @@ class TrainConfig:
     def milestone_steps(self) -> list[int]:
         return sorted({max(1, round(m * self.steps)) for m in self.milestones})
 
+    def optimizer(self, parameters) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.MultiStepLR]:
+        """Adam with these lr, betas and weight decay over ``parameters``, and its lr schedule (times ``gamma``
+        at each milestone step): what IRN and the SR baseline train with."""
+        optimizer = torch.optim.Adam(parameters, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, self.milestone_steps(), self.gamma)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["betas"], data["milestones"] = list(self.betas), list(self.milestones)
@@ -217,9 +223,7 @@ def train(
     rank, world = _rank_world()
     device = next(model.parameters()).device
     sampler = PatchSampler(images, config.patch_size, model.scale, config.flip_rotate, seed=config.seed + rank)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
-                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_steps(), config.gamma)
+    optimizer, scheduler = config.optimizer(model.parameters())
     start = 0
     if resume:
         if checkpoint is None:
