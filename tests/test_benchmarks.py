@@ -45,3 +45,22 @@ def test_benchmark_runs(script):
                           cwd=BENCHMARKS.parent, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert expected in done.stdout
+
+
+def test_pretraining_goals_pair_each_round():
+    """The composition bound pairs the arms within a round: a round in which every arm ran 3x slower (a busy
+    machine) leaves the ratio unchanged, and BERT's time, once per part in the product, cancels."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from bench_pretraining import paired_ratio, verdict
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    slow = [1.0, 3.0, 1.0, 1.0]  # round 2 ran on a busy machine
+    bert = [0.9 * s for s in slow]
+    times = {"BERT MLM": bert, "A": [1.1 * b for b in bert], "B": [0.8 * b for b in bert],
+             "A + B": [1.1 * 0.8 * 1.05 * b for b in bert]}  # 5% slower than the product of its parts
+    value, low, high = paired_ratio(times, ["A + B", "BERT MLM"], ["A", "B"])
+    assert value == pytest.approx(1.05) and low == pytest.approx(1.05) and high == pytest.approx(1.05)
+    assert verdict(value, low, 1.0) == "NOT met"
+    assert verdict(1.02, 0.99, 1.0) == "within timing noise"
+    assert verdict(0.98, 0.95, 1.0) == "met"
