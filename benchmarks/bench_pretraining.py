@@ -5,8 +5,10 @@ Every arm is a model on graftkit's core configured by its settings only (``posit
 length, trained from the same batch: BERT's MLM (Post-LN, learned absolute positions) is the reference; TUPE-A,
 TUPE-R and Pre-LN change only their setting; TNF is the MLM with notes mixed in and taken (``rare_spans``);
 ELECTRA (MC-BERT's ``rtd`` objective) and MC-BERT (``mc``) add the meta controller (1/3 width). A step is forward,
-backward and an AdamW step. The arms alternate in interleaved rounds within one run and each arm's median round
-is kept, so the ratios stay fair on a busy machine.
+backward and an AdamW step. The arms alternate in interleaved rounds within one run, each round starting at the
+next arm; in a round an arm takes one untimed step (after another arm's step its memory is cold, which a training
+loop never sees) and then ``--steps`` timed steps. The goals are judged on the ratios paired within each round,
+so the ratios stay fair on a busy machine.
 
 Memory: on CUDA the peak allocated during a step; on CPU the bytes autograd saves for the backward pass (plus
 the note dictionary for TNF), the part of a step's peak that grows with the model and the batch.
@@ -160,6 +162,7 @@ def main() -> None:
         start_at = round_index % len(names)
         for name in names[start_at:] + names[:start_at]:
             step = steps[name]
+            step()  # untimed: the time kept is a step as in a training loop, not the switch from another arm
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()

@@ -29,7 +29,13 @@ from .preln_bert import (
     PreLNBertModel,
     PreLNBertPreTrainedModel,
 )
-from .tnf import TnfConfig, TnfForMaskedLM
+from .tnf import (
+    TnfConfig,
+    TnfForMaskedLM,
+    TnfForSequenceClassification,
+    TnfForTokenClassification,
+    TnfModel,
+)
 from .tupe import (
     TupeConfig,
     TupeForMaskedLM,
@@ -51,7 +57,10 @@ AutoModelForMaskedLM.register(TupeConfig, TupeForMaskedLM, exist_ok=True)
 AutoModelForSequenceClassification.register(TupeConfig, TupeForSequenceClassification, exist_ok=True)
 AutoModelForTokenClassification.register(TupeConfig, TupeForTokenClassification, exist_ok=True)
 AutoConfig.register(TnfConfig.model_type, TnfConfig, exist_ok=True)
+AutoModel.register(TnfConfig, TnfModel, exist_ok=True)
 AutoModelForMaskedLM.register(TnfConfig, TnfForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(TnfConfig, TnfForSequenceClassification, exist_ok=True)
+AutoModelForTokenClassification.register(TnfConfig, TnfForTokenClassification, exist_ok=True)
 AutoConfig.register(McBertConfig.model_type, McBertConfig, exist_ok=True)
 AutoModel.register(McBertConfig, McBertModel, exist_ok=True)
 AutoModelForPreTraining.register(McBertConfig, McBertForPreTraining, exist_ok=True)
@@ -80,4 +89,7 @@ __all__ = [
     "TupePreTrainedModel",
     "TnfConfig",
     "TnfForMaskedLM",
+    "TnfForSequenceClassification",
+    "TnfForTokenClassification",
+    "TnfModel",
 ]

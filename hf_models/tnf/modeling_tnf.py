@@ -22,7 +22,14 @@ import torch
 from transformers.modeling_outputs import MaskedLMOutput
 
 from ..core.heads import token_cross_entropy
-from ..core.modeling import EncoderForMaskedLM, EncoderModel, EncoderPreTrainedModel, maybe_tuple
+from ..core.modeling import (
+    EncoderForMaskedLM,
+    EncoderForSequenceClassification,
+    EncoderForTokenClassification,
+    EncoderModel,
+    EncoderPreTrainedModel,
+    maybe_tuple,
+)
 from ..core.remote_code import write_remote_code
 from .configuration_tnf import TnfConfig
 from .notes import NoteDictionary, check_spans, core_note_inputs, init_note_state
@@ -144,6 +151,26 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         return model.to(self.device)
 
 
-TnfPreTrainedModel.auto_classes = {"AutoConfig": TnfConfig, "AutoModelForMaskedLM": TnfForMaskedLM}
+class TnfForSequenceClassification(TnfPreTrainedModel, EncoderForSequenceClassification):
+    """The core's sequence classifier over :class:`TnfModel`: a TNF folder (notes included, which fine-tuning
+    does not use and the load leaves out) fine-tunes directly, the same model as its backbone's classifier."""
 
-__all__ = ["TnfForMaskedLM", "TnfModel", "TnfPreTrainedModel"]
+    base_model_class = TnfModel
+
+
+class TnfForTokenClassification(TnfPreTrainedModel, EncoderForTokenClassification):
+    """The core's token classifier over :class:`TnfModel` (notes left out, as for sequence classification)."""
+
+    base_model_class = TnfModel
+
+
+TnfPreTrainedModel.auto_classes = {
+    "AutoConfig": TnfConfig,
+    "AutoModel": TnfModel,
+    "AutoModelForMaskedLM": TnfForMaskedLM,
+    "AutoModelForSequenceClassification": TnfForSequenceClassification,
+    "AutoModelForTokenClassification": TnfForTokenClassification,
+}
+
+__all__ = ["TnfForMaskedLM", "TnfForSequenceClassification", "TnfForTokenClassification", "TnfModel",
+           "TnfPreTrainedModel"]

@@ -191,10 +191,11 @@ def test_writes_a_folder_that_loads_without_graftkit(tmp_path, corpus, capsys, o
         assert state["notes.has_note"].any() and state["notes.notes"].abs().sum() > 0
         assert (out / "tnf_rare_words.json").is_file()
         assert len(config["rare_word_token_ids"]) == config["num_rare_words"]  # stored with the model
-        with_notes = load_without_graftkit(tmp_path, out, ["AutoModelForMaskedLM"])
+        with_notes = load_without_graftkit(tmp_path, out, ["AutoModel", "AutoModelForMaskedLM"])
         loaded = load_without_graftkit(tmp_path, out / "encoder", [*ENCODER_CLASSES, "AutoModelForMaskedLM"])
-        # in eval mode TNF is exactly its backbone: the two folders give the same masked-LM logits
-        assert with_notes["AutoModelForMaskedLM"] == loaded["AutoModelForMaskedLM"]
+        # in eval mode TNF is exactly its backbone: the two folders give the same encoder and masked-LM outputs
+        assert with_notes == {name: loaded[name] for name in ("AutoModel", "AutoModelForMaskedLM")}
+        assert set(load_without_graftkit(tmp_path, out, ENCODER_CLASSES)) == set(ENCODER_CLASSES)
     else:  # the folder itself is the encoder
         assert not (out / "encoder").exists()
         loaded = load_without_graftkit(tmp_path, out, [*ENCODER_CLASSES, "AutoModelForMaskedLM"])

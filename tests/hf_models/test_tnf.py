@@ -24,6 +24,8 @@ from hf_models.tnf import (
     RareVocabulary,
     TnfConfig,
     TnfForMaskedLM,
+    TnfForSequenceClassification,
+    TnfForTokenClassification,
     note_inputs_embeds,
     window_means,
 )
@@ -383,6 +385,30 @@ def test_init_weights_sets_every_weight_and_buffer(first_note):
     # buffers are compared exactly: a random "ema" start is drawn with std 0 here, as transformers' test does
     assert_init_sets_every_buffer(TnfForMaskedLM, TnfConfig(**SIZE, num_rare_words=4, first_note=first_note,
                                                             initializer_range=0.0))
+
+
+@pytest.mark.parametrize("tnf_class", [TnfForSequenceClassification, TnfForTokenClassification])
+def test_a_tnf_folder_fine_tunes_as_its_backbone(tmp_path, tnf_class):
+    """A TNF folder (notes included) loads into TNF's classifiers, which equal the backbone's classifiers
+    loaded from the backbone's folder: the notes are left out, every other weight is the same."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    model = _model()
+    ids, mask, spans, labels = _batch()
+    model.train()(ids, attention_mask=mask, labels=labels, rare_spans=spans)  # notes taken
+    model.save_pretrained(tmp_path / "tnf")
+    model.backbone().save_pretrained(tmp_path / "backbone")
+    auto = {TnfForSequenceClassification: AutoModelForSequenceClassification,
+            TnfForTokenClassification: AutoModelForTokenClassification}[tnf_class]
+    torch.manual_seed(0)  # the classifier's head is new in both: the same seed draws the same head
+    tnf = auto.from_pretrained(tmp_path / "tnf", num_labels=3).eval()
+    torch.manual_seed(0)
+    backbone = auto.from_pretrained(tmp_path / "backbone", num_labels=3).eval()
+    assert type(tnf) is tnf_class and "notes" not in dict(tnf.named_modules())
+    with torch.no_grad():
+        assert torch.equal(tnf(ids, attention_mask=mask).logits, backbone(ids, attention_mask=mask).logits)
+    assert_init_sets_every_weight(tnf_class, tnf.config)
+    assert_init_sets_every_buffer(tnf_class, tnf.config)
 
 
 @pytest.mark.parametrize("first_note", ["replace", "ema"])
