@@ -3,7 +3,11 @@ and the validation of the fields the core reads (the functions accept any object
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
+import types
+import typing
 import warnings
 from typing import Any, ClassVar
 
@@ -117,6 +121,50 @@ def validate_embedding_config(config: Any, token_id_fields: tuple[str, ...] = ("
             raise ValueError(f"{name} must be None or in [0, vocab_size={config.vocab_size}), got {value!r}")
 
 
+_TRUE, _FALSE = ("true", "1", "y", "yes"), ("false", "0", "n", "no")  # as transformers' override parser
+
+
+def declared_type(config_class: type, name: str) -> Any:
+    """The type annotation of field ``name`` (resolved where written as text), or None for no declared field."""
+    for klass in config_class.__mro__:
+        annotation = vars(klass).get("__annotations__", {}).get(name)
+        if isinstance(annotation, str):  # postponed annotations: resolved as typing.get_type_hints does
+            try:
+                return eval(annotation, vars(sys.modules[klass.__module__]))  # noqa: S307
+            except NameError:
+                return None
+        if annotation is not None:
+            return annotation
+    return None
+
+
+def parse_field_value(config: Any, name: str, text: str) -> Any:
+    """The value of config field ``name`` written as ``text`` (``--config_overrides``), read by the field's
+    declared type: ``int | None`` takes "4" or "None". transformers' own parser reads the type from the current
+    value, so it refuses every field whose value is None (e.g. ``mask_token_id``, ``classifier_dropout``).
+    ValueError naming the field when ``text`` is none of the declared types."""
+    declared = declared_type(type(config), name)
+    union = typing.get_origin(declared) in (typing.Union, types.UnionType)
+    options = typing.get_args(declared) if union else (declared,)
+    if type(None) in options and text.strip().lower() == "none":
+        return None
+    for option in options:
+        if typing.get_origin(option) is typing.Literal:
+            if text in typing.get_args(option):
+                return text
+        elif option is bool:
+            if text.strip().lower() in _TRUE + _FALSE:
+                return text.strip().lower() in _TRUE
+        elif option in (int, float):
+            try:
+                return option(text)
+            except ValueError:
+                continue
+        elif option is str:
+            return text
+    raise ValueError(f"{name} takes {declared}, got {text!r}")
+
+
 @strict
 class EncoderConfig(PreTrainedConfig):
     r"""The fields of the shared encoder core, with BERT's defaults: a model's config extends it with its
@@ -177,6 +225,32 @@ class EncoderConfig(PreTrainedConfig):
         validate_encoder_config(self)
         validate_embedding_config(self, self.token_id_fields)
         super().__post_init__(**kwargs)
+
+    def update_from_string(self, update_str: str) -> None:
+        """``key=value,...`` as ``run_mlm.py --config_overrides`` passes it: every field, each value read by the
+        field's declared type (:func:`parse_field_value`; a field without a declared type by transformers'
+        parser), then the whole config built again as on construction, so every check runs (ValueError naming
+        the field); on an error the config is left unchanged."""
+        updated = copy.deepcopy(self)
+        named = set()
+        for pair in update_str.split(","):
+            name, separator, text = pair.partition("=")
+            name = name.strip()
+            if not separator:
+                raise ValueError(f"config override {pair!r} is not key=value")
+            if declared_type(type(self), name) in (None, Any):
+                PreTrainedConfig.update_from_string(updated, f"{name}={text}")  # transformers' parser
+            else:
+                setattr(updated, name, parse_field_value(self, name, text))
+            named.add(name)
+        updated.reconcile_overrides(named)
+        # the named fields given again: to_dict may leave out a field at its default (MC-BERT's note fields)
+        checked = type(self).from_dict({**updated.to_dict(), **{name: getattr(updated, name) for name in named}})
+        self.__dict__.update(checked.__dict__)
+
+    def reconcile_overrides(self, named: set[str]) -> None:
+        """After ``update_from_string`` set the fields ``named``, before the checks: a config whose fields
+        depend on one another makes them agree here (nothing to do for the core's fields)."""
 
     @classmethod
     def register_for_auto_class(cls, auto_class: str | type = "AutoConfig") -> None:

@@ -1,60 +1,12 @@
 """Configuration of MC-BERT (Xu et al., MC-BERT: Efficient Language Pre-Training via a Meta Controller)."""
 
-import copy
-import sys
-import types
-import typing
 from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
-from transformers.configuration_utils import PreTrainedConfig
 
-from ..core.config import EncoderConfig, validate_embedding_config, validate_encoder_config
+from ..core.config import EncoderConfig
 from ..tnf.notes import NOTE_FIELDS, NoteFields, check_note_fields
 from .objectives import check_settings
-
-_TRUE, _FALSE = ("true", "1", "y", "yes"), ("false", "0", "n", "no")  # as transformers' override parser
-
-
-def declared_type(config_class: type, name: str) -> Any:
-    """The type annotation of field ``name`` (resolved where written as text), or None for no declared field."""
-    for klass in config_class.__mro__:
-        annotation = vars(klass).get("__annotations__", {}).get(name)
-        if isinstance(annotation, str):  # postponed annotations: resolved as typing.get_type_hints does
-            try:
-                return eval(annotation, vars(sys.modules[klass.__module__]))  # noqa: S307
-            except NameError:
-                return None
-        if annotation is not None:
-            return annotation
-    return None
-
-
-def parse_field_value(config: Any, name: str, text: str) -> Any:
-    """The value of config field ``name`` written as ``text`` (``--config_overrides``), read by the field's
-    declared type: ``int | None`` takes "4" or "None". transformers' own parser reads the type from the current
-    value, so it refuses every field whose value is None (e.g. ``mask_token_id``, ``classifier_dropout``).
-    ValueError naming the field when ``text`` is none of the declared types."""
-    declared = declared_type(type(config), name)
-    union = typing.get_origin(declared) in (typing.Union, types.UnionType)
-    options = typing.get_args(declared) if union else (declared,)
-    if type(None) in options and text.strip().lower() == "none":
-        return None
-    for option in options:
-        if typing.get_origin(option) is typing.Literal:
-            if text in typing.get_args(option):
-                return text
-        elif option is bool:
-            if text.strip().lower() in _TRUE + _FALSE:
-                return text.strip().lower() in _TRUE
-        elif option in (int, float):
-            try:
-                return option(text)
-            except ValueError:
-                continue
-        elif option is str:
-            return text
-    raise ValueError(f"{name} takes {declared}, got {text!r}")
 
 
 @strict
@@ -134,25 +86,6 @@ class McBertConfig(EncoderConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)  # the encoder's fields first: the checks below read them
         self._check_pretraining_fields()
-
-    def update_from_string(self, update_str: str) -> None:
-        """``key=value,...`` as ``run_mlm.py --config_overrides`` passes it: every field, each value read by
-        the field's declared type (:func:`parse_field_value`), then the whole config checked again as on
-        construction (ValueError naming the field); on an error the config is left unchanged."""
-        updated = copy.deepcopy(self)
-        for pair in update_str.split(","):
-            name, separator, text = pair.partition("=")
-            name = name.strip()
-            if not separator:
-                raise ValueError(f"config override {pair!r} is not key=value")
-            if declared_type(type(self), name) in (None, Any):
-                PreTrainedConfig.update_from_string(updated, f"{name}={text}")  # transformers' parser
-            else:
-                setattr(updated, name, parse_field_value(self, name, text))
-        validate_encoder_config(updated)
-        validate_embedding_config(updated, self.token_id_fields)
-        updated._check_pretraining_fields()
-        self.__dict__.update(updated.__dict__)
 
     @property
     def notes(self) -> bool:

@@ -20,6 +20,7 @@ from .vocabulary import RareVocabulary, tokenizer_fingerprint, tokenizer_words, 
 
 __all__ = [
     "DataCollatorForTnf", "NoteDictionary", "RareVocabulary", "RareWordFinder", "TnfConfig", "TnfForMaskedLM",
-    "TnfForSequenceClassification", "TnfForTokenClassification", "TnfModel", "TnfPreTrainedModel", "note_inputs_embeds", "pad_spans", "tokenizer_fingerprint",
-    "tokenizer_words", "window_means", "word_boundary_marks",
+    "TnfForSequenceClassification", "TnfForTokenClassification", "TnfModel", "TnfPreTrainedModel",
+    "note_inputs_embeds", "pad_spans", "tokenizer_fingerprint", "tokenizer_words", "window_means",
+    "word_boundary_marks",
 ]

@@ -1,6 +1,5 @@
 """Configuration of TUPE (Ke, He, Liu, "Rethinking Positional Encoding in Language Pre-training", ICLR 2021)."""
 
-import copy
 
 from huggingface_hub.dataclasses import strict
 
@@ -64,19 +63,11 @@ class TupeConfig(EncoderConfig):
         super().__post_init__(**kwargs)  # validates position_embedding_type and TUPE's fields
         self.position_mode = {v: k for k, v in POSITION_MODE_TYPES.items()}[self.position_embedding_type]
 
-    def update_from_string(self, update_str: str) -> None:
-        """``key=value,...`` as ``run_mlm.py --config_overrides`` passes it (transformers' parser), with the
-        position setting kept one setting: where the overrides name one of ``position_embedding_type`` and
-        ``position_mode``, the other follows it. The result is checked as on construction (ValueError naming
-        the field); on an error the config is left unchanged."""
-        named = {pair.partition("=")[0].strip() for pair in update_str.split(",")}
-        updated = copy.deepcopy(self)
-        super(TupeConfig, updated).update_from_string(update_str)
+    def reconcile_overrides(self, named: set[str]) -> None:
+        """``--config_overrides`` keep the position setting one setting: where they name one of
+        ``position_embedding_type`` and ``position_mode``, the other follows it (derived again on the check)."""
         for name, other in (("position_embedding_type", "position_mode"), ("position_mode", "position_embedding_type")):
             if name in named and other not in named:
-                setattr(updated, other, None)  # derived again from the named one
-        checked = type(self).from_dict(updated.to_dict())
-        self.__dict__.update(checked.__dict__)
-
+                setattr(self, other, None)
 
 __all__ = ["TupeConfig"]

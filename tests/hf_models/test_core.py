@@ -558,3 +558,21 @@ def test_a_plain_auto_tokenizer_call_after_a_remote_code_load_neither_prompts_no
     output = result.stdout + result.stderr
     assert "PreLNBertForMaskedLM [" in result.stdout
     assert "Do you wish to run the custom code" not in output and "to instantiate a model of type" not in output
+
+
+@pytest.mark.parametrize("model_type", ["preln_bert", "tupe", "tnf", "mc_bert"])
+def test_config_overrides_set_every_field_on_every_model_type(model_type):
+    """run_mlm.py's --config_overrides on each model type: fields whose value is None (transformers' own parser
+    reads the type from the value and refuses them) are read by their declared type; a bad value names the
+    field and leaves the config unchanged."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config = CONFIG_MAPPING[model_type](hidden_size=48, num_attention_heads=3, intermediate_size=96)
+    config.update_from_string("classifier_dropout=0.25,problem_type=regression,num_hidden_layers=3")
+    assert (config.classifier_dropout, config.problem_type, config.num_hidden_layers) == (0.25, "regression", 3)
+    before = config.to_dict()
+    with pytest.raises(ValueError, match="must be divisible by num_attention_heads"):
+        config.update_from_string("num_hidden_layers=1,hidden_size=50")
+    with pytest.raises(ValueError, match="classifier_dropout takes"):
+        config.update_from_string("classifier_dropout=high")
+    assert config.to_dict() == before
