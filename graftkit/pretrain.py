@@ -37,6 +37,8 @@ PAD, UNK, CLS, SEP, MASK, NEITHER = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SETTINGS_FILE = "graftkit_pretrain.json"
 CHECKPOINTS = "checkpoints"
 ENCODER = "encoder"
+#: the Auto classes that load a fine-tuning-ready encoder (named in the model card)
+ENCODER_CLASSES = "AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification"
 MLM_PROBABILITY = 0.15  # BERT's share of masked tokens (MC-BERT's config has its own mask_prob, also 0.15)
 # settings that may change between a run and its --resume (the rest decide the model and its data)
 _RESUMABLE = ("out", "steps", "resume", "progress")
@@ -310,22 +312,26 @@ def collator(settings: PretrainSettings, tokenizer):
 
 def model_card(settings: PretrainSettings, choice: ModelChoice, config, data: dict[str, int],
                eval_loss: float, eval_parts: dict[str, float], global_step: int, processes: int,
-               encoder_folder: bool) -> str:
-    """README.md of the output folder: method and paper, config, data size, steps, final eval loss, command."""
+               encoder_folder: bool, in_encoder_folder: bool = False) -> str:
+    """README.md of the output folder (or, ``in_encoder_folder``, of its ``encoder/``): method and paper,
+    config, data size, steps, final eval loss, command, and which Auto classes load the folder."""
     loss = f"{eval_loss:.4f}" + "".join(f", {name} {value:.4f}" for name, value in eval_parts.items())
-    load = {"mc_bert": "AutoModelForMaskedLM or AutoModelForPreTraining (the pre-training model) and AutoModel, "
-                       "AutoModelForSequenceClassification, AutoModelForTokenClassification (its encoder)",
-            "tnf": "AutoModelForMaskedLM (the masked LM with its note dictionary and rare vocabulary, to continue "
-                   "pre-training)"}.get(
-        choice.model_type, "AutoModelForMaskedLM, AutoModel, AutoModelForSequenceClassification, "
-                           "AutoModelForTokenClassification")
+    left_out = "meta controller and pre-training head" if choice.model_type == "mc_bert" else "note dictionary"
+    encoder_classes = ENCODER_CLASSES + (", AutoModelForMaskedLM" if choice.model_type == "tnf" else "")
+    if in_encoder_folder:
+        load = (f"This folder is the fine-tuning-ready encoder of that pre-training, without the {left_out} (the "
+                f"pre-training model is in the parent folder). Load it with {encoder_classes}")
+    else:
+        load = "Load this folder with " + {
+            "mc_bert": f"AutoModelForMaskedLM or AutoModelForPreTraining (the pre-training model) and "
+                       f"{ENCODER_CLASSES} (its encoder)",
+            "tnf": f"AutoModelForMaskedLM (the masked LM with its note dictionary and rare vocabulary, to continue "
+                   f"pre-training) and {ENCODER_CLASSES} (the encoder, the notes left out)"}.get(
+            choice.model_type, f"AutoModelForMaskedLM, {ENCODER_CLASSES}")
     encoder = ""
-    if encoder_folder:
-        left_out = "meta controller and pre-training head" if choice.model_type == "mc_bert" else "note dictionary"
-        classes = "AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification" + (
-            ", AutoModelForMaskedLM" if choice.model_type == "tnf" else "")
+    if encoder_folder and not in_encoder_folder:
         encoder = (f"\nThe fine-tuning-ready encoder alone (without the {left_out}) is in `{ENCODER}/`: load it "
-                   f"with {classes} and `trust_remote_code=True`.\n")
+                   f"with {encoder_classes} and `trust_remote_code=True`.\n")
     shown = {k: v for k, v in config.to_dict().items()
              if k not in ("_name_or_path", "architectures", "auto_map", "transformers_version")}
     return f"""---
@@ -351,8 +357,8 @@ Pre-trained from scratch by `graftkit pretrain` with the HF Trainer: {global_ste
 
 Final eval loss (held-out lines): {loss}
 
-Load this folder with {load}, passing `trust_remote_code=True` (the model code is in the folder; graftkit is
-not needed to load it).
+{load}, passing `trust_remote_code=True` (the model code is in the folder; graftkit is not needed to
+load it).
 {encoder}
 ## Command
 
@@ -462,7 +468,9 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
             encoder = model.mc_bert if choice.model_type == "mc_bert" else model.backbone()
             encoder.save_pretrained(settings.out / ENCODER)
             tokenizer.save_pretrained(settings.out / ENCODER)
-            _write_text(settings.out / ENCODER / "README.md", card)
+            _write_text(settings.out / ENCODER / "README.md",
+                        model_card(settings, choice, model.config, data, eval_loss, eval_parts, global_step,
+                                   args.world_size, encoder_folder, in_encoder_folder=True))
         _write_text(settings.out / "README.md", card)
         print(f"graftkit pretrain: wrote {settings.out}" + (f" and {settings.out / ENCODER}" if encoder_folder else "")
               + f" after {global_step} steps; held-out eval loss {eval_loss:.4f}", flush=True)
