@@ -245,3 +245,21 @@ def test_runs_unchanged_on_two_gloo_processes(tmp_path, corpus, options):
     state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert state["epoch"] == pytest.approx(4 / math.ceil(152 / (8 * 2)))  # each step read 8 lines on each process
+
+
+def test_uses_the_given_tokenizer_and_adds_neither_for_mc(tmp_path, corpus, lines):
+    """--tokenizer DIR: the run trains no tokenizer, keeps the given vocabulary, and adds MC-BERT's <neither>
+    where the tokenizer lacks it."""
+    tokenizer = train_tokenizer(lines, 500, 32)
+    tokenizer.save_pretrained(tmp_path / "tok")
+    assert "<neither>" not in tokenizer.get_vocab()
+    out = tmp_path / "out"
+    assert main(["pretrain", str(corpus), "--out", str(out), *FAST, "--steps", "2", "--objective", "mc",
+                 "--tokenizer", str(tmp_path / "tok")]) == 0
+    from transformers import AutoTokenizer
+
+    written = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    vocab = written.get_vocab()
+    assert {k: v for k, v in vocab.items() if k != "<neither>"} == tokenizer.get_vocab()  # the given one
+    config = json.loads((out / "config.json").read_text())
+    assert config["neither_token_id"] == vocab["<neither>"] and config["vocab_size"] >= len(vocab)
