@@ -354,7 +354,7 @@ class McBertForPreTraining(McBertPreTrainedModel):
             if self.rare_words is not None:  # the original text: input_ids here hold the masked tokens' labels
                 return self.rare_words(input_ids)
             if not self._warned_no_vocabulary and not torch.compiler.is_compiling():
-                warnings.warn(NO_RARE_VOCABULARY, UserWarning, stacklevel=4)
+                warnings.warn(NO_RARE_VOCABULARY, UserWarning, stacklevel=6)  # model(...)'s caller
                 self._warned_no_vocabulary = True
         return rare_spans
 

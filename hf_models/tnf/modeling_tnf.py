@@ -134,7 +134,7 @@ class TnfForMaskedLM(TnfPreTrainedModel, EncoderForMaskedLM):
         when the model holds none."""
         if self.rare_words is None:
             if not self._warned_no_vocabulary and not torch.compiler.is_compiling():
-                warnings.warn(NO_RARE_VOCABULARY, UserWarning, stacklevel=3)
+                warnings.warn(NO_RARE_VOCABULARY, UserWarning, stacklevel=5)  # model(...)'s caller
                 self._warned_no_vocabulary = True
             return None
         original = input_ids if labels is None else torch.where(labels != -100, labels, input_ids)

@@ -156,8 +156,9 @@ def test_rare_words_found_in_input_ids_as_tnf_finds_them():
 
 def test_a_batch_without_rare_words_warns_once_and_trains_without_notes():
     model = McBertForPreTraining(notes_config()).train()
-    with pytest.warns(UserWarning, match="no 'rare_spans' and the model holds no rare-word vocabulary"):
+    with pytest.warns(UserWarning, match="no 'rare_spans' and the model holds no rare-word vocabulary") as caught:
         model(**batch())
+    assert caught[0].filename == __file__  # reported at the line that called the model
     assert not model.notes.has_note.any()
 
 

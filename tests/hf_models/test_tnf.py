@@ -641,8 +641,9 @@ _REMOTE_TRAIN = WITHOUT_GRAFTKIT + textwrap.dedent("""
 def test_training_without_a_vocabulary_or_spans_warns_once():
     model = _model().train()
     ids, mask, _, labels = _batch()
-    with pytest.warns(UserWarning, match="TNF is training as its plain backbone"):
+    with pytest.warns(UserWarning, match="TNF is training as its plain backbone") as caught:
         model(ids, attention_mask=mask, labels=labels)
+    assert caught[0].filename == __file__  # reported at the line that called the model
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(ids, attention_mask=mask, labels=labels)  # once
