@@ -4,11 +4,11 @@ Every arm is a model on graftkit's core configured by its settings only (``posit
 ``layer_norm_position``, the objective, TNF's notes), at the same hidden size, depth, heads, batch and sequence
 length, trained from the same batch: BERT's MLM (Post-LN, learned absolute positions) is the reference; TUPE-A,
 TUPE-R and Pre-LN change only their setting; TNF is the MLM with notes mixed in and taken (``rare_spans``);
-ELECTRA (MC-BERT's ``rtd`` objective) and MC-BERT (``mc``) add the meta controller (1/3 width). A step is forward,
-backward and an AdamW step. The arms alternate in interleaved rounds within one run, each round starting at the
-next arm; in a round an arm takes one untimed step (after another arm's step its memory is cold, which a training
-loop never sees) and then ``--steps`` timed steps. The goals are judged on the ratios paired within each round,
-so the ratios stay fair on a busy machine.
+ELECTRA (MC-BERT's ``rtd`` objective) and MC-BERT (``mc``) add the meta controller (1/``--divider`` width).
+A step is forward, backward and an AdamW step. The arms alternate in interleaved rounds within one run, each
+round starting at the next arm; in a round an arm takes one untimed step (after another arm's step its memory
+is cold, which a training loop never sees) and then ``--steps`` timed steps. The goals are judged on the
+ratios paired within each round, so the ratios stay fair on a busy machine.
 
 Memory: on CUDA the peak allocated during a step; on CPU the bytes autograd saves for the backward pass (plus
 the note dictionary for TNF), the part of a step's peak that grows with the model and the batch.
@@ -61,12 +61,14 @@ TIME_GOALS = [("TNF", "BERT MLM", 1.05), ("TUPE-A + TNF", "TUPE-A", 1.05), ("MC-
 MASK, NEITHER = 4, 5
 
 
-def build(kind: str, settings: dict, size: dict, rare_words: int, half_window: int) -> torch.nn.Module:
+def build(kind: str, settings: dict, size: dict, rare_words: int, half_window: int,
+          divider: int) -> torch.nn.Module:
     if kind == "mlm":
         return PreLNBertForMaskedLM(PreLNBertConfig(**size, **settings))
     if kind == "tnf":
         return TnfForMaskedLM(TnfConfig(**size, **settings, num_rare_words=rare_words, note_half_window=half_window))
-    return McBertForPreTraining(McBertConfig(**size, **settings, mask_token_id=MASK, neither_token_id=NEITHER))
+    return McBertForPreTraining(McBertConfig(**size, **settings, mask_token_id=MASK, neither_token_id=NEITHER,
+                                             mc_size_divider=divider))
 
 
 def step_function(kind: str, model: torch.nn.Module, batch: dict, spans: torch.Tensor) -> Callable[[], int]:
@@ -119,7 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=240, help="hidden size (divisible by heads and by 3)")
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=6, help="heads (the meta controller has heads / 3)")
+    parser.add_argument("--heads", type=int, default=6, help="heads (the meta controller has heads / divider)")
+    parser.add_argument("--divider", type=int, default=3, help="MC-BERT's and ELECTRA's mc_size_divider")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--vocab", type=int, default=8000)
@@ -147,7 +150,7 @@ def main() -> None:
     steps, saved = {}, {}
     for name, (kind, settings) in ARMS.items():
         torch.manual_seed(0)
-        model = build(kind, settings, size, args.rare_words, args.half_window).to(device).train()
+        model = build(kind, settings, size, args.rare_words, args.half_window, args.divider).to(device).train()
         steps[name] = step_function(kind, model, batch, spans)
         saved[name] = steps[name]()  # warm-up (TNF's notes exist from here on)
         if kind == "tnf":
@@ -179,7 +182,8 @@ def main() -> None:
     seconds = {name: statistics.median(values) for name, values in times.items()}
     tokens = args.batch * args.seq_len
     ratio = {name: seconds[name] / seconds["BERT MLM"] for name in ARMS}
-    print(f"hidden {hidden}, layers {args.layers}, heads {args.heads}, batch {args.batch} x {args.seq_len}, vocab "
+    print(f"hidden {hidden}, layers {args.layers}, heads {args.heads}, meta controller 1/{args.divider}, batch "
+          f"{args.batch} x {args.seq_len}, vocab "
           f"{args.vocab}, {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.rounds} interleaved rounds x {args.steps} steps")
     print(f"{'arm':<27} {'ms/step':>8} {'tokens/s':>9} {'tokens/s vs BERT':>17} {'MiB ' + what:>23} "
