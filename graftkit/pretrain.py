@@ -90,8 +90,7 @@ class PretrainSettings:
                                 f"({self.rare_max_count})")
         if not self.train_files:
             raise GraftkitError("no training text file given")
-        for path in self.train_files:
-            check_input(path, "training text file")
+        text_files(self.train_files)
         if self.tokenizer is not None and not (check_input(self.tokenizer, "--tokenizer", folder=True)
                                                / "tokenizer.json").is_file():
             raise GraftkitError(f"--tokenizer {self.tokenizer} holds no tokenizer.json (a save_pretrained folder "
@@ -186,10 +185,26 @@ def check_resumable(settings: PretrainSettings) -> None:
                                 f"({stored.get(name)!r} there, {value!r} now)")
 
 
-def read_lines(files: Sequence[Path]) -> list[str]:
-    """The non-blank lines of the files, stripped, in order (one text per line, as run_mlm's --line_by_line)."""
+def text_files(paths: Sequence[Path]) -> list[Path]:
+    """The training files: each path a text file, or a folder whose ``*.txt`` files (sorted by name) it stands
+    for; a GraftkitError naming the path when it is missing or a folder holds none."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.txt") if p.is_file())
+            if not found:
+                raise GraftkitError(f"training text folder {path} holds no .txt files")
+            files.extend(found)
+        else:
+            files.append(check_input(path, "training text file"))
+    return files
+
+
+def read_lines(paths: Sequence[Path]) -> list[str]:
+    """The non-blank lines of the files (a folder: its ``*.txt`` files), stripped, in order (one text per line,
+    as run_mlm's --line_by_line)."""
     lines: list[str] = []
-    for path in files:
+    for path in text_files(paths):
         try:
             with path.open(encoding="utf-8") as f:
                 lines.extend(stripped for line in f if (stripped := line.strip()))

@@ -452,8 +452,8 @@ CASES = [
     ("tnf-convert/out-earlier", ["tnf", "convert", "{foreign.pt}", "{hf}"], "hf"),
     # pretrain (checked before any tokenizer or model is built)
     ("pretrain/missing", ["pretrain", "{new}/nope.txt", "--out", "{new}/p"], "training text file not found"),
-    ("pretrain/file-is-folder", ["pretrain", "{empty_dir}", "--out", "{new}/p"],
-     "training text file {empty_dir} is a folder, not a file"),
+    ("pretrain/folder-without-text", ["pretrain", "{empty_dir}", "--out", "{new}/p"],
+     "training text folder {empty_dir} holds no .txt files"),
     ("pretrain/empty", ["pretrain", "{empty.bin}", "--out", "{new}/p"], "0 non-blank line"),
     ("pretrain/steps-0", ["pretrain", "{corpus.txt}", "--out", "{new}/p", "--steps", "0"], "--steps"),
     ("pretrain/out-earlier", ["pretrain", "{corpus.txt}", "--out", "{hf}"], "--resume"),

@@ -263,3 +263,14 @@ def test_uses_the_given_tokenizer_and_adds_neither_for_mc(tmp_path, corpus, line
     assert {k: v for k, v in vocab.items() if k != "<neither>"} == tokenizer.get_vocab()  # the given one
     config = json.loads((out / "config.json").read_text())
     assert config["neither_token_id"] == vocab["<neither>"] and config["vocab_size"] >= len(vocab)
+
+
+def test_a_folder_stands_for_its_text_files(tmp_path, lines):
+    from graftkit.pretrain import read_lines
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "b.txt").write_text("\n".join(lines[2:4]) + "\n", encoding="utf-8")
+    (folder / "a.txt").write_text(lines[0] + "\n\n" + lines[1] + "\n", encoding="utf-8")
+    (folder / "notes.md").write_text("not training text\n", encoding="utf-8")
+    assert read_lines([folder]) == lines[:4]  # a.txt then b.txt; the .md file left out
