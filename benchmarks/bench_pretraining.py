@@ -14,7 +14,8 @@ Memory: on CUDA the peak allocated during a step; on CPU the bytes autograd save
 the note dictionary for TNF), the part of a step's peak that grows with the model and the batch.
 Goals (each method as alone, issue 25): TUPE >= 0.9x BERT's tokens/s, TNF <= 1.05x its backbone's time,
 MC-BERT <= 1.15x ELECTRA's time, and a composition's time ratio to BERT no more than the product of its parts'.
-Run: ``.venv/bin/python benchmarks/bench_pretraining.py --threads 1`` (a few minutes on 2 CPU cores).
+Run: ``.venv/bin/python benchmarks/bench_pretraining.py --threads 1 --rounds 10`` (about 10 minutes on 2 CPU cores;
+``--hidden 240 --layers 4 --heads 6 --divider 3 --vocab 8000`` for a smaller model in a few minutes).
 """
 
 from __future__ import annotations
@@ -119,13 +120,14 @@ def verdict(value: float, low: float, bound: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=240, help="hidden size (divisible by heads and by 3)")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=6, help="heads (the meta controller has heads / divider)")
-    parser.add_argument("--divider", type=int, default=3, help="MC-BERT's and ELECTRA's mc_size_divider")
+    # defaults: the MC-BERT reference's small size (as benchmarks/bench_mcbert.py), where its goal is set
+    parser.add_argument("--hidden", type=int, default=256, help="hidden size (divisible by heads and divider)")
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--heads", type=int, default=4, help="heads (the meta controller has heads / divider)")
+    parser.add_argument("--divider", type=int, default=2, help="MC-BERT's and ELECTRA's mc_size_divider")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--vocab", type=int, default=30522)
     parser.add_argument("--rare-words", type=int, default=20000, help="rows of TNF's note dictionary")
     parser.add_argument("--spans", type=int, default=4, help="rare-word occurrences per sequence (TNF)")
     parser.add_argument("--half-window", type=int, default=16)
