@@ -20,6 +20,7 @@ RUNS = {
     "bench_macer.py": (["--repeats", "1"], "ResNet-20"),
     "bench_mcbert.py": (["--hidden", "24", "--layers", "1", "--heads", "6", "--divider", "3", "--vocab", "50",
                          "--batch", "2", "--seq-len", "16", "--rounds", "1", "--steps", "1"], "MC-BERT / RTD"),
+    "bench_mcbert_finetune_gap.py": (["--tiny"], "MC-BERT, reference settings: at 2 steps"),
     "bench_pretraining.py": (["--hidden", "24", "--layers", "1", "--heads", "6", "--vocab", "50", "--batch", "2",
                                "--seq-len", "16", "--rounds", "1", "--steps", "1", "--rare-words", "50"],
                               "product of its parts"),
