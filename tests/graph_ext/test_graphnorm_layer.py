@@ -126,7 +126,9 @@ def test_low_magnitude_variance_is_not_lost_to_cancellation():
     ref = PyGGraphNorm(8).double()(x, batch)
     ours = (GraphNorm(8)(x.float(), batch).double() - ref).abs().max()
     theirs = (PyGGraphNorm(8)(x.float(), batch).double() - ref).abs().max()
-    assert ours < 2e-5 and ours <= theirs  # pivot-shifted moments: at least as accurate as PyG's two passes
+    # one-pass float32 moments are off by 1.6e-3 here; pivot-shifted moments match PyG's two passes to within
+    # float32 rounding (the two round differently: 1.338e-5 against 1.335e-5 with torch 2.13, PyG 2.8.1)
+    assert ours < 2e-5 and ours <= 1.05 * theirs
 
 
 def _issue_batch(seed=0):
