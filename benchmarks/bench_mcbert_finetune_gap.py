@@ -30,6 +30,17 @@ it and its mean is larger than at the smallest budget; "the gap persists" when t
 otherwise "undecided". When the smallest budget's interval does not lie below 0 there is no gap to close there
 (reported as such).
 
+``--swap`` (the intervention): at the largest budget, for each pre-trained arm and seed, two hybrids of the
+snapshot's main encoder and the seed's random-init encoder are fine-tuned and measured as above: (a) "pre-trained
+layers, init embeddings" (the snapshot with its embedding module, i.e. the word and position embeddings and the
+embedding LayerNorm, put back to the random-init values) and (b) "init layers, pre-trained embeddings" (the
+random-init encoder with the snapshot's embedding module). Rule for them, fixed before the run: a hybrid
+"recovers" when the 95% bootstrap interval of its paired difference to random init includes 0 or lies above it,
+and "keeps the gap" when it lies below 0. (a) recovers and (b) keeps the gap: the damage lives in the
+embeddings; (b) recovers and (a) keeps it: it lives in the layers; both keep it: either part alone carries it;
+both recover: neither part alone carries it (it takes the two together). When the arm itself has no gap at that
+budget (its interval reaches 0) there is nothing to isolate (reported as such).
+
 Run: ``python benchmarks/bench_mcbert_finetune_gap.py`` (1 torch thread; ``--tiny`` for a seconds-long check).
 """
 
@@ -71,6 +82,23 @@ ARMS: dict[str, dict[str, Any]] = {
                                     "candidates_exclude_original": False},
 }
 RANDOM = "random init"
+
+#: the --swap hybrids: which part of the main encoder comes from the pre-trained snapshot
+HYBRIDS = ("(a) pre-trained layers, init embeddings", "(b) init layers, pre-trained embeddings")
+EMBEDDINGS = "embeddings."  # the embedding module's keys in the main encoder's state dict
+SWAP_RULE = ("rule, fixed before the run: a hybrid recovers when the interval of hybrid - random init includes 0 "
+             "or lies above it, keeps the gap when it lies below 0; (a) recovers, (b) keeps it: the damage lives "
+             "in the embeddings; (b) recovers, (a) keeps it: in the layers; both keep it: either part alone "
+             "carries it; both recover: neither part alone")
+
+
+def hybrid(snapshot: dict[str, torch.Tensor], init: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """The main encoder's state with the embedding module from one of ``snapshot`` / ``init`` and everything
+    else (the layers and the final LayerNorm) from the other, as ``name`` (one of :data:`HYBRIDS`) says."""
+    if snapshot.keys() != init.keys() or not any(k.startswith(EMBEDDINGS) for k in init):
+        raise RuntimeError("the snapshot and the init state do not have the same keys")
+    embeddings_from, layers_from = (init, snapshot) if name == HYBRIDS[0] else (snapshot, init)
+    return {k: (embeddings_from if k.startswith(EMBEDDINGS) else layers_from)[k].clone() for k in init}
 
 
 def _normalized(text: str) -> str:
@@ -241,7 +269,7 @@ def evaluate(model, inputs, labels, split, pad, args, seed) -> dict[str, Any]:
 def pretrain_arm(arm: dict[str, Any], args, vocab: WordVocab, corpus: torch.Tensor, init: dict[str, torch.Tensor],
                  seed: int, evaluate_snapshot) -> dict[int, dict[str, Any]]:
     """Pre-train ``arm`` from the main encoder ``init`` for max(--steps) steps; at each budget, the snapshot's
-    embedding gradients and its :func:`evaluate` row."""
+    embedding gradients and ``evaluate_snapshot(state, step)``'s row."""
     pad, special = vocab.index[PAD], torch.tensor([vocab.index[CLS], vocab.index[SEP]])
     extra = {k: v for k, v in arm.items() if k != "objective"}
     rows: dict[int, dict[str, Any]] = {}
@@ -264,7 +292,7 @@ def pretrain_arm(arm: dict[str, Any], args, vocab: WordVocab, corpus: torch.Tens
             if step in args.steps:
                 state = {k: v.detach().clone() for k, v in model.mc_bert.state_dict().items()}
                 rows[step] = embedding_gradients(model, probe, pad, special) | {"loss": float(out.loss.detach())}
-                rows[step] |= evaluate_snapshot(state)
+                rows[step] |= evaluate_snapshot(state, step)
     return rows
 
 
@@ -331,6 +359,50 @@ def report(results: dict[str, dict[int, list[dict[str, Any]]]], args, seconds: f
         print(f"{arm}: {start}; at {steps[-1]} steps {last:+.3f} [{last_low:+.3f}, {last_high:+.3f}]: {verdict}")
 
 
+def paired(rows: list[dict[str, Any]], random_init: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% bootstrap interval of the paired difference in fine-tuned accuracy, rows - random init."""
+    diff = [r["finetuned"] - base for r, base in zip(rows, random_init, strict=True)]
+    return (statistics.fmean(diff), *bootstrap_interval(diff))
+
+
+def report_swap(results: dict[str, dict[int, list[dict[str, Any]]]], args) -> None:
+    step = args.steps[-1]
+    random_init = [r["finetuned"] for r in results[RANDOM][0]]
+    print(f"\n== --swap at {step} steps: hybrids of the snapshot and the random init, fine-tuned test accuracy "
+          f"and the paired difference to random init (95% bootstrap interval over seeds {args.seeds})")
+    print("| arm | encoder | fine-tuned (per seed) | − random init | mean-pooled spread: emb / "
+          + " / ".join(f"L{i + 1}" for i in range(args.layers)) + " / final LN |")
+    print("|---|---|---|---|---|")
+    verdicts = []
+    for arm, by_steps in results.items():
+        if arm == RANDOM:
+            continue
+        rows = by_steps[step]
+        encoders = {"snapshot": rows} | {name: [r["hybrids"][name] for r in rows] for name in HYBRIDS}
+        differences = {}
+        for encoder, encoder_rows in encoders.items():
+            mean, low, high = differences[encoder] = paired(encoder_rows, random_init)
+            layers = [statistics.fmean(r["spread_mean_pooled"][i] for r in encoder_rows)
+                      for i in range(len(encoder_rows[0]["spread_mean_pooled"]))]
+            accuracies = " / ".join(f"{r['finetuned']:.3f}" for r in encoder_rows)
+            print(f"| {arm} | {encoder} | {mean_of(encoder_rows, 'finetuned'):.3f} ({accuracies}) | "
+                  f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] | {' / '.join(f'{v:.2f}' for v in layers)} |")
+        recovers = [differences[name][2] >= 0 for name in HYBRIDS]
+        if differences["snapshot"][2] >= 0:
+            verdict = "no gap at this budget (the snapshot's interval reaches 0): nothing to isolate"
+        elif recovers == [True, False]:
+            verdict = "(a) recovers, (b) keeps the gap: the damage lives in the embeddings"
+        elif recovers == [False, True]:
+            verdict = "(b) recovers, (a) keeps the gap: the damage lives in the layers"
+        elif recovers == [False, False]:
+            verdict = "both keep the gap: either part alone carries it"
+        else:
+            verdict = "both recover: neither part alone carries it"
+        verdicts.append(f"{arm}: {verdict}")
+    print(f"\n== --swap verdict ({SWAP_RULE})")
+    print("\n".join(verdicts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[50, 200, 800],
@@ -352,6 +424,10 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--finetune-batch", type=int, default=16)
+    parser.add_argument("--swap", action="store_true",
+                        help="at the largest budget also fine-tune the hybrids of each snapshot and the random "
+                             "init: pre-trained layers with init embeddings, and init layers with pre-trained "
+                             "embeddings")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long check of the whole script")
     args = parser.parse_args()
     if args.tiny:
@@ -374,6 +450,8 @@ def main() -> None:
           f"batch {args.batch} x {args.max_len}, AdamW lr {args.lr:g} (warm-up {args.warmup} steps); fine-tuning "
           f"lr {args.finetune_lr:g}, {args.finetune_epochs} epochs, batch {args.finetune_batch}")
 
+    if args.swap:
+        print(f"--swap at {args.steps[-1]} steps, {SWAP_RULE}", flush=True)
     results: dict[str, dict[int, list[dict[str, Any]]]] = {RANDOM: {0: []}} | {name: {} for name in arms}
     start = time.process_time()
     with single_thread():
@@ -382,8 +460,12 @@ def main() -> None:
             init = {k: v.clone() for k, v in base.mc_bert.state_dict().items() if not k.startswith("pooler")}
             results[RANDOM][0].append(evaluate(copy.deepcopy(base), inputs, labels, split, pad, args, seed))
 
-            def evaluate_snapshot(state, seed=seed):
-                return evaluate(classifier(args, vocab, seed, state), inputs, labels, split, pad, args, seed)
+            def evaluate_snapshot(state, step, seed=seed, init=init):
+                row = evaluate(classifier(args, vocab, seed, state), inputs, labels, split, pad, args, seed)
+                if args.swap and step == args.steps[-1]:
+                    row["hybrids"] = {name: evaluate(classifier(args, vocab, seed, hybrid(state, init, name)), inputs,
+                                                     labels, split, pad, args, seed) for name in HYBRIDS}
+                return row
 
             for name, arm in arms.items():
                 arm_start = time.process_time()
@@ -391,6 +473,8 @@ def main() -> None:
                     results[name].setdefault(step, []).append(row)
                 print(f"seed {seed}: {name} done ({time.process_time() - arm_start:.0f} CPU s)", flush=True)
     report(results, args, time.process_time() - start)
+    if args.swap:
+        report_swap(results, args)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ RUNS = {
     "bench_macer.py": (["--repeats", "1"], "ResNet-20"),
     "bench_mcbert.py": (["--hidden", "24", "--layers", "1", "--heads", "6", "--divider", "3", "--vocab", "50",
                          "--batch", "2", "--seq-len", "16", "--rounds", "1", "--steps", "1"], "MC-BERT / RTD"),
-    "bench_mcbert_finetune_gap.py": (["--tiny"], "MC-BERT, reference settings: at 2 steps"),
+    "bench_mcbert_finetune_gap.py": (["--tiny", "--swap"], "== --swap verdict"),
     "bench_pretraining.py": (["--hidden", "24", "--layers", "1", "--heads", "6", "--vocab", "50", "--batch", "2",
                                "--seq-len", "16", "--rounds", "1", "--steps", "1", "--rare-words", "50"],
                               "product of its parts"),
@@ -65,3 +65,24 @@ def test_pretraining_goals_pair_each_round():
     assert verdict(value, low, 1.0) == "NOT met"
     assert verdict(1.02, 0.99, 1.0) == "within timing noise"
     assert verdict(0.98, 0.95, 1.0) == "met"
+
+
+def test_finetune_gap_hybrids_swap_the_embedding_module():
+    """--swap's hybrids: (a) takes the embedding module from the init and the rest from the snapshot, (b) the
+    reverse; both are copies."""
+    import torch
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from bench_mcbert_finetune_gap import HYBRIDS, hybrid
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    keys = ["embeddings.word_embeddings.weight", "embeddings.layer_norm.weight",
+            "encoder.layers.0.attention.query.weight", "encoder.final_layer_norm.weight"]
+    snapshot = {k: torch.ones(2) for k in keys}
+    init = {k: torch.zeros(2) for k in keys}
+    layers_pretrained, embeddings_pretrained = (hybrid(snapshot, init, name) for name in HYBRIDS)
+    assert [float(layers_pretrained[k][0]) for k in keys] == [0, 0, 1, 1]
+    assert [float(embeddings_pretrained[k][0]) for k in keys] == [1, 1, 0, 0]
+    layers_pretrained[keys[0]] += 5
+    assert float(init[keys[0]][0]) == 0
