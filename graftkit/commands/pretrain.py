@@ -47,7 +47,8 @@ def register(subparsers) -> None:
                     "classes load with trust_remote_code=True (model, tokenizer, code, README.md model card); "
                     "for --objective rtd/mc and --notes the fine-tuning-ready encoder alone goes to "
                     "OUT/encoder. Runs unchanged under torchrun or accelerate launch.")
-    p.add_argument("train_files", nargs="+", type=Path, metavar="TRAIN_FILE", help="UTF-8 text, one text per line (a folder: its *.txt files)")
+    p.add_argument("train_files", nargs="+", type=Path, metavar="TRAIN_FILE",
+                   help="UTF-8 text, one text per line (a folder: its *.txt files)")
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --resume)")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     p.add_argument("--size", choices=list(SIZES), default="tiny",

@@ -202,7 +202,8 @@ def test_writes_a_folder_that_loads_without_graftkit(tmp_path, corpus, capsys, o
     assert set(loaded) >= set(ENCODER_CLASSES)
     if (out / "encoder").exists():  # the encoder's own card: what this folder is, not a copy of the parent's
         encoder_card = _card(out / "encoder")
-        assert "fine-tuning-ready encoder of that pre-training" in encoder_card and "is in `encoder/`" not in encoder_card
+        assert "fine-tuning-ready encoder of that pre-training" in encoder_card
+        assert "is in `encoder/`" not in encoder_card
         assert f"graftkit pretrain {corpus} --out {out}" in encoder_card
 
 
