@@ -4,9 +4,8 @@ MC-BERT/MC-BERT -> HF McBert folder with its tokenizer)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from graftkit.commands.tupe import add_tokenizer_arguments
+from graftkit.commands.tupe import add_converter_arguments
 from graftkit.errors import check_input
 
 
@@ -38,9 +37,7 @@ def register(subparsers) -> None:
                                    "encoder, to fine-tune), or with --with-controller McBertForPreTraining "
                                    "(encoder, multi-choice head and meta controller), with identical outputs and a "
                                    "tokenizer with the fairseq dictionary's ids (+ <mask>, <neither>).")
-    c.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
-    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty, unless --force)")
+    add_converter_arguments(c)
     c.add_argument("--with-controller", action="store_true",
                    help="keep the pre-training parts: McBertForPreTraining instead of the encoder alone")
-    add_tokenizer_arguments(c)
     c.set_defaults(func=_convert)

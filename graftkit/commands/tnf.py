@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from graftkit.commands.tupe import add_tokenizer_arguments
+from graftkit.commands.tupe import add_converter_arguments
 from graftkit.errors import GraftkitError, check_input
 
 
@@ -99,7 +99,5 @@ def register(subparsers) -> None:
                                    "outputs, the note dictionary and the --tnf-* settings, and with the tokenizer "
                                    "(the fairseq dictionary's ids) the task's rare words, so training goes on with "
                                    "any collator.")
-    c.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
-    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty, unless --force)")
-    add_tokenizer_arguments(c)
+    add_converter_arguments(c)
     c.set_defaults(func=_convert)

@@ -21,8 +21,11 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
-    """--dict / --no-tokenizer / --force, as every fairseq -> HF converter takes them."""
+def add_converter_arguments(parser: argparse.ArgumentParser) -> None:
+    """CKPT OUT --dict / --no-tokenizer / --force, as every fairseq -> HF converter takes them."""
+    parser.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
+    parser.add_argument("out", type=Path, metavar="OUT",
+                        help="output folder (must not exist or be empty, unless --force)")
     tokenizer = parser.add_mutually_exclusive_group()
     tokenizer.add_argument("--dict", type=Path, metavar="DICT",
                            help="fairseq dictionary (dict.txt) for the tokenizer written beside the weights "
@@ -42,7 +45,5 @@ def register(subparsers) -> None:
                                    "(TUPE-A, or TUPE-R with --rel-pos), into a save_pretrained folder of "
                                    "hf_models.TupeForMaskedLM with identical outputs, and a tokenizer with the "
                                    "fairseq dictionary's ids, so AutoTokenizer and pipeline('fill-mask') work.")
-    c.add_argument("checkpoint", type=Path, metavar="CKPT", help="fairseq checkpoint (.pt)")
-    c.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist or be empty, unless --force)")
-    add_tokenizer_arguments(c)
+    add_converter_arguments(c)
     c.set_defaults(func=_convert)
