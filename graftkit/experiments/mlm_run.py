@@ -85,22 +85,35 @@ def markov_corpus(words: int, successors: int, max_len: int, train_rows: int, va
     if successors > words:
         raise GraftkitError(f"successors ({successors}) must be at most words ({words})")
     g = torch.Generator().manual_seed(seed)
-    first = len(SPECIAL_TOKENS)
-    nexts = torch.stack([torch.randperm(words, generator=g)[:successors] for _ in range(words)])
-    weights = -torch.rand(words, successors, generator=g).log()  # Dirichlet(1, .., 1), unnormalised
-    transition = torch.zeros(words, words).scatter_(1, nexts, weights / weights.sum(1, keepdim=True))
-    vocab = WordVocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(words)])
+    transition = _sparse_dirichlet_rows(words, words, successors, g)
 
-    def rows(n: int) -> torch.Tensor:
+    def body(n: int) -> torch.Tensor:
         chain = torch.empty(n, max_len - 2, dtype=torch.long)
         chain[:, 0] = torch.randint(words, (n,), generator=g)
         for t in range(1, max_len - 2):
             chain[:, t] = torch.multinomial(transition[chain[:, t - 1]], 1, generator=g).squeeze(1)
-        out = torch.empty(n, max_len, dtype=torch.long)
-        out[:, 0], out[:, -1], out[:, 1:-1] = vocab.index[CLS], vocab.index[SEP], chain + first
+        return chain
+
+    return _synthetic_corpus(words, body(train_rows), body(valid_rows))
+
+
+def _sparse_dirichlet_rows(rows: int, words: int, support: int, g: torch.Generator) -> torch.Tensor:
+    """[rows, words]: each row a distribution over ``support`` random words, weights from a flat Dirichlet."""
+    members = torch.stack([torch.randperm(words, generator=g)[:support] for _ in range(rows)])
+    weights = -torch.rand(rows, support, generator=g).log()  # Dirichlet(1, .., 1), unnormalised
+    return torch.zeros(rows, words).scatter_(1, members, weights / weights.sum(1, keepdim=True))
+
+
+def _synthetic_corpus(words: int, train_body: torch.Tensor, valid_body: torch.Tensor) -> MLMCorpus:
+    """The corpus of word types ``w0 .. w{words-1}`` whose rows are ``[CLS] body [SEP]`` (body: word indices)."""
+    vocab = WordVocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(words)])
+
+    def framed(body: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(body.shape[0], body.shape[1] + 2, dtype=torch.long)
+        out[:, 0], out[:, -1], out[:, 1:-1] = vocab.index[CLS], vocab.index[SEP], body + len(SPECIAL_TOKENS)
         return out
 
-    return MLMCorpus(vocab, rows(train_rows), rows(valid_rows))
+    return MLMCorpus(vocab, framed(train_body), framed(valid_body))
 
 
 @dataclass(frozen=True)
@@ -271,19 +284,13 @@ def topic_corpus(words: int, topics: int, topic_words: int, max_len: int, train_
     if topic_words > words:
         raise GraftkitError(f"topic_words ({topic_words}) must be at most words ({words})")
     g = torch.Generator().manual_seed(seed)
-    members = torch.stack([torch.randperm(words, generator=g)[:topic_words] for _ in range(topics)])
-    weights = -torch.rand(topics, topic_words, generator=g).log()  # Dirichlet(1, .., 1), unnormalised
-    distribution = torch.zeros(topics, words).scatter_(1, members, weights / weights.sum(1, keepdim=True))
-    vocab = WordVocab(list(SPECIAL_TOKENS) + [f"w{i}" for i in range(words)])
+    distribution = _sparse_dirichlet_rows(topics, words, topic_words, g)
 
-    def rows(n: int) -> torch.Tensor:
+    def body(n: int) -> torch.Tensor:
         topic = torch.randint(topics, (n,), generator=g)
-        body = torch.multinomial(distribution[topic], max_len - 2, replacement=True, generator=g)
-        out = torch.empty(n, max_len, dtype=torch.long)
-        out[:, 0], out[:, -1], out[:, 1:-1] = vocab.index[CLS], vocab.index[SEP], body + len(SPECIAL_TOKENS)
-        return out
+        return torch.multinomial(distribution[topic], max_len - 2, replacement=True, generator=g)
 
-    return MLMCorpus(vocab, rows(train_rows), rows(valid_rows))
+    return _synthetic_corpus(words, body(train_rows), body(valid_rows))
 
 
 @dataclass(frozen=True)
