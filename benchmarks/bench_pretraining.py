@@ -203,10 +203,11 @@ def main() -> None:
         print(f"  time {name} / {baseline}: {value:.3f}x [{low:.3f}, {high:.3f}] (goal <= {bound}x): "
               f"{verdict(value, low, bound)}")
     for name, parts in COMPOSITIONS.items():
-        # (t_name / t_BERT) / Π (t_part / t_BERT): BERT's time enters once per part but one
+        # (t_name / t_BERT) / Π (t_part / t_BERT) = t_name · t_BERT^(parts - 1) / Π t_part
         value, low, high = paired_ratio(times, [name] + ["BERT MLM"] * (len(parts) - 1), list(parts))
         print(f"  time ratio to BERT of {name} / the product of its parts' ({' x '.join(parts)}): {value:.3f}x "
               f"[{low:.3f}, {high:.3f}] (goal <= 1): {verdict(value, low, 1.0)}")
+
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,5 @@
 """Configuration of TUPE (Ke, He, Liu, "Rethinking Positional Encoding in Language Pre-training", ICLR 2021)."""
 
-
 from huggingface_hub.dataclasses import strict
 
 from ..core.config import EncoderConfig
