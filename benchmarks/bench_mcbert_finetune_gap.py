@@ -48,17 +48,24 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
-import inspect
 import random
 import statistics
 import time
-import warnings
 from typing import Any
 
 import torch
 
-from graftkit.data.text import CLS, MASK, PAD, SEP, WordVocab, english_documents, english_sentences, words
+from graftkit.data.text import (
+    CLS,
+    MASK,
+    PAD,
+    SEP,
+    WordVocab,
+    english_documents,
+    english_sentences,
+    module_docstrings,
+    words,
+)
 from graftkit.experiments.protocol import bootstrap_interval
 from graftkit.runtime import single_thread
 from hf_models import McBertConfig, McBertForPreTraining, McBertForSequenceClassification
@@ -109,22 +116,9 @@ def _class_texts() -> list[str]:
     """Each class's source text, whitespace-normalized."""
     from pydoc_data.topics import topics
 
-    texts = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for modules in CLASSES.values():
-            if modules is None:
-                texts.append(_normalized(" ".join(topics[k] for k in sorted(topics))))
-                continue
-            docs = []
-            for name in modules:
-                module = importlib.import_module(name)
-                for _, obj in sorted(vars(module).items()):
-                    if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__module__ == module.__name__:
-                        docs.append(inspect.getdoc(obj) or "")
-                docs.append(module.__doc__ or "")
-            texts.append(_normalized(" ".join(docs)))
-    return texts
+    return [_normalized(" ".join(topics[k] for k in sorted(topics))) if modules is None
+            else _normalized(" ".join(doc for name in modules for doc in module_docstrings(name)))
+            for modules in CLASSES.values()]
 
 
 def labelled_split(per_class: int, train: int, valid: int) -> tuple[list[str], torch.Tensor, list[list[int]]]:

@@ -33,21 +33,28 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 
 
+def module_docstrings(name: str) -> list[str]:
+    """The docstrings of standard-library module ``name``'s own classes and functions (by name), then its own."""
+    docs = []
+    with warnings.catch_warnings():  # reading typing's deprecated aliases warns
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = importlib.import_module(name)
+        for _, obj in sorted(vars(module).items()):
+            doc = inspect.getdoc(obj) if (inspect.isclass(obj) or inspect.isfunction(obj)) else None
+            if doc and getattr(obj, "__module__", None) == module.__name__:
+                docs.append(doc)
+    if module.__doc__:
+        docs.append(module.__doc__)
+    return docs
+
+
 def _documents() -> Iterable[str]:
     from pydoc_data.topics import topics
 
     for key in sorted(topics):
         yield topics[key]
-    with warnings.catch_warnings():  # reading typing's deprecated aliases warns
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for name in _STDLIB_MODULES:
-            module = importlib.import_module(name)
-            for _, obj in sorted(vars(module).items()):
-                doc = inspect.getdoc(obj) if (inspect.isclass(obj) or inspect.isfunction(obj)) else None
-                if doc and getattr(obj, "__module__", None) == module.__name__:
-                    yield doc
-            if module.__doc__:
-                yield module.__doc__
+    for name in _STDLIB_MODULES:
+        yield from module_docstrings(name)
 
 
 def words(sentence: str) -> list[str]:
