@@ -41,6 +41,11 @@ embeddings; (b) recovers and (a) keeps it: it lives in the layers; both keep it:
 both recover: neither part alone carries it (it takes the two together). When the arm itself has no gap at that
 budget (its interval reaches 0) there is nothing to isolate (reported as such).
 
+``--prior-init`` (a second intervention): each RTD and MC-BERT arm gets a twin, the same run but for the
+discriminator's output starting at its class prior (:func:`init_class_prior`) instead of at 0: it asks whether
+the flattening is how Adam learns the prior "original at most tokens" (all states shifted one common way by
+many weights at once, faster than one bias moves) rather than anything the objective asks of the states.
+
 Run: ``python benchmarks/bench_mcbert_finetune_gap.py`` (1 torch thread; ``--tiny`` for a seconds-long check).
 """
 
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import random
 import statistics
 import time
@@ -89,6 +95,7 @@ ARMS: dict[str, dict[str, Any]] = {
                                     "candidates_exclude_original": False},
 }
 RANDOM = "random init"
+PRIOR = ", prior init"  # the --prior-init twin of a discriminative arm
 
 #: the --swap hybrids: which part of the main encoder comes from the pre-trained snapshot
 HYBRIDS = ("(a) pre-trained layers, init embeddings", "(b) init layers, pre-trained embeddings")
@@ -106,6 +113,23 @@ def hybrid(snapshot: dict[str, torch.Tensor], init: dict[str, torch.Tensor], nam
         raise RuntimeError("the snapshot and the init state do not have the same keys")
     embeddings_from, layers_from = (init, snapshot) if name == HYBRIDS[0] else (snapshot, init)
     return {k: (embeddings_from if k.startswith(EMBEDDINGS) else layers_from)[k].clone() for k in init}
+
+
+def init_class_prior(model: McBertForPreTraining) -> None:
+    """The --prior-init intervention: the discriminator's output starts at its class prior (the prior
+    initialisation of RetinaNet, Lin et al. 2017) instead of at 0. While the meta controller is still random,
+    nearly every masked position is replaced, so p = mask_prob of the tokens are "replaced" and the rest take
+    the "original" answer. RTD: the logit's bias = log(p / (1 - p)). MC: every candidate scores about 0 at
+    init, so <neither>'s entry of the shared vocabulary bias = log((1 - p) / p · (k - 1)) gives c0 the
+    probability 1 - p."""
+    config, p = model.config, model.config.mask_prob
+    with torch.no_grad():
+        if config.objective == "rtd":
+            model.head.dense_prediction.bias.fill_(math.log(p / (1 - p)))
+        elif config.objective == "mc":
+            model.vocabulary_bias[config.neither_token_id] = math.log((1 - p) / p * (config.num_candidates - 1))
+        else:
+            raise ValueError("the prior initialisation is for the discriminative objectives (rtd, mc)")
 
 
 def _normalized(text: str) -> str:
@@ -265,12 +289,14 @@ def pretrain_arm(arm: dict[str, Any], args, vocab: WordVocab, corpus: torch.Tens
     """Pre-train ``arm`` from the main encoder ``init`` for max(--steps) steps; at each budget, the snapshot's
     embedding gradients and ``evaluate_snapshot(state, step)``'s row."""
     pad, special = vocab.index[PAD], torch.tensor([vocab.index[CLS], vocab.index[SEP]])
-    extra = {k: v for k, v in arm.items() if k != "objective"}
+    extra = {k: v for k, v in arm.items() if k not in ("objective", "prior_init")}
     rows: dict[int, dict[str, Any]] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = McBertForPreTraining(make_config(args, vocab, arm["objective"], **extra)).train()
         model.mc_bert.load_state_dict(init)  # every arm's main encoder starts from the random-init arm's weights
+        if arm.get("prior_init"):
+            init_class_prior(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / args.warmup))
         data = torch.Generator().manual_seed(seed)  # the same batches and masking draws in every arm
@@ -422,6 +448,9 @@ def main() -> None:
                         help="at the largest budget also fine-tune the hybrids of each snapshot and the random "
                              "init: pre-trained layers with init embeddings, and init layers with pre-trained "
                              "embeddings")
+    parser.add_argument("--prior-init", action="store_true",
+                        help="add, for each RTD and MC-BERT arm, a twin whose discriminator output starts at its "
+                             "class prior (see init_class_prior)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long check of the whole script")
     args = parser.parse_args()
     if args.tiny:
@@ -437,6 +466,8 @@ def main() -> None:
     corpus, inputs = vocab.encode_rows(texts, args.max_len), vocab.encode_rows(sentences, args.max_len)
     pad = vocab.index[PAD]
     arms = {name: arm for name, arm in ARMS.items() if args.arms is None or any(name.startswith(p) for p in args.arms)}
+    if args.prior_init:
+        arms |= {name + PRIOR: arm | {"prior_init": True} for name, arm in arms.items() if arm["objective"] != "mlm"}
     print(f"fine-tuning: {len(CLASSES)} classes ({', '.join(CLASSES)}), {args.train_per_class} / "
           f"{args.valid_per_class} / {args.per_class - args.train_per_class - args.valid_per_class} sentences per "
           f"class train / valid / test, held out of pre-training; pre-training: {len(texts)} passages, vocabulary "

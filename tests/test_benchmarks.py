@@ -20,7 +20,7 @@ RUNS = {
     "bench_macer.py": (["--repeats", "1"], "ResNet-20"),
     "bench_mcbert.py": (["--hidden", "24", "--layers", "1", "--heads", "6", "--divider", "3", "--vocab", "50",
                          "--batch", "2", "--seq-len", "16", "--rounds", "1", "--steps", "1"], "MC-BERT / RTD"),
-    "bench_mcbert_finetune_gap.py": (["--tiny", "--swap"], "== --swap verdict"),
+    "bench_mcbert_finetune_gap.py": (["--tiny", "--swap", "--prior-init"], "MC-BERT, graftkit defaults, prior init"),
     "bench_pretraining.py": (["--hidden", "24", "--layers", "1", "--heads", "6", "--vocab", "50", "--batch", "2",
                                "--seq-len", "16", "--rounds", "1", "--steps", "1", "--rare-words", "50"],
                               "product of its parts"),
@@ -86,3 +86,36 @@ def test_finetune_gap_hybrids_swap_the_embedding_module():
     assert [float(embeddings_pretrained[k][0]) for k in keys] == [1, 1, 0, 0]
     layers_pretrained[keys[0]] += 5
     assert float(init[keys[0]][0]) == 0
+
+
+def test_finetune_gap_prior_init_starts_each_discriminator_at_its_class_prior():
+    """--prior-init: at init the RTD head predicts "replaced" with probability mask_prob at every token, and the
+    multi-choice head gives c0 (<neither>) probability 1 - mask_prob when the candidates' scores are equal."""
+    import torch
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from bench_mcbert_finetune_gap import init_class_prior
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from hf_models import McBertConfig, McBertForPreTraining
+
+    def model(objective):
+        torch.manual_seed(0)
+        return McBertForPreTraining(McBertConfig(
+            vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            mask_token_id=3, neither_token_id=4, objective=objective, num_candidates=6, mask_prob=0.2,
+            mc_size_divider=2))
+
+    rtd = model("rtd")
+    init_class_prior(rtd)
+    rtd.head.dense_prediction.weight.data.zero_()  # the bias alone
+    assert torch.sigmoid(rtd.head(torch.randn(5, 16))).allclose(torch.full((5,), 0.2))
+    mc = model("mc")
+    init_class_prior(mc)
+    bias = mc.vocabulary_bias.detach()
+    scores = torch.stack([bias[4], *bias[10:15]])  # c0 and k - 1 = 5 other candidates, features · E[c] = 0
+    assert float(torch.softmax(scores, 0)[0]) == pytest.approx(0.8)
+    assert float(bias.abs().sum() - bias[4]) == 0  # no other entry moves
+    with pytest.raises(ValueError, match="discriminative"):
+        init_class_prior(model("mlm"))
