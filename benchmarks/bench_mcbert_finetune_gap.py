@@ -1,13 +1,14 @@
 """Does an MC-BERT-pre-trained encoder fine-tune worse than a random one, and does the gap close with budget?
 
-Arms with the same main encoder (Pre-LN, 2 layers, d 64, 4 heads; the same initial weights and data order
-within a seed): random init (no pre-training), BERT's MLM, ELECTRA's RTD, MC-BERT with graftkit's defaults
-(k 10, lambda 20, negatives without replacement, original excluded) and MC-BERT with the reference code's
-settings (k 10, lambda 50, with replacement, original allowed), all ``hf_models.McBertForPreTraining`` with
-objective mlm / rtd / mc. Each pre-training run is snapshotted at every ``--steps`` budget (one run: AdamW,
-linear warm-up over ``--warmup`` steps, then a constant learning rate), and each snapshot's main encoder is
-fine-tuned as ``graftkit pretrain`` leaves it in OUT/encoder: ``McBertForSequenceClassification`` with the
-pre-trained ``mc_bert`` weights and a new (random, identical across arms of a seed) pooler and classifier.
+Arms with the same main encoder (Pre-LN unless ``--layer-norm-position post``, 2 layers, d 64, 4 heads; the same
+initial weights and data order within a seed): random init (no pre-training), BERT's MLM, ELECTRA's RTD, MC-BERT
+with graftkit's defaults (k 10, lambda 20, negatives without replacement, original excluded) and MC-BERT with the
+reference code's settings (k 10, lambda 50, with replacement, original allowed), all
+``hf_models.McBertForPreTraining`` with objective mlm / rtd / mc. Each pre-training run is snapshotted at every
+``--steps`` budget (one run: AdamW, linear warm-up over ``--warmup`` steps, then a constant learning rate), and
+each snapshot's main encoder is fine-tuned as ``graftkit pretrain`` leaves it in OUT/encoder:
+``McBertForSequenceClassification`` with the pre-trained ``mc_bert`` weights and a new (random, identical across
+arms of a seed) pooler and classifier.
 
 Pre-training text: the prose of Python's help topics and standard-library docstrings
 (``graftkit.data.text.english_documents``) in passages of consecutive sentences, without the labelled
@@ -191,7 +192,7 @@ def make_config(args, vocab: WordVocab, objective: str = "mlm", **extra: Any) ->
         num_attention_heads=args.heads, intermediate_size=4 * args.hidden, max_position_embeddings=args.max_len,
         type_vocab_size=0, pad_token_id=vocab.index[PAD], mask_token_id=vocab.index[MASK],
         neither_token_id=vocab.index[NEITHER], objective=objective, mc_size_divider=args.divider,
-        layer_norm_position="pre", **extra)
+        layer_norm_position=args.layer_norm_position, **extra)
 
 
 def classifier(args, vocab: WordVocab, seed: int, encoder_state: dict[str, torch.Tensor] | None):
@@ -222,9 +223,11 @@ def encoder_measures(model, inputs: torch.Tensor, pad: int) -> dict[str, Any]:
         states = [*out.hidden_states, out.last_hidden_state]  # embeddings, each layer, after the final LN
         pooled = [(h * real).sum(1) / real.sum(1) for h in states]
         pooler = model.mc_bert.pooler(out.last_hidden_state)
-    return {"spread_mean_pooled": [spread(v) for v in pooled], "spread_cls": spread(out.last_hidden_state[:, 0]),
-            "spread_pooler": spread(pooler),
-            "final_ln_scale": float(model.mc_bert.encoder.final_layer_norm.weight.detach().abs().mean())}
+    row = {"spread_mean_pooled": [spread(v) for v in pooled], "spread_cls": spread(out.last_hidden_state[:, 0]),
+           "spread_pooler": spread(pooler)}
+    if hasattr(model.mc_bert.encoder, "final_layer_norm"):  # Pre-LN only
+        row["final_ln_scale"] = float(model.mc_bert.encoder.final_layer_norm.weight.detach().abs().mean())
+    return row
 
 
 def embedding_gradients(model, batch: torch.Tensor, pad: int, special: torch.Tensor) -> dict[str, float]:
@@ -432,6 +435,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--layer-norm-position", choices=("pre", "post"), default="pre",
+                        help="the encoders' layer-norm placement (post: BERT's, as the paper's MC-BERT)")
     parser.add_argument("--divider", type=int, default=2, help="the meta controller's width divider")
     parser.add_argument("--vocab", type=int, default=2000)
     parser.add_argument("--max-len", type=int, default=64)
@@ -471,7 +476,8 @@ def main() -> None:
     print(f"fine-tuning: {len(CLASSES)} classes ({', '.join(CLASSES)}), {args.train_per_class} / "
           f"{args.valid_per_class} / {args.per_class - args.train_per_class - args.valid_per_class} sentences per "
           f"class train / valid / test, held out of pre-training; pre-training: {len(texts)} passages, vocabulary "
-          f"{len(vocab)}; main encoder Pre-LN {args.layers} layers, d {args.hidden}, {args.heads} heads; "
+          f"{len(vocab)}; main encoder {args.layer_norm_position.capitalize()}-LN {args.layers} layers, "
+          f"d {args.hidden}, {args.heads} heads; "
           f"batch {args.batch} x {args.max_len}, AdamW lr {args.lr:g} (warm-up {args.warmup} steps); fine-tuning "
           f"lr {args.finetune_lr:g}, {args.finetune_epochs} epochs, batch {args.finetune_batch}")
 
