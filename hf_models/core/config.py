@@ -4,7 +4,9 @@ and the validation of the fields the core reads (the functions accept any object
 from __future__ import annotations
 
 import copy
+import json
 import math
+import re
 import sys
 import types
 import typing
@@ -138,18 +140,34 @@ def declared_type(config_class: type, name: str) -> Any:
     return None
 
 
+#: where ``key=value,...`` splits: at a comma before the next ``key=``, so a JSON value keeps its own commas
+_OVERRIDE_SEPARATOR = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
+
+
 def parse_field_value(config: Any, name: str, text: str) -> Any:
     """The value of config field ``name`` written as ``text`` (``--config_overrides``), read by the field's
-    declared type: ``int | None`` takes "4" or "None". transformers' own parser reads the type from the current
-    value, so it refuses every field whose value is None (e.g. ``mask_token_id``, ``classifier_dropout``).
-    ValueError naming the field when ``text`` is none of the declared types."""
+    declared type: ``int | None`` takes "4" or "None"; a dict or list field takes JSON (``id2label={"0": "neg",
+    "1": "pos"}``, ``rare_word_token_ids=[[7, 8], [9]]``). transformers' own parser reads the type from the
+    current value, so it refuses every field whose value is None (e.g. ``mask_token_id``, ``classifier_dropout``)
+    and every dict. ValueError naming the field when ``text`` is none of the declared types."""
     declared = declared_type(type(config), name)
     union = typing.get_origin(declared) in (typing.Union, types.UnionType)
     options = typing.get_args(declared) if union else (declared,)
     if type(None) in options and text.strip().lower() == "none":
         return None
     for option in options:
-        if typing.get_origin(option) is typing.Literal:
+        container = typing.get_origin(option)
+        if container in (dict, list):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, container):
+                key_type = typing.get_args(option)[0] if container is dict else None
+                if key_type is int and all(key.lstrip("-").isdigit() for key in value):  # JSON keys are text
+                    value = {int(key): item for key, item in value.items()}
+                return value
+        elif container is typing.Literal:
             if text in typing.get_args(option):
                 return text
         elif option is bool:
@@ -233,7 +251,7 @@ class EncoderConfig(PreTrainedConfig):
         the field); on an error the config is left unchanged."""
         updated = copy.deepcopy(self)
         named = set()
-        for pair in update_str.split(","):
+        for pair in _OVERRIDE_SEPARATOR.split(update_str):
             name, separator, text = pair.partition("=")
             name = name.strip()
             if not separator:

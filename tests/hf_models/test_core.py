@@ -570,7 +570,15 @@ def test_config_overrides_set_every_field_on_every_model_type(model_type):
     config = CONFIG_MAPPING[model_type](hidden_size=48, num_attention_heads=3, intermediate_size=96)
     config.update_from_string("classifier_dropout=0.25,problem_type=regression,num_hidden_layers=3")
     assert (config.classifier_dropout, config.problem_type, config.num_hidden_layers) == (0.25, "regression", 3)
+    # dict and list fields as JSON, whose own commas do not split the overrides
+    config.update_from_string('id2label={"0": "neg", "1": "pos"},label2id={"neg": 0, "pos": 1},'
+                              'architectures=["Custom"],num_hidden_layers=2')
+    assert (config.id2label, config.label2id, config.num_labels) == ({0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}, 2)
+    assert (config.architectures, config.num_hidden_layers) == (["Custom"], 2)
     before = config.to_dict()
+    for bad in ("id2label=[1, 2]", 'id2label={"0": "neg"', 'architectures={"a": 1}'):
+        with pytest.raises(ValueError, match=f"{bad.partition('=')[0]} takes"):
+            config.update_from_string(bad)
     with pytest.raises(ValueError, match="must be divisible by num_attention_heads"):
         config.update_from_string("num_hidden_layers=1,hidden_size=50")
     with pytest.raises(ValueError, match="classifier_dropout takes"):
