@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 import sys
 import types
 import typing
@@ -140,8 +139,22 @@ def declared_type(config_class: type, name: str) -> Any:
     return None
 
 
-#: where ``key=value,...`` splits: at a comma before the next ``key=``, so a JSON value keeps its own commas
-_OVERRIDE_SEPARATOR = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
+def split_overrides(update_str: str) -> list[str]:
+    """``key=value,...`` split at the commas outside brackets and quotes, so a JSON value keeps its own."""
+    pairs, depth, quoted, start = [], 0, False, 0
+    for i, char in enumerate(update_str):
+        if quoted:
+            quoted = char != '"' or update_str[i - 1] == "\\"
+        elif char == '"':
+            quoted = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            pairs.append(update_str[start:i])
+            start = i + 1
+    return [*pairs, update_str[start:]]
 
 
 def parse_field_value(config: Any, name: str, text: str) -> Any:
@@ -251,7 +264,7 @@ class EncoderConfig(PreTrainedConfig):
         the field); on an error the config is left unchanged."""
         updated = copy.deepcopy(self)
         named = set()
-        for pair in _OVERRIDE_SEPARATOR.split(update_str):
+        for pair in split_overrides(update_str):
             name, separator, text = pair.partition("=")
             name = name.strip()
             if not separator:
