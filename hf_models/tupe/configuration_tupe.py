@@ -69,4 +69,5 @@ class TupeConfig(EncoderConfig):
             if name in named and other not in named:
                 setattr(self, other, None)
 
+
 __all__ = ["TupeConfig"]
